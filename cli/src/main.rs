@@ -1,0 +1,141 @@
+//! `molt`: upgrades a self-hosted Docker Compose installation and never leaves it half-way.
+//!
+//! This file holds the command line (clap), logging setup, failpoint setup and the mapping of
+//! errors to the exit codes documented in [`exit`].
+
+mod cmd;
+mod exit;
+mod install;
+mod session;
+
+use clap::{Parser, Subcommand};
+use engine::Mode;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "molt",
+    version,
+    about = "Journaled, crash-safe upgrades of Docker Compose installations"
+)]
+struct Cli {
+    /// Installation root.
+    #[arg(long, global = true, env = "MOLT_ROOT", default_value = ".")]
+    root: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a plan file of file-system steps (TOML, `[[step]] op = ...`) as a journaled run.
+    Exec { file: PathBuf },
+    /// Continue the unfinished run forward.
+    Resume {
+        /// Reset the loop breaker of a stuck run (after fixing its cause).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Undo the unfinished run, last step first.
+    Rollback {
+        /// Reset the loop breaker of a stuck run (after fixing its cause).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Apply the documented recovery policy to an unfinished run (for boot scripts).
+    Recover,
+    /// Show the installation and its latest run.
+    Status,
+    /// Read the journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// Show molt at work in a scratch installation: a run, a crash, recovery, a rollback.
+    Demo {
+        /// Directory for the scratch installation (created; must not exist or be empty).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// One line per run.
+    List,
+    /// Every transition of one run, with time, duration and error.
+    Show { run: u64 },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MOLT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// `MOLT_FAILPOINTS="name=action;name=action"` arms crash points (tests and the demo only;
+/// see `engine::failpoint`). Actions use the `fail` crate's syntax, e.g. `2*off->return`.
+fn init_failpoints() -> anyhow::Result<()> {
+    let Ok(spec) = std::env::var("MOLT_FAILPOINTS") else {
+        return Ok(());
+    };
+    if !cfg!(feature = "failpoints") {
+        anyhow::bail!("MOLT_FAILPOINTS is set but this molt was built without failpoints");
+    }
+    for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
+        let (name, action) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("MOLT_FAILPOINTS item {item:?} is not name=action"))?;
+        fail::cfg(name.trim(), action.trim())
+            .map_err(|e| anyhow::anyhow!("failpoint {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let json = cli.json;
+    let root = cli.root;
+    let inst = || install::Installation::new(&root);
+    match cli.command {
+        Command::Demo { dir } => cmd::demo::run(dir),
+        Command::Exec { file } => cmd::run::exec(&inst()?, &file, json).await,
+        Command::Resume { force } => {
+            cmd::run::attach(&inst()?, Some(Mode::Resume), force, json).await
+        }
+        Command::Rollback { force } => {
+            cmd::run::attach(&inst()?, Some(Mode::Rollback), force, json).await
+        }
+        Command::Recover => cmd::run::attach(&inst()?, None, false, json).await,
+        Command::Status => cmd::status::status(&inst()?, json),
+        Command::Journal { command } => match command {
+            JournalCommand::List => cmd::journal::list(&inst()?, json),
+            JournalCommand::Show { run } => cmd::journal::show(&inst()?, run, json),
+        },
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = init_failpoints().and_then(|()| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run(cli)))
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("molt: {e:#}");
+            std::process::ExitCode::from(exit::code_of(&e))
+        }
+    }
+}

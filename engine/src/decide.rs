@@ -1,0 +1,87 @@
+//! Recovery policy: a pure function from a run's records to what should happen next.
+//!
+//! `molt recover` (run at boot, unattended) applies [`decide`] verbatim, and the tests check the
+//! same function, so the policy that is tested is the policy that runs.
+//!
+//! # The policy
+//! 1. A run whose last record is terminal is finished (committed, rolled back, or stuck).
+//! 2. A run that is already rolling back keeps rolling back.
+//! 3. A run that has started a pivot or a forward-only step is resumed: past the pivot the data
+//!    has been changed in a way only a backup restore reverses, so finishing forward is the
+//!    cheaper road, and a failure on it still rolls back automatically.
+//! 4. Any other unfinished run is rolled back: nothing has touched the data yet, the old release
+//!    comes back as it was, and the operator can start the upgrade again (downloads are cached).
+//! 5. Whichever way is chosen, if the next step to (un)do has already been started
+//!    `max_attempts` times, the run is stuck (the loop breaker): a crash that repeats at the
+//!    same place is not retried forever.
+
+use crate::error::Error;
+use crate::ledger::{Direction, Ledger};
+use crate::machine::Limits;
+use crate::record::{Outcome, Record, StepClass};
+
+/// What recovery should do with a run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Terminal already; nothing to do.
+    Finished { outcome: Outcome },
+    /// Continue forward from the first step not done.
+    Resume,
+    /// Undo every started step, last first.
+    Rollback,
+    /// The loop breaker fired (or had fired): an operator must look.
+    Stuck { step: usize, reason: String },
+}
+
+/// Decide from the records alone. Errors mean the records cannot be trusted (inconsistent,
+/// newer format): nothing should be done with the run.
+pub fn decide(records: &[Record], limits: Limits) -> Result<Decision, Error> {
+    Ok(decide_ledger(&Ledger::replay(records)?, limits))
+}
+
+/// [`decide`] on an already replayed ledger.
+pub fn decide_ledger(ledger: &Ledger, limits: Limits) -> Decision {
+    if let Some(outcome) = &ledger.terminal {
+        return match outcome {
+            Outcome::Stuck { step, reason } => Decision::Stuck {
+                step: *step,
+                reason: reason.clone(),
+            },
+            Outcome::Committed | Outcome::RolledBack => Decision::Finished {
+                outcome: outcome.clone(),
+            },
+        };
+    }
+    let past_pivot =
+        ledger.started_class(StepClass::Pivot) || ledger.started_class(StepClass::ForwardOnly);
+    let direction = if ledger.direction == Direction::Backward || !past_pivot {
+        Direction::Backward
+    } else {
+        Direction::Forward
+    };
+    let (next, verb) = match direction {
+        Direction::Forward => (ledger.next_forward(), "do"),
+        Direction::Backward => (ledger.next_backward(), "undo"),
+    };
+    if let Some(step) = next {
+        let s = &ledger.steps[step];
+        let n = match direction {
+            Direction::Forward => s.intents,
+            Direction::Backward => s.undo_intents,
+        };
+        if n >= limits.max_attempts {
+            return Decision::Stuck {
+                step,
+                reason: format!(
+                    "{verb} of {} started {n} times without finishing",
+                    ledger.step_name(step)
+                ),
+            };
+        }
+    }
+    match direction {
+        Direction::Forward => Decision::Resume,
+        Direction::Backward => Decision::Rollback,
+    }
+}

@@ -1,0 +1,133 @@
+//! The driver: performs the machine's commands (journal writes, step calls) and feeds back the
+//! results. The only place where the engine touches the outside world, through the [`Journal`]
+//! and [`DynStep`] traits.
+
+use crate::error::Error;
+use crate::machine::{Command, Event, Halt, Machine};
+use crate::record::{Outcome, Record};
+use crate::step::{DynStep, StepCtx};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Durable storage of records, implemented by the `journal` crate (and by in-memory models in
+/// tests).
+///
+/// `append` returns only when the record is durable (power loss included); an `Err` means the
+/// record may or may not be stored, and the driver stops at once without performing the side
+/// effect the record announces.
+pub trait Journal {
+    fn append(&mut self, record: &Record) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The run reached a terminal record.
+    Finished(Outcome),
+    /// The session stopped; the run is unfinished and another session may continue it.
+    Halted(Halt),
+}
+
+/// Driver settings.
+#[derive(Clone, Copy, Debug)]
+pub struct DriveOptions {
+    /// Sleep before retrying a failed `undo`: `undo_backoff * 2^(retry-1)`.
+    pub undo_backoff: Duration,
+}
+
+impl Default for DriveOptions {
+    fn default() -> DriveOptions {
+        DriveOptions {
+            undo_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A named crash point. With the `failpoints` feature and the point configured (`fail::cfg`,
+/// see the CLI's `MOLT_FAILPOINTS`), the process aborts here: no destructor, no flush, no
+/// cleanup, like `kill -9` or a power cut as far as this process's own state is concerned.
+/// Without the feature this compiles to nothing.
+pub fn failpoint(name: &str) {
+    fail::fail_point!(name, |_| {
+        eprintln!("molt: failpoint {name} reached, aborting");
+        std::process::abort()
+    });
+}
+
+/// Run the machine to the end of this session, starting with `first`
+/// ([`Event::Start`], [`Event::Resume`] or [`Event::Rollback`]).
+pub async fn drive(
+    machine: &mut Machine,
+    first: Event,
+    steps: &[Box<dyn DynStep>],
+    journal: &mut dyn Journal,
+    options: DriveOptions,
+) -> Result<Finish, Error> {
+    if steps.len() != machine.ledger().plan.steps.len() {
+        return Err(Error::InvalidPlan(format!(
+            "{} step implementations for a plan of {} steps",
+            steps.len(),
+            machine.ledger().plan.steps.len()
+        )));
+    }
+    let run = machine.ledger().run;
+    let mut event = first;
+    loop {
+        let command = machine.handle(event)?;
+        event = match command {
+            Command::Write(mut record) => {
+                record.at_ms = now_ms();
+                failpoint("engine::before_write");
+                journal.append(&record).map_err(Error::Journal)?;
+                failpoint("engine::after_write");
+                tracing::debug!(run = %run, seq = record.seq, kind = record.entry.kind(), "journaled");
+                Event::Persisted
+            }
+            Command::Apply { step, attempt } => {
+                let ctx = StepCtx { run, step, attempt };
+                let s = &steps[step];
+                tracing::info!(run = %run, step, attempt, name = %s.name(), "do");
+                match s.apply_json(&ctx).await {
+                    Ok(receipt) => {
+                        failpoint("engine::after_apply");
+                        Event::Applied { receipt }
+                    }
+                    Err(e) => {
+                        tracing::info!(run = %run, step, name = %s.name(), error = %e, "do failed");
+                        Event::ApplyFailed { error: e.message }
+                    }
+                }
+            }
+            Command::Undo {
+                step,
+                attempt,
+                receipt,
+            } => {
+                let ctx = StepCtx { run, step, attempt };
+                let s = &steps[step];
+                if attempt > 1 {
+                    let factor = 1u32 << (attempt - 2).min(8);
+                    tokio::time::sleep(options.undo_backoff * factor).await;
+                }
+                tracing::info!(run = %run, step, attempt, name = %s.name(), "undo");
+                match s.undo_json(&ctx, receipt).await {
+                    Ok(()) => {
+                        failpoint("engine::after_undo");
+                        Event::Undone
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %run, step, name = %s.name(), error = %e, "undo failed; will retry");
+                        Event::UndoFailed { error: e.message }
+                    }
+                }
+            }
+            Command::Finish(outcome) => return Ok(Finish::Finished(outcome)),
+            Command::Halt(halt) => return Ok(Finish::Halted(halt)),
+        };
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,303 @@
+//! The sled-backed record store.
+
+use crate::error::Error;
+use engine::{Record, RunId, FORMAT};
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+const RECORDS: &str = "records";
+const META: &str = "meta";
+const META_FORMAT: &[u8] = b"format";
+
+/// A stored value that could not be turned into a record. Never acted on.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "damage", rename_all = "snake_case")]
+pub enum Damage {
+    /// The bytes are not a record (truncated, garbage, wrong shape).
+    Garbage { seq: u64, reason: String },
+    /// A record written by a newer molt.
+    NewerFormat { seq: u64, format: u32 },
+    /// The key does not match the record inside it.
+    Misplaced { seq: u64, reason: String },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Garbage { seq, reason } => write!(f, "record {seq} is damaged: {reason}"),
+            Damage::NewerFormat { seq, format } => write!(
+                f,
+                "record {seq} has format {format}; this molt reads format {FORMAT} and older"
+            ),
+            Damage::Misplaced { seq, reason } => write!(f, "record {seq} is misplaced: {reason}"),
+        }
+    }
+}
+
+/// Everything readable about one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunLog {
+    /// Records that decoded, in sequence order, up to the first damaged one.
+    pub records: Vec<Record>,
+    /// Values that did not decode; a run with any is not recoverable by this molt.
+    pub damage: Vec<Damage>,
+    /// Records that decoded but follow a damaged one (shown, never replayed).
+    pub after_damage: Vec<Record>,
+}
+
+/// The journal of one installation.
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    records: sled::Tree,
+    log: File,
+    synced_blobs: HashSet<PathBuf>,
+}
+
+impl Store {
+    /// Open (or create) the journal in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let path = dir.to_path_buf();
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            op: "create",
+            path: path.clone(),
+            source,
+        })?;
+        let config = sled::Config::new().path(dir);
+        // sled panics on some kinds of corrupt files instead of returning an error; a journal
+        // that cannot be read must be reported, not crash the tool.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+                return Err(Error::Busy { path })
+            }
+            Ok(Err(e)) => {
+                return Err(Error::Open {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Open {
+                    path,
+                    reason: "sled panicked while reading its files (they are probably corrupt)"
+                        .into(),
+                })
+            }
+        };
+        let sled_err = |op| {
+            let path = path.clone();
+            move |source| Error::Sled { op, path, source }
+        };
+        let records = db.open_tree(RECORDS).map_err(sled_err("open"))?;
+        let meta = db.open_tree(META).map_err(sled_err("open"))?;
+        match meta.get(META_FORMAT).map_err(sled_err("read"))? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found > FORMAT {
+                    return Err(Error::NewerFormat { path, found });
+                }
+            }
+            None => {
+                meta.insert(META_FORMAT, &FORMAT.to_be_bytes())
+                    .map_err(sled_err("write"))?;
+            }
+        }
+        let log_path = dir.join("db");
+        let log = File::open(&log_path).map_err(|source| Error::Io {
+            op: "open",
+            path: log_path,
+            source,
+        })?;
+        let mut store = Store {
+            path,
+            db,
+            records,
+            log,
+            synced_blobs: HashSet::new(),
+        };
+        store.sync()?;
+        sync_dir(dir).map_err(|source| Error::Io {
+            op: "sync",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one record durably (see the crate's durability contract).
+    pub fn append(&mut self, record: &Record) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(record).map_err(|source| Error::Encode {
+            run: record.run,
+            seq: record.seq,
+            source,
+        })?;
+        self.insert_raw(record.run, record.seq, &bytes)
+    }
+
+    /// Store raw bytes under a record key, durably. `append` is built on it; tests use it to
+    /// plant damaged records.
+    pub fn insert_raw(&mut self, run: RunId, seq: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.records
+            .insert(key(run, seq), bytes)
+            .map_err(|source| Error::Sled {
+                op: "insert",
+                path: self.path.clone(),
+                source,
+            })?;
+        self.sync()
+    }
+
+    /// Make everything written so far durable.
+    fn sync(&mut self) -> Result<(), Error> {
+        self.db.flush().map_err(|source| Error::Sled {
+            op: "flush",
+            path: self.path.clone(),
+            source,
+        })?;
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { op, path, source }
+        };
+        self.log.sync_data().map_err(io("sync", &self.path))?;
+        // Large pages go to separate blob files, which sled syncs with sync_file_range too.
+        let blobs = self.path.join("blobs");
+        let mut new_blob = false;
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if !self.synced_blobs.contains(&p) {
+                    if let Ok(f) = File::open(&p) {
+                        f.sync_data().map_err(io("sync", &p))?;
+                    }
+                    new_blob = true;
+                    self.synced_blobs.insert(p);
+                }
+            }
+        }
+        if new_blob {
+            sync_dir(&blobs).map_err(io("sync", &blobs))?;
+        }
+        Ok(())
+    }
+
+    /// Every run id in the journal, ascending.
+    pub fn runs(&self) -> Result<Vec<RunId>, Error> {
+        let mut runs = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let next = self
+                .records
+                .range(key(RunId(from), 0)..)
+                .next()
+                .transpose()
+                .map_err(|source| Error::Sled {
+                    op: "read",
+                    path: self.path.clone(),
+                    source,
+                })?;
+            let Some((k, _)) = next else { break };
+            let Some((run, _)) = split_key(&k) else {
+                break;
+            };
+            runs.push(run);
+            match run.0.checked_add(1) {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The id for a new run: one more than the largest in the journal.
+    pub fn next_run_id(&self) -> Result<RunId, Error> {
+        Ok(RunId(self.runs()?.last().map_or(1, |r| r.0 + 1)))
+    }
+
+    /// Read one run, separating what decodes from what does not.
+    pub fn read_run(&self, run: RunId) -> Result<RunLog, Error> {
+        let mut log = RunLog::default();
+        let end = run.0.checked_add(1).map(|n| key(RunId(n), 0));
+        let range = match &end {
+            Some(end) => self.records.range(key(run, 0)..end.clone()),
+            None => self.records.range(key(run, 0)..),
+        };
+        for item in range {
+            let (k, v) = item.map_err(|source| Error::Sled {
+                op: "read",
+                path: self.path.clone(),
+                source,
+            })?;
+            let seq = split_key(&k).map_or(u64::MAX, |(_, s)| s);
+            match decode(run, seq, &v) {
+                Ok(record) if log.damage.is_empty() => log.records.push(record),
+                Ok(record) => log.after_damage.push(record),
+                Err(d) => log.damage.push(d),
+            }
+        }
+        Ok(log)
+    }
+}
+
+/// Decode one stored value, checking it against its key.
+pub(crate) fn decode(run: RunId, seq: u64, bytes: &[u8]) -> Result<Record, Damage> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        format: u32,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| Damage::Garbage {
+        seq,
+        reason: e.to_string(),
+    })?;
+    if probe.format > FORMAT {
+        return Err(Damage::NewerFormat {
+            seq,
+            format: probe.format,
+        });
+    }
+    let record: Record = serde_json::from_slice(bytes).map_err(|e| Damage::Garbage {
+        seq,
+        reason: e.to_string(),
+    })?;
+    if record.run != run || record.seq != seq {
+        return Err(Damage::Misplaced {
+            seq,
+            reason: format!(
+                "stored under run {run} seq {seq} but says run {} seq {}",
+                record.run, record.seq
+            ),
+        });
+    }
+    Ok(record)
+}
+
+fn key(run: RunId, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&run.0.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn split_key(k: &[u8]) -> Option<(RunId, u64)> {
+    let run = u64::from_be_bytes(k.get(0..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
+    Some((RunId(run), seq))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl engine::Journal for Store {
+    fn append(&mut self, record: &Record) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Store::append(self, record).map_err(Into::into)
+    }
+}

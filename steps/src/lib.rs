@@ -1,0 +1,25 @@
+//! molt's concrete steps and the plans built from them.
+//!
+//! One file per step, each implementing [`engine::Step`] with its contract written on the type;
+//! [`plans`] is the dispatcher that turns a plan id and its JSON spec back into steps, so that a
+//! fresh process can resume a run from the journal alone.
+//!
+//! File-system steps keep their undo information in a per-run scratch directory
+//! (`cache/runs/<run>/step-<i>/`, see [`fsutil::Stash`]), written before they change anything.
+
+pub mod copy_tree;
+mod error;
+pub mod fsutil;
+pub mod plans;
+pub mod remove_path;
+pub mod switch_link;
+pub mod verify_file;
+pub mod write_file;
+
+pub use error::Error;
+pub use plans::{build, Env, FsOp, FsScript};
+
+/// Turn an I/O error into a step error naming the operation and path.
+pub(crate) fn io_err(op: &str, path: &std::path::Path, e: std::io::Error) -> engine::StepError {
+    engine::StepError::from_error(&format!("{op} {}", path.display()), &e)
+}

@@ -1,0 +1,195 @@
+//! The plan registry: plan id + JSON spec -> steps. The dispatcher that lets a fresh process
+//! rebuild the plan of a run from its `run_started` record.
+//!
+//! Known plans:
+//! - `fs-script` (v1): an operator- or test-written list of file-system operations
+//!   ([`FsScript`]), used by `molt exec`, the demo and the crash tests.
+
+use crate::copy_tree::CopyTree;
+use crate::error::Error;
+use crate::fsutil::safe_relative;
+use crate::remove_path::RemovePath;
+use crate::switch_link::SwitchLink;
+use crate::verify_file::VerifyFile;
+use crate::write_file::WriteFile;
+use engine::{DynStep, Plan, RunId, StepClass};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const FS_SCRIPT: &str = "fs-script";
+const KNOWN: &[&str] = &[FS_SCRIPT];
+
+/// Where a plan's steps act.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// The installation root.
+    pub root: PathBuf,
+    /// The run's scratch directory (`cache/runs/<run>`), for stashes.
+    pub scratch: PathBuf,
+}
+
+impl Env {
+    pub fn new(root: &Path, run: RunId) -> Env {
+        Env {
+            root: root.to_path_buf(),
+            scratch: scratch_dir(root, run),
+        }
+    }
+}
+
+/// The scratch directory of a run (removed once the run is terminal).
+pub fn scratch_dir(root: &Path, run: RunId) -> PathBuf {
+    root.join("cache").join("runs").join(run.to_string())
+}
+
+/// A plan of file-system operations, all paths relative to the installation root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsScript {
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "step")]
+    pub steps: Vec<FsOp>,
+}
+
+/// One operation of an [`FsScript`]. `pivot = true` marks a reversible operation as the run's
+/// pivot (recovery past it rolls forward).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FsOp {
+    WriteFile {
+        path: String,
+        contents: String,
+        #[serde(default)]
+        pivot: bool,
+    },
+    CopyTree {
+        from: String,
+        to: String,
+        #[serde(default)]
+        pivot: bool,
+    },
+    SwitchLink {
+        link: String,
+        target: String,
+        #[serde(default)]
+        pivot: bool,
+    },
+    VerifyFile {
+        path: String,
+        sha256: String,
+    },
+    RemovePath {
+        path: String,
+    },
+}
+
+impl FsScript {
+    /// Parse the TOML form (`[[step]] op = "write_file" ...`).
+    pub fn from_toml(text: &str) -> Result<FsScript, Error> {
+        toml::from_str(text).map_err(|e| Error::BadSpec {
+            id: FS_SCRIPT.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Build the plan for run `env`.
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        let spec = serde_json::to_value(self).expect("an FsScript encodes");
+        let steps = self
+            .steps
+            .iter()
+            .map(|op| op.step(env))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Plan::new(FS_SCRIPT, spec, steps)?)
+    }
+}
+
+fn class(pivot: bool) -> StepClass {
+    if pivot {
+        StepClass::Pivot
+    } else {
+        StepClass::Reversible
+    }
+}
+
+impl FsOp {
+    fn step(&self, env: &Env) -> Result<Box<dyn DynStep>, Error> {
+        let path = |p: &str| {
+            safe_relative(p)
+                .map(|r| env.root.join(r))
+                .map_err(|reason| Error::BadSpec {
+                    id: FS_SCRIPT.into(),
+                    reason,
+                })
+        };
+        let scratch = env.scratch.clone();
+        Ok(match self {
+            FsOp::WriteFile {
+                path: p,
+                contents,
+                pivot,
+            } => Box::new(WriteFile {
+                rel: p.clone(),
+                path: path(p)?,
+                contents: contents.clone().into_bytes(),
+                scratch,
+                class: class(*pivot),
+            }),
+            FsOp::CopyTree { from, to, pivot } => Box::new(CopyTree {
+                rel_from: from.clone(),
+                rel_to: to.clone(),
+                from: path(from)?,
+                to: path(to)?,
+                scratch,
+                class: class(*pivot),
+            }),
+            FsOp::SwitchLink {
+                link,
+                target,
+                pivot,
+            } => {
+                if Path::new(target).is_absolute() {
+                    return Err(Error::BadSpec {
+                        id: FS_SCRIPT.into(),
+                        reason: format!("link target {target:?} must be relative"),
+                    });
+                }
+                Box::new(SwitchLink {
+                    rel_link: link.clone(),
+                    link: path(link)?,
+                    target: PathBuf::from(target),
+                    scratch,
+                    class: class(*pivot),
+                })
+            }
+            FsOp::VerifyFile { path: p, sha256 } => Box::new(VerifyFile {
+                rel: p.clone(),
+                path: path(p)?,
+                sha256: sha256.clone(),
+            }),
+            FsOp::RemovePath { path: p } => Box::new(RemovePath {
+                rel: p.clone(),
+                path: path(p)?,
+            }),
+        })
+    }
+}
+
+/// Rebuild the plan a journal describes: `id` and `spec` come from its `run_started` record.
+pub fn build(id: &str, spec: &serde_json::Value, env: &Env) -> Result<Plan, Error> {
+    match id {
+        FS_SCRIPT => {
+            let script: FsScript =
+                serde_json::from_value(spec.clone()).map_err(|e| Error::BadSpec {
+                    id: id.into(),
+                    reason: e.to_string(),
+                })?;
+            script.plan(env)
+        }
+        _ => Err(Error::UnknownPlan {
+            id: id.into(),
+            known: KNOWN.join(", "),
+        }),
+    }
+}
