@@ -5,7 +5,8 @@
 //!
 //! # The policy
 //! 1. A run whose last record is terminal is finished (committed, rolled back, or stuck).
-//! 2. A run that is already rolling back keeps rolling back.
+//! 2. A run that is already rolling back keeps rolling back; so does a run whose step failed
+//!    (the automatic rollback had been decided, the process died before it was recorded).
 //! 3. A run that has started a pivot or a forward-only step is resumed: past the pivot the data
 //!    has been changed in a way only a backup restore reverses, so finishing forward is the
 //!    cheaper road, and a failure on it still rolls back automatically.
@@ -55,11 +56,20 @@ pub fn decide_ledger(ledger: &Ledger, limits: Limits) -> Decision {
     }
     let past_pivot =
         ledger.started_class(StepClass::Pivot) || ledger.started_class(StepClass::ForwardOnly);
-    let direction = if ledger.direction == Direction::Backward || !past_pivot {
-        Direction::Backward
-    } else {
-        Direction::Forward
-    };
+    // A step failed and the process died before `rollback_started` was durable: the machine
+    // had already decided to roll back (rule 2 in spirit).
+    let failed_before_turning = ledger.direction == Direction::Forward
+        && ledger.open.is_none()
+        && ledger
+            .next_forward()
+            .is_some_and(|i| ledger.steps[i].last_error.is_some())
+        && ledger.may_roll_back().is_ok();
+    let direction =
+        if ledger.direction == Direction::Backward || !past_pivot || failed_before_turning {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        };
     let (next, verb) = match direction {
         Direction::Forward => (ledger.next_forward(), "do"),
         Direction::Backward => (ledger.next_backward(), "undo"),

@@ -47,6 +47,8 @@ impl Default for DriveOptions {
 /// cleanup, like `kill -9` or a power cut as far as this process's own state is concerned.
 /// Without the feature this compiles to nothing.
 pub fn failpoint(name: &str) {
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
     fail::fail_point!(name, |_| {
         eprintln!("molt: failpoint {name} reached, aborting");
         std::process::abort()
