@@ -1,0 +1,725 @@
+//! The `molt` binary as an operator uses it: real processes, real files, real crashes.
+//!
+//! A [`Sandbox`] is a scratch installation (release 1 live, release 2 staged under
+//! `incoming/`). Crash tests arm a failpoint through `MOLT_FAILPOINTS`; the child aborts there
+//! (no destructor, no flush), and a fresh process recovers.
+
+use engine::{Entry, PlanMeta, Record, RunId, StepClass, StepMeta, FORMAT};
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const MOLT: &str = env!("CARGO_BIN_EXE_molt");
+
+fn sha(text: &str) -> String {
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn good_plan() -> String {
+    format!(
+        r#"name = "upgrade 1 -> 2"
+[[step]]
+op = "copy_tree"
+from = "incoming/2"
+to = "releases/2"
+[[step]]
+op = "write_file"
+path = "shared/.env"
+contents = "PASSWORD=kept\nNEW=2\n"
+[[step]]
+op = "write_file"
+path = "shared/new.conf"
+contents = "fresh\n"
+[[step]]
+op = "switch_link"
+link = "current"
+target = "releases/2"
+[[step]]
+op = "verify_file"
+path = "current/VERSION"
+sha256 = "{}"
+[[step]]
+op = "remove_path"
+path = "incoming/2"
+"#,
+        sha("2\n")
+    )
+}
+
+/// Same as the good plan, but verification expects another VERSION: the run rolls back.
+fn failing_plan() -> String {
+    good_plan()
+        .replace(&sha("2\n"), &sha("something else\n"))
+        .replace(
+            "[[step]]\nop = \"remove_path\"\npath = \"incoming/2\"\n",
+            "",
+        )
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Node {
+    Dir(u32),
+    File(u32, Vec<u8>),
+    Link(PathBuf),
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::Dir(m) => write!(f, "dir {m:o}"),
+            Node::File(m, b) => write!(f, "file {m:o} {:?}", String::from_utf8_lossy(b)),
+            Node::Link(t) => write!(f, "link -> {}", t.display()),
+        }
+    }
+}
+
+type Tree = BTreeMap<String, Node>;
+
+/// The entries in which two trees differ, for assertion messages.
+fn diff(a: &Tree, b: &Tree) -> String {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("  {k}: {:?} vs {:?}\n", a.get(k), b.get(k)))
+        .collect()
+}
+
+#[track_caller]
+fn assert_tree(got: &Tree, want: &Tree, what: &str) {
+    assert!(
+        got == want,
+        "{what}; differences (got vs want):\n{}",
+        diff(got, want)
+    );
+}
+
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("inst");
+        let w = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        w("releases/1/VERSION", "1\n");
+        w(
+            "releases/1/docker-compose.yml",
+            "services: {app: {image: app:1}}\n",
+        );
+        w("incoming/2/VERSION", "2\n");
+        w(
+            "incoming/2/docker-compose.yml",
+            "services: {app: {image: app:2}}\n",
+        );
+        w("incoming/2/config/app.conf", "release=2\n");
+        w("incoming/2/config/deep/nested.conf", "n\n");
+        w("incoming/2/bin/run.sh", "#!/bin/sh\n");
+        std::fs::set_permissions(
+            root.join("incoming/2/bin/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("incoming/2/empty")).unwrap();
+        std::os::unix::fs::symlink("VERSION", root.join("incoming/2/version-link")).unwrap();
+        w("shared/.env", "PASSWORD=kept\n");
+        w("shared/data/db.bin", "data that must never change\n");
+        std::os::unix::fs::symlink("releases/1", root.join("current")).unwrap();
+        w("good.toml", &good_plan());
+        w("failing.toml", &failing_plan());
+        Sandbox { _dir: dir, root }
+    }
+
+    fn command(&self, failpoints: Option<&str>, args: &[&str]) -> Command {
+        let mut c = Command::new(MOLT);
+        c.current_dir(&self.root)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .env_remove("MOLT_FAILPOINTS")
+            .env_remove("MOLT_ROOT")
+            .env("MOLT_LOG", "error")
+            .stdin(Stdio::null());
+        if let Some(fp) = failpoints {
+            c.env("MOLT_FAILPOINTS", fp);
+        }
+        c
+    }
+
+    fn molt_fp(&self, failpoints: Option<&str>, args: &[&str]) -> Output {
+        self.command(failpoints, args).output().unwrap()
+    }
+
+    fn molt(&self, args: &[&str]) -> Output {
+        self.molt_fp(None, args)
+    }
+
+    /// Everything under the root except molt's own state (journal, cache, lock).
+    fn snapshot(&self) -> Tree {
+        let mut tree = Tree::new();
+        walk(&self.root, &self.root, &mut tree);
+        tree
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.molt(&["status", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "status failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn store(&self) -> journal::Store {
+        journal::Store::open(&self.root.join("journal")).unwrap()
+    }
+}
+
+fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if dir == root && ["journal", "cache", "molt.lock"].contains(&rel.as_str()) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            tree.insert(rel, Node::Link(std::fs::read_link(&path).unwrap()));
+        } else if meta.is_dir() {
+            tree.insert(rel, Node::Dir(mode));
+            walk(root, &path, tree);
+        } else {
+            tree.insert(rel, Node::File(mode, std::fs::read(&path).unwrap()));
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn aborted(out: &Output) -> bool {
+    out.status.signal() == Some(6)
+}
+
+/// The tree after the good plan ran without faults.
+fn after_good() -> Tree {
+    let s = Sandbox::new();
+    let out = s.molt(&["exec", "good.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    s.snapshot()
+}
+
+const FAILPOINTS: &[&str] = &[
+    "engine::before_write",
+    "engine::after_write",
+    "engine::after_apply",
+    "engine::after_undo",
+    "steps::write_file::stashed",
+    "steps::copy_tree::partial",
+    "steps::switch_link::stashed",
+    "steps::undo::restored",
+];
+
+/// After a crash, bring the run to an end the way an operator might (`how`), and return the
+/// final state word from `molt status`.
+fn recover(s: &Sandbox, how: usize) -> String {
+    let verb = ["recover", "resume", "rollback"][how % 3];
+    let out = s.molt(&[verb]);
+    let code = out.status.code();
+    if code == Some(1) {
+        // An explicit choice the run does not allow (rollback past a forward-only step,
+        // resume of a rollback): refused with a message, then the policy finishes it.
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            msg.contains("cannot be rolled back") || msg.contains("is rolling back"),
+            "unexpected failure of {verb}: {}",
+            text(&out)
+        );
+        let out = s.molt(&["recover"]);
+        assert!(matches!(out.status.code(), Some(0 | 4)), "{}", text(&out));
+    } else {
+        assert!(matches!(code, Some(0 | 4)), "{verb}: {}", text(&out));
+    }
+    let st = s.status();
+    st["latest"]["state"].as_str().unwrap_or("none").to_string()
+}
+
+/// Kill a real `molt exec` at every hit of every failpoint, recover in a fresh process, and
+/// require the tree to equal the state before or after, byte for byte, in agreement with the
+/// journal.
+fn crash_matrix(plan: &str, expect_after: Option<&Tree>) -> usize {
+    let before = Sandbox::new().snapshot();
+    let mut crashes = 0;
+    for fp in FAILPOINTS {
+        'hits: for n in 0.. {
+            // Each crash is recovered three ways: the policy, an explicit resume, an explicit
+            // rollback (falling back to the policy where the run refuses that choice).
+            for how in 0..3 {
+                let s = Sandbox::new();
+                let spec = format!("{fp}={n}*off->return");
+                let out = s.molt_fp(Some(&spec), &["exec", plan]);
+                if !aborted(&out) {
+                    // The failpoint is hit fewer than n+1 times in this plan.
+                    assert!(
+                        matches!(out.status.code(), Some(0 | 4)),
+                        "{spec}: {}",
+                        text(&out)
+                    );
+                    break 'hits;
+                }
+                if how == 0 {
+                    crashes += 1;
+                }
+                let state = recover(&s, how);
+                let tree = s.snapshot();
+                match (state.as_str(), expect_after) {
+                    ("committed", Some(after)) => assert_tree(
+                        &tree,
+                        after,
+                        &format!("{plan} {spec} how {how}: committed but the tree is not the upgraded one"),
+                    ),
+                    // Died before `run_started` was durable: nothing may have happened.
+                    ("rolled_back" | "none", _) => assert_tree(
+                        &tree,
+                        &before,
+                        &format!("{plan} {spec} how {how}: {state} but the tree is not as before"),
+                    ),
+                    (other, _) => panic!("{plan} {spec} how {how}: run ended {other}"),
+                }
+                let scratch = s.root.join("cache/runs");
+                assert!(
+                    !scratch.exists() || std::fs::read_dir(&scratch).unwrap().next().is_none(),
+                    "{spec}: scratch directory left behind"
+                );
+            }
+        }
+    }
+    crashes
+}
+
+#[test]
+fn crash_at_every_failpoint_of_a_good_upgrade_then_recover() {
+    let after = after_good();
+    let crashes = crash_matrix("good.toml", Some(&after));
+    assert!(crashes >= 38, "only {crashes} crash points exercised");
+    println!("{crashes} crashes recovered");
+}
+
+#[test]
+fn crash_at_every_failpoint_of_a_failing_upgrade_including_its_rollback() {
+    let crashes = crash_matrix("failing.toml", None);
+    assert!(crashes >= 38, "only {crashes} crash points exercised");
+    println!("{crashes} crashes recovered");
+}
+
+#[test]
+fn crash_during_recovery_then_recover_again() {
+    let before = Sandbox::new().snapshot();
+    for n in 0..6 {
+        let s = Sandbox::new();
+        let out = s.molt_fp(
+            Some("steps::switch_link::stashed=return"),
+            &["exec", "good.toml"],
+        );
+        assert!(aborted(&out), "{}", text(&out));
+        let spec = format!("engine::after_write={n}*off->return");
+        let out = s.molt_fp(Some(&spec), &["recover"]);
+        if !aborted(&out) {
+            assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        }
+        let out = s.molt(&["recover"]);
+        assert!(matches!(out.status.code(), Some(0 | 4)), "{}", text(&out));
+        assert_eq!(s.status()["latest"]["state"], "rolled_back");
+        assert_tree(&s.snapshot(), &before, &format!("second crash at {spec}"));
+    }
+}
+
+#[test]
+fn upgrade_commits_and_failing_upgrade_rolls_back_by_itself() {
+    let s = Sandbox::new();
+    let before = s.snapshot();
+    let out = s.molt(&["exec", "failing.toml"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verify current/VERSION"));
+    assert_tree(&s.snapshot(), &before, "failed run left changes");
+    let out = s.molt(&["exec", "good.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_link(s.root.join("current")).unwrap(),
+        Path::new("releases/2")
+    );
+    assert_tree(&s.snapshot(), &after_good(), "committed run");
+
+    let out = s.molt(&["journal", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["rolled_back", "committed"]);
+
+    let out = s.molt(&["journal", "show", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_rolled_back"));
+    assert!(kinds.contains(&"step_failed") && kinds.contains(&"rollback_started"));
+    let failed = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["record"] == "step_failed")
+        .unwrap();
+    assert!(failed["detail"].as_str().unwrap().contains("has sha256"));
+    assert!(failed["duration_ms"].is_u64(), "step duration is reported");
+    assert!(failed["time"].as_str().unwrap().ends_with('Z'));
+
+    let human = s.molt(&["journal", "show", "2"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("run 2: committed") && human.contains("run_committed"),
+        "{human}"
+    );
+}
+
+#[test]
+fn a_second_concurrent_run_is_refused_and_changes_nothing() {
+    let s = Sandbox::new();
+    // The first run pauses after its first step for long enough to be seen.
+    let first = s
+        .command(
+            Some("engine::after_apply=1*sleep(3000)"),
+            &["exec", "good.toml"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // Wait until the first step (the copy) is complete: the run then sleeps.
+        let held = journal::Lock::holder(&s.root.join("molt.lock")).unwrap();
+        if held.and_then(|h| h.holder).is_some_and(|h| h.pid == pid)
+            && s.root.join("releases/2").exists()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let during = s.snapshot();
+    let second = s.molt(&["exec", "failing.toml"]);
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        msg.contains(&format!("pid {pid}")) && msg.contains("molt exec"),
+        "{msg}"
+    );
+    for verb in ["resume", "rollback", "recover"] {
+        let out = s.molt(&[verb]);
+        assert_eq!(out.status.code(), Some(3), "{verb}: {}", text(&out));
+    }
+    let st = s.status();
+    assert_eq!(st["busy"], true);
+    assert_eq!(st["holder"]["pid"], pid);
+    let out = s.molt(&["journal", "list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("pid {pid}")));
+    assert_tree(&s.snapshot(), &during, "a refused command changed the tree");
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_tree(&s.snapshot(), &after_good(), "first run");
+    let runs = s.store().runs().unwrap();
+    assert_eq!(runs, vec![RunId(1)], "the refused run left a trace");
+}
+
+#[test]
+fn a_new_run_is_refused_while_one_is_unfinished() {
+    let s = Sandbox::new();
+    let out = s.molt_fp(
+        Some("steps::copy_tree::partial=return"),
+        &["exec", "good.toml"],
+    );
+    assert!(aborted(&out));
+    let during = s.snapshot();
+    let out = s.molt(&["exec", "good.toml"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run 1"));
+    assert_tree(&s.snapshot(), &during, "refused run");
+    let st = s.status();
+    assert_eq!(st["latest"]["state"], "unfinished");
+    assert_eq!(st["latest"]["recover_would"]["decision"], "rollback");
+}
+
+#[test]
+fn loop_breaker_stops_a_crash_loop_and_force_continues() {
+    let s = Sandbox::new();
+    let out = s.molt_fp(
+        Some("steps::switch_link::stashed=return"),
+        &["exec", "good.toml"],
+    );
+    assert!(aborted(&out));
+    // Four more crashes at the same place, as a machine rebooting into the same fault would.
+    for _ in 0..4 {
+        let out = s.molt_fp(Some("steps::switch_link::stashed=return"), &["resume"]);
+        assert!(aborted(&out), "{}", text(&out));
+    }
+    let out = s.molt(&["resume"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("STUCK"),
+        "{}",
+        text(&out)
+    );
+    let out = s.molt(&["recover"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let out = s.molt(&["resume", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_tree(&s.snapshot(), &after_good(), "forced resume");
+}
+
+fn plant(s: &Sandbox, run: u64, seq: u64, bytes: &[u8]) {
+    let mut store = s.store();
+    store.insert_raw(RunId(run), seq, bytes).unwrap();
+}
+
+fn crashed_sandbox() -> (Sandbox, Tree, u64) {
+    let s = Sandbox::new();
+    let out = s.molt_fp(
+        Some("steps::switch_link::stashed=return"),
+        &["exec", "good.toml"],
+    );
+    assert!(aborted(&out));
+    let tree = s.snapshot();
+    let n = s.store().read_run(RunId(1)).unwrap().records.len() as u64;
+    (s, tree, n)
+}
+
+#[test]
+fn damaged_or_newer_records_are_refused_and_show_still_prints() {
+    let good_record = serde_json::to_vec(&Record {
+        format: FORMAT,
+        run: RunId(1),
+        seq: 0,
+        at_ms: 0,
+        entry: Entry::RunCommitted,
+    })
+    .unwrap();
+    let mut newer: serde_json::Value = serde_json::from_slice(&good_record).unwrap();
+    newer["format"] = serde_json::json!(FORMAT + 1);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", b"\x00\xffnot json".to_vec(), "damaged"),
+        (
+            "truncated",
+            good_record[..good_record.len() / 2].to_vec(),
+            "damaged",
+        ),
+        ("newer", newer.to_string().into_bytes(), "format 2"),
+    ];
+    for (name, bytes, says) in cases {
+        let (s, tree, n) = crashed_sandbox();
+        plant(&s, 1, n, &bytes);
+        for verb in ["resume", "rollback", "recover"] {
+            let out = s.molt(&[verb]);
+            assert_eq!(out.status.code(), Some(7), "{name} {verb}: {}", text(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(says),
+                "{name}: {}",
+                text(&out)
+            );
+        }
+        assert_tree(&s.snapshot(), &tree, &format!("{name}: tree changed"));
+        let out = s.molt(&["journal", "show", "1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            shown.contains("run_started") && shown.contains("step_intent"),
+            "{shown}"
+        );
+        assert!(shown.contains("!!"), "damage not shown: {shown}");
+        let st = s.status();
+        assert_eq!(st["latest"]["state"], "damaged");
+        let out = s.molt(&["exec", "good.toml"]);
+        assert_eq!(out.status.code(), Some(7), "{name} exec: {}", text(&out));
+        assert_tree(&s.snapshot(), &tree, &format!("{name}: tree changed"));
+    }
+}
+
+#[test]
+fn a_journal_from_a_newer_molt_is_refused_by_every_command() {
+    let (s, tree, _) = crashed_sandbox();
+    {
+        let db = sled::open(s.root.join("journal")).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", &(FORMAT + 1).to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    for args in [
+        &["resume"][..],
+        &["recover"],
+        &["status"],
+        &["journal", "list"],
+        &["exec", "good.toml"],
+    ] {
+        let out = s.molt(args);
+        assert_eq!(out.status.code(), Some(7), "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("newer molt"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_tree(&s.snapshot(), &tree, "refused command");
+}
+
+#[test]
+fn a_plan_this_molt_does_not_know_is_refused() {
+    let s = Sandbox::new();
+    let tree = s.snapshot();
+    {
+        let mut store = s.store();
+        let r = Record {
+            format: FORMAT,
+            run: RunId(1),
+            seq: 0,
+            at_ms: 1,
+            entry: Entry::RunStarted {
+                plan: PlanMeta {
+                    id: "upgrade-from-the-future".into(),
+                    spec: serde_json::json!({}),
+                    steps: vec![StepMeta {
+                        name: "teleport".into(),
+                        class: StepClass::Reversible,
+                    }],
+                },
+            },
+        };
+        store.append(&r).unwrap();
+    }
+    for verb in ["resume", "rollback", "recover"] {
+        let out = s.molt(&[verb]);
+        assert_eq!(out.status.code(), Some(7), "{verb}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("upgrade-from-the-future"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_tree(&s.snapshot(), &tree, "refused command");
+}
+
+#[test]
+fn a_garbage_lock_file_is_taken_over() {
+    let s = Sandbox::new();
+    std::fs::write(s.root.join("molt.lock"), b"\x00\x01 not a holder").unwrap();
+    let st = s.status();
+    assert_eq!(st["busy"], false);
+    let out = s.molt(&["exec", "good.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The lock of a process that died (kill -9) is taken over too.
+    let tree = s.snapshot();
+    let out = s.molt_fp(
+        Some("engine::after_write=return"),
+        &["exec", "failing.toml"],
+    );
+    assert!(aborted(&out), "{}", text(&out));
+    let out = s.molt(&["recover"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_tree(&s.snapshot(), &tree, "recovered after a dead holder");
+}
+
+#[test]
+fn bad_plan_files_are_refused_before_anything_is_written() {
+    let s = Sandbox::new();
+    let tree = s.snapshot();
+    let bad = [
+        ("escape.toml", "[[step]]\nop = \"write_file\"\npath = \"../outside\"\ncontents = \"x\"\n", "`..`"),
+        ("absolute.toml", "[[step]]\nop = \"write_file\"\npath = \"/etc/passwd\"\ncontents = \"x\"\n", "absolute"),
+        ("journal.toml", "[[step]]\nop = \"remove_path\"\npath = \"journal\"\n", "molt's own state"),
+        ("unknown.toml", "[[step]]\nop = \"format_disk\"\n", "unknown variant"),
+        ("syntax.toml", "[[step]\nop = ", "plan file"),
+        ("order.toml", "[[step]]\nop = \"remove_path\"\npath = \"incoming\"\n[[step]]\nop = \"write_file\"\npath = \"a\"\ncontents = \"b\"\n", "forward-only"),
+        ("empty.toml", "step = []\n", "at least one step"),
+    ];
+    for (name, body, says) in bad {
+        std::fs::write(s.root.join(name), body).unwrap();
+        let out = s.molt(&["exec", name]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{name}: {}",
+            text(&out)
+        );
+        std::fs::remove_file(s.root.join(name)).unwrap();
+    }
+    let out = s.molt(&["exec", "missing.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_tree(&s.snapshot(), &tree, "refused command");
+    assert!(
+        s.store().runs().unwrap().is_empty(),
+        "a refused plan left a run"
+    );
+    let out = s.molt(&["journal", "show", "9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run 9"));
+    let out = s.molt(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn nothing_to_resume_is_not_an_error() {
+    let s = Sandbox::new();
+    for verb in ["resume", "rollback", "recover"] {
+        let out = s.molt(&[verb, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["action"], "none");
+    }
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(MOLT)
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env_remove("MOLT_FAILPOINTS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("killed by a signal"), "{shown}");
+    assert!(shown.contains("run 2 committed"), "{shown}");
+    assert!(shown.contains("run 3 rolled back"), "{shown}");
+}
