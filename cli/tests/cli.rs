@@ -229,6 +229,8 @@ fn after_good() -> Tree {
 const FAILPOINTS: &[&str] = &[
     "engine::before_write",
     "engine::after_write",
+    "engine::before_sync",
+    "engine::after_sync",
     "engine::after_apply",
     "engine::after_undo",
     "steps::write_file::stashed",
@@ -649,10 +651,7 @@ fn a_garbage_lock_file_is_taken_over() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The lock of a process that died (kill -9) is taken over too.
     let tree = s.snapshot();
-    let out = s.molt_fp(
-        Some("engine::after_write=return"),
-        &["exec", "failing.toml"],
-    );
+    let out = s.molt_fp(Some("engine::after_sync=return"), &["exec", "failing.toml"]);
     assert!(aborted(&out), "{}", text(&out));
     let out = s.molt(&["recover"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));

@@ -8,15 +8,22 @@ use crate::record::{Outcome, Record};
 use crate::step::{DynStep, StepCtx};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Durable storage of records, implemented by the `journal` crate (and by in-memory models in
-/// tests).
+/// Storage of records, implemented by the `journal` crate (and by in-memory models in tests).
 ///
-/// `append` returns only when the record is durable (power loss included); an `Err` means the
-/// record may or may not be stored, and the driver stops at once without performing the side
-/// effect the record announces.
+/// - `append` adds a record after the previous ones; it need not be durable yet. After a crash
+///   the journal holds a prefix of the appended records: every synced record, possibly some of
+///   the later ones, never a record without the ones before it.
+/// - `sync` returns only when every appended record is durable (power loss included).
+///
+/// An `Err` from either means the record may or may not be stored; the driver stops at once
+/// without performing any further side effect.
 pub trait Journal {
-    fn append(&mut self, record: &Record) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn append(&mut self, record: &Record) -> Result<(), BoxError>;
+    fn sync(&mut self) -> Result<(), BoxError>;
 }
+
+/// The error type of [`Journal`] implementations.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,16 +80,26 @@ pub async fn drive(
     }
     let run = machine.ledger().run;
     let mut event = first;
+    let mut unsynced = false;
     loop {
         let command = machine.handle(event)?;
+        if unsynced && !matches!(command, Command::Write(_)) {
+            // Everything written so far becomes durable before the next side effect (or before
+            // the session reports its end).
+            failpoint("engine::before_sync");
+            journal.sync().map_err(Error::Journal)?;
+            unsynced = false;
+            failpoint("engine::after_sync");
+        }
         event = match command {
             Command::Write(mut record) => {
                 record.at_ms = now_ms();
                 failpoint("engine::before_write");
                 journal.append(&record).map_err(Error::Journal)?;
+                unsynced = true;
                 failpoint("engine::after_write");
                 tracing::debug!(run = %run, seq = record.seq, kind = record.entry.kind(), "journaled");
-                Event::Persisted
+                Event::Written
             }
             Command::Apply { step, attempt } => {
                 let ctx = StepCtx { run, step, attempt };

@@ -7,8 +7,10 @@
 //! engine knows nothing of sled, docker, clap or the terminal.
 //!
 //! Architecture invariant: no side effect before its journal record is durable. The driver
-//! performs `Apply`/`Undo` only after the `Persisted` event of the intent record, and stops at
-//! the first journal error.
+//! syncs the journal before it performs any `Apply` or `Undo` (and before it reports the end
+//! of a session), and stops at the first journal error. Records with no side effect between
+//! them (a step's done and the next step's intent) become durable together: one sync per side
+//! effect, not per record.
 
 mod decide;
 mod driver;
@@ -19,7 +21,7 @@ mod record;
 mod step;
 
 pub use decide::{decide, decide_ledger, Decision};
-pub use driver::{drive, failpoint, DriveOptions, Finish, Journal};
+pub use driver::{drive, failpoint, BoxError, DriveOptions, Finish, Journal};
 pub use error::Error;
 pub use ledger::{Direction, Ledger, Open, StepState};
 pub use machine::{Command, Event, Halt, Limits, Machine, State};

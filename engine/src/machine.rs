@@ -3,7 +3,8 @@
 //! Every transition is in [`Machine::handle`], one `match (state, event)` that names every
 //! variant; a pair the table does not allow is [`Error::Transition`], never a panic. The machine
 //! never assumes a side effect happened: it moves on only when the driver reports that the
-//! record announcing it was persisted ([`Event::Persisted`]) or that the step returned.
+//! record announcing it was written ([`Event::Written`]) or that the step returned. The
+//! driver makes written records durable before it performs any `Apply` or `Undo`.
 
 use crate::error::Error;
 use crate::ledger::{Direction, Ledger};
@@ -37,8 +38,9 @@ pub enum Event {
     Resume { forced: bool },
     /// Turn an existing run around and undo it.
     Rollback { forced: bool },
-    /// The record of the last [`Command::Write`] is durable.
-    Persisted,
+    /// The record of the last [`Command::Write`] is written to the journal (the driver makes
+    /// it durable before the next side effect).
+    Written,
     /// `do` returned Ok.
     Applied { receipt: Option<serde_json::Value> },
     /// `do` returned Err.
@@ -55,7 +57,7 @@ impl Event {
             Event::Start => "start",
             Event::Resume { .. } => "resume",
             Event::Rollback { .. } => "rollback",
-            Event::Persisted => "persisted",
+            Event::Written => "written",
             Event::Applied { .. } => "applied",
             Event::ApplyFailed { .. } => "apply_failed",
             Event::Undone => "undone",
@@ -77,7 +79,7 @@ pub enum Halt {
 /// Output of the machine: what the driver must do next.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Persist this record (durably), then report [`Event::Persisted`].
+    /// Append this record to the journal, then report [`Event::Written`].
     Write(Record),
     /// Run `do` of a step, then report `Applied` or `ApplyFailed`.
     Apply { step: usize, attempt: u32 },
@@ -205,7 +207,7 @@ impl Machine {
                     forced,
                 })
             }
-            (State::Writing(entry), Event::Persisted) => {
+            (State::Writing(entry), Event::Written) => {
                 let entry = entry.clone();
                 self.ledger.apply(&entry)?;
                 self.started = true;
@@ -229,7 +231,7 @@ impl Machine {
             }
             (
                 State::Idle,
-                Event::Persisted
+                Event::Written
                 | Event::Applied { .. }
                 | Event::ApplyFailed { .. }
                 | Event::Undone
@@ -250,7 +252,7 @@ impl Machine {
                 Event::Start
                 | Event::Resume { .. }
                 | Event::Rollback { .. }
-                | Event::Persisted
+                | Event::Written
                 | Event::Undone
                 | Event::UndoFailed { .. },
             )
@@ -259,7 +261,7 @@ impl Machine {
                 Event::Start
                 | Event::Resume { .. }
                 | Event::Rollback { .. }
-                | Event::Persisted
+                | Event::Written
                 | Event::Applied { .. }
                 | Event::ApplyFailed { .. },
             )
@@ -268,7 +270,7 @@ impl Machine {
                 Event::Start
                 | Event::Resume { .. }
                 | Event::Rollback { .. }
-                | Event::Persisted
+                | Event::Written
                 | Event::Applied { .. }
                 | Event::ApplyFailed { .. }
                 | Event::Undone

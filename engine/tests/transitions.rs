@@ -46,7 +46,7 @@ fn event(token: &str) -> Event {
         "resume!" => Event::Resume { forced: true },
         "rollback" => Event::Rollback { forced: false },
         "rollback!" => Event::Rollback { forced: true },
-        "ok" => Event::Persisted,
+        "ok" => Event::Written,
         "done" => Event::Applied {
             receipt: Some(serde_json::json!("r")),
         },
@@ -124,7 +124,7 @@ fn run(script: &str) -> (Machine, Vec<Record>, Result<Command, engine::Error>) {
             continue;
         }
         let ev = event(token);
-        if ev == Event::Persisted {
+        if ev == Event::Written {
             if let Some(r) = pending.take() {
                 records.push(r);
             }

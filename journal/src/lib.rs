@@ -2,16 +2,18 @@
 //! announce, plus the installation's exclusive lock.
 //!
 //! # Durability contract
-//! - [`Store::append`] returns only after the record is on stable storage: `sled::Db::flush`
-//!   and then `fdatasync` of sled's log file (`db`) and of any new blob file. sled 0.34's own
-//!   flush ends in `sync_file_range`, which does not empty a disk's volatile write cache
-//!   (sled issue #1452), so without the `fdatasync` a power cut could lose a record the engine
-//!   already acted on. sled's 500 ms background flush is never relied upon.
-//! - The engine writes an intent record before each side effect and a done record after it, so
-//!   after any crash the journal says, for each step, "not started", "may have half-happened"
-//!   or "done".
-//! - The cost is one `fdatasync` per record; `cargo bench -p tests --bench journal_cost`
-//!   measures it against a raw sled insert+flush loop.
+//! - [`Store::sync`] returns only after every appended record is on stable storage:
+//!   `sled::Db::flush` and then `fdatasync` of sled's log file (`db`) and of any new blob file.
+//!   sled 0.34's own flush ends in `sync_file_range`, which does not empty a disk's volatile
+//!   write cache (sled issue #1452), so without the `fdatasync` a power cut could lose a record
+//!   the engine already acted on. sled's 500 ms background flush is never relied upon.
+//! - The engine's driver syncs before every side effect, so an intent record is durable before
+//!   the step runs; the done record is appended after it, and becomes durable together with
+//!   the next intent (nothing happens between them). After any crash the journal holds a
+//!   prefix of the appended records and says, for each step, "not started", "may have
+//!   half-happened" or "done".
+//! - The cost is one `fdatasync` per side effect (about two records); `cargo bench -p tests
+//!   --bench journal_cost` measures it against a raw sled insert+flush loop.
 //!
 //! # Format
 //! Records are JSON (engine's [`engine::Record`]) under the key `run (u64 BE) ++ seq (u64 BE)`

@@ -133,19 +133,30 @@ impl Store {
         &self.path
     }
 
-    /// Append one record durably (see the crate's durability contract).
+    /// Append one record and make it durable (see the crate's durability contract).
     pub fn append(&mut self, record: &Record) -> Result<(), Error> {
+        self.append_buffered(record)?;
+        self.sync()
+    }
+
+    /// Append one record without making it durable yet; [`Store::sync`] does. After a crash
+    /// the journal holds a prefix of the appended records (sled's log is replayed in order).
+    pub fn append_buffered(&mut self, record: &Record) -> Result<(), Error> {
         let bytes = serde_json::to_vec(record).map_err(|source| Error::Encode {
             run: record.run,
             seq: record.seq,
             source,
         })?;
-        self.insert_raw(record.run, record.seq, &bytes)
+        self.insert(record.run, record.seq, &bytes)
     }
 
-    /// Store raw bytes under a record key, durably. `append` is built on it; tests use it to
-    /// plant damaged records.
+    /// Store raw bytes under a record key, durably. Tests use it to plant damaged records.
     pub fn insert_raw(&mut self, run: RunId, seq: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.insert(run, seq, bytes)?;
+        self.sync()
+    }
+
+    fn insert(&mut self, run: RunId, seq: u64, bytes: &[u8]) -> Result<(), Error> {
         self.records
             .insert(key(run, seq), bytes)
             .map_err(|source| Error::Sled {
@@ -153,11 +164,12 @@ impl Store {
                 path: self.path.clone(),
                 source,
             })?;
-        self.sync()
+        Ok(())
     }
 
-    /// Make everything written so far durable.
-    fn sync(&mut self) -> Result<(), Error> {
+    /// Make everything appended so far durable: sled's flush, then `fdatasync` of its log and
+    /// of any new blob file.
+    pub fn sync(&mut self) -> Result<(), Error> {
         self.db.flush().map_err(|source| Error::Sled {
             op: "flush",
             path: self.path.clone(),
@@ -297,7 +309,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl engine::Journal for Store {
-    fn append(&mut self, record: &Record) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Store::append(self, record).map_err(Into::into)
+    fn append(&mut self, record: &Record) -> Result<(), engine::BoxError> {
+        self.append_buffered(record).map_err(Into::into)
+    }
+
+    fn sync(&mut self) -> Result<(), engine::BoxError> {
+        Store::sync(self).map_err(Into::into)
     }
 }
