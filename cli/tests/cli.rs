@@ -722,3 +722,84 @@ fn demo_runs_end_to_end() {
     assert!(shown.contains("run 2 committed"), "{shown}");
     assert!(shown.contains("run 3 rolled back"), "{shown}");
 }
+
+/// A copy of an installation left by a molt that wrote journal format 1
+/// (`fixtures/journals/make-v1.sh`).
+fn v1_fixture(name: &str) -> (tempfile::TempDir, Sandbox) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/journals/v1")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("inst");
+    steps::fsutil::copy_tree(&src, &root, &mut |_| {}).unwrap();
+    let holder = tempfile::tempdir().unwrap();
+    (dir, Sandbox { _dir: holder, root })
+}
+
+fn assert_release_1(s: &Sandbox) {
+    assert_eq!(
+        std::fs::read_link(s.root.join("current")).unwrap(),
+        Path::new("releases/1")
+    );
+    assert!(!s.root.join("releases/2").exists());
+    assert!(!s.root.join("releases/2.partial").exists());
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("shared/.env")).unwrap(),
+        "PASSWORD=kept\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("shared/data/db.bin")).unwrap(),
+        "data that must never change\n"
+    );
+}
+
+#[test]
+fn v1_journal_crashed_before_switch_is_rolled_back_by_recover() {
+    let (_keep, s) = v1_fixture("crashed-before-switch");
+    assert_eq!(
+        s.status()["latest"]["recover_would"]["decision"],
+        "rollback"
+    );
+    let out = s.molt(&["recover"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_release_1(&s);
+    assert_eq!(s.status()["latest"]["state"], "rolled_back");
+}
+
+#[test]
+fn v1_journal_crashed_mid_rollback_finishes_its_rollback() {
+    let (_keep, s) = v1_fixture("crashed-mid-rollback");
+    let out = s.molt(&["resume"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is rolling back"));
+    let out = s.molt(&["rollback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_release_1(&s);
+    assert!(!s.root.join("cache/runs/1").exists(), "stash left behind");
+}
+
+#[test]
+fn v1_journal_of_finished_runs_reads_back() {
+    let (_keep, s) = v1_fixture("committed");
+    let out = s.molt(&["journal", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["rolled_back", "committed"]);
+    let out = s.molt(&["journal", "show", "1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("has sha256"),
+        "{}",
+        text(&out)
+    );
+    let out = s.molt(&["recover"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_link(s.root.join("current")).unwrap(),
+        Path::new("releases/2")
+    );
+}

@@ -24,9 +24,10 @@ pub struct CopyTree {
     pub class: StepClass,
 }
 
+/// Stash record: "this step is creating `to`" (relative, for the reader of the stash).
 #[derive(Serialize, Deserialize)]
 struct Creating {
-    to: PathBuf,
+    to: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -80,7 +81,7 @@ impl Step for CopyTree {
         if !ours {
             stash
                 .record(&Creating {
-                    to: self.to.clone(),
+                    to: self.rel_to.clone(),
                 })
                 .map_err(|e| io_err("stash for", &self.to, e))?;
         }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# molt's test command: installs and starts what the tests need, then runs every check.
+# Safe to run on a fresh machine (Debian with a Rust toolchain) and again on a prepared one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- tools the tests need -------------------------------------------------------------
+need_apt=()
+command -v sha256sum >/dev/null || need_apt+=(coreutils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
+
+# --- static checks --------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# --- tests ----------------------------------------------------------------------------
+log "cargo test (workspace)"
+cargo test --workspace 2>&1 | tee target/test-output.txt
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "\n%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
