@@ -70,23 +70,11 @@ pub fn decide_ledger(ledger: &Ledger, limits: Limits) -> Decision {
         } else {
             Direction::Forward
         };
-    let (next, verb) = match direction {
-        Direction::Forward => (ledger.next_forward(), "do"),
-        Direction::Backward => (ledger.next_backward(), "undo"),
-    };
-    if let Some(step) = next {
-        let s = &ledger.steps[step];
-        let n = match direction {
-            Direction::Forward => s.intents,
-            Direction::Backward => s.undo_intents,
-        };
-        if n >= limits.max_attempts {
+    if let Some((step, tries)) = ledger.next_in(direction) {
+        if tries >= limits.max_attempts {
             return Decision::Stuck {
                 step,
-                reason: format!(
-                    "{verb} of {} started {n} times without finishing",
-                    ledger.step_name(step)
-                ),
+                reason: ledger.stuck_reason(step, direction, tries),
             };
         }
     }

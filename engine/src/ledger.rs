@@ -263,6 +263,29 @@ impl Ledger {
         self.steps.iter().rposition(|s| s.started && !s.undone)
     }
 
+    /// The next step to do (forward) or undo (backward), with how many times that `do` or
+    /// `undo` has already been started in this run (what the loop breaker counts).
+    pub fn next_in(&self, direction: Direction) -> Option<(usize, u32)> {
+        match direction {
+            Direction::Forward => self.next_forward().map(|i| (i, self.steps[i].intents)),
+            Direction::Backward => self
+                .next_backward()
+                .map(|i| (i, self.steps[i].undo_intents)),
+        }
+    }
+
+    /// The loop breaker's message for a step started `tries` times.
+    pub fn stuck_reason(&self, step: usize, direction: Direction, tries: u32) -> String {
+        let verb = match direction {
+            Direction::Forward => "do",
+            Direction::Backward => "undo",
+        };
+        format!(
+            "{verb} of {} started {tries} times without finishing",
+            self.step_name(step)
+        )
+    }
+
     /// True once any step of the given class has started.
     pub fn started_class(&self, class: StepClass) -> bool {
         self.plan

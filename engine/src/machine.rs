@@ -373,43 +373,37 @@ impl Machine {
     }
 
     fn next_forward(&mut self) -> Command {
-        match self.ledger.next_forward() {
-            None => self.write(Entry::RunCommitted),
-            Some(step) => {
-                let s = &self.ledger.steps[step];
-                if s.intents >= self.limits.max_attempts {
-                    let reason = format!(
-                        "do of {} started {} times without finishing",
-                        self.ledger.step_name(step),
-                        s.intents
-                    );
-                    self.write(Entry::RunStuck { step, reason })
-                } else {
-                    let attempt = s.intents + 1;
-                    self.write(Entry::StepIntent { step, attempt })
-                }
-            }
-        }
+        self.next(Direction::Forward)
     }
 
     fn next_backward(&mut self) -> Command {
-        match self.ledger.next_backward() {
-            None => self.write(Entry::RunRolledBack),
-            Some(step) => {
-                let s = &self.ledger.steps[step];
-                if s.undo_intents >= self.limits.max_attempts {
-                    let reason = format!(
-                        "undo of {} started {} times without finishing",
-                        self.ledger.step_name(step),
-                        s.undo_intents
-                    );
-                    self.write(Entry::RunStuck { step, reason })
-                } else {
-                    let attempt = s.undo_intents + 1;
-                    self.write(Entry::UndoIntent { step, attempt })
-                }
-            }
-        }
+        self.next(Direction::Backward)
+    }
+
+    /// The next record in `direction`: an intent, the terminal record when nothing is left, or
+    /// `run_stuck` when the loop breaker fires.
+    fn next(&mut self, direction: Direction) -> Command {
+        let entry = match self.ledger.next_in(direction) {
+            None => match direction {
+                Direction::Forward => Entry::RunCommitted,
+                Direction::Backward => Entry::RunRolledBack,
+            },
+            Some((step, tries)) if tries >= self.limits.max_attempts => Entry::RunStuck {
+                step,
+                reason: self.ledger.stuck_reason(step, direction, tries),
+            },
+            Some((step, tries)) => match direction {
+                Direction::Forward => Entry::StepIntent {
+                    step,
+                    attempt: tries + 1,
+                },
+                Direction::Backward => Entry::UndoIntent {
+                    step,
+                    attempt: tries + 1,
+                },
+            },
+        };
+        self.write(entry)
     }
 
     fn write(&mut self, entry: Entry) -> Command {
