@@ -4,6 +4,7 @@
 //! errors to the exit codes documented in [`exit`].
 
 mod cmd;
+mod config;
 mod exit;
 mod install;
 mod session;
@@ -54,11 +55,45 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Backups of the persistent paths.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Show molt at work in a scratch installation: a run, a crash, recovery, a rollback.
     Demo {
         /// Directory for the scratch installation (created; must not exist or be empty).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Back up the persistent paths (`[backup] paths` in molt.toml, default `shared`).
+    Create {
+        /// A path to back up instead of the configured ones (repeatable).
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// Keep the backup as a directory instead of compressing it to tar.zst.
+        #[arg(long)]
+        no_compress: bool,
+    },
+    /// Every backup, newest first; incomplete ones are marked and never restorable.
+    List,
+    /// Check a backup byte for byte against its manifest.
+    Verify { id: String },
+    /// Put a backup in place of the persistent paths (verified first, swapped atomically).
+    Restore { id: String },
+    /// Delete backups beyond the retention policy (`[retention]` in molt.toml).
+    Prune {
+        #[arg(long)]
+        keep_last: Option<usize>,
+        #[arg(long)]
+        keep_days: Option<u64>,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -114,6 +149,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Recover => cmd::run::attach(&inst()?, None, false, json).await,
         Command::Status => cmd::status::status(&inst()?, json),
+        Command::Backup { command } => match command {
+            BackupCommand::Create { paths, no_compress } => {
+                cmd::backup::create(&inst()?, paths, !no_compress, json).await
+            }
+            BackupCommand::List => cmd::backup::list(&inst()?, json),
+            BackupCommand::Verify { id } => cmd::backup::verify(&inst()?, &id, json),
+            BackupCommand::Restore { id } => cmd::backup::restore(&inst()?, &id, json).await,
+            BackupCommand::Prune {
+                keep_last,
+                keep_days,
+                dry_run,
+            } => cmd::backup::prune(&inst()?, keep_last, keep_days, dry_run, json).await,
+        },
         Command::Journal { command } => match command {
             JournalCommand::List => cmd::journal::list(&inst()?, json),
             JournalCommand::Show { run } => cmd::journal::show(&inst()?, run, json),

@@ -4,15 +4,14 @@
 //! `incoming/`). Crash tests arm a failpoint through `MOLT_FAILPOINTS`; the child aborts there
 //! (no destructor, no flush), and a fresh process recovers.
 
+mod common;
+
+use common::*;
 use engine::{Entry, PlanMeta, Record, RunId, StepClass, StepMeta, FORMAT};
 use sha2::Digest;
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-const MOLT: &str = env!("CARGO_BIN_EXE_molt");
 
 fn sha(text: &str) -> String {
     format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
@@ -57,43 +56,6 @@ fn failing_plan() -> String {
             "[[step]]\nop = \"remove_path\"\npath = \"incoming/2\"\n",
             "",
         )
-}
-
-#[derive(Clone, PartialEq, Eq)]
-enum Node {
-    Dir(u32),
-    File(u32, Vec<u8>),
-    Link(PathBuf),
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Node::Dir(m) => write!(f, "dir {m:o}"),
-            Node::File(m, b) => write!(f, "file {m:o} {:?}", String::from_utf8_lossy(b)),
-            Node::Link(t) => write!(f, "link -> {}", t.display()),
-        }
-    }
-}
-
-type Tree = BTreeMap<String, Node>;
-
-/// The entries in which two trees differ, for assertion messages.
-fn diff(a: &Tree, b: &Tree) -> String {
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| format!("  {k}: {:?} vs {:?}\n", a.get(k), b.get(k)))
-        .collect()
-}
-
-#[track_caller]
-fn assert_tree(got: &Tree, want: &Tree, what: &str) {
-    assert!(
-        got == want,
-        "{what}; differences (got vs want):\n{}",
-        diff(got, want)
-    );
 }
 
 struct Sandbox {
@@ -178,44 +140,6 @@ impl Sandbox {
     fn store(&self) -> journal::Store {
         journal::Store::open(&self.root.join("journal")).unwrap()
     }
-}
-
-fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        let rel = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if dir == root && ["journal", "cache", "molt.lock"].contains(&rel.as_str()) {
-            continue;
-        }
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let mode = meta.permissions().mode() & 0o7777;
-        if meta.file_type().is_symlink() {
-            tree.insert(rel, Node::Link(std::fs::read_link(&path).unwrap()));
-        } else if meta.is_dir() {
-            tree.insert(rel, Node::Dir(mode));
-            walk(root, &path, tree);
-        } else {
-            tree.insert(rel, Node::File(mode, std::fs::read(&path).unwrap()));
-        }
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn aborted(out: &Output) -> bool {
-    out.status.signal() == Some(6)
 }
 
 /// The tree after the good plan ran without faults.

@@ -7,6 +7,7 @@
 //! File-system steps keep their undo information in a per-run scratch directory
 //! (`cache/runs/<run>/step-<i>/`, see [`fsutil::Stash`]), written before they change anything.
 
+pub mod backup;
 pub mod copy_tree;
 mod error;
 pub mod fsutil;

@@ -4,6 +4,9 @@
 //! Known plans:
 //! - `fs-script` (v1): an operator- or test-written list of file-system operations
 //!   ([`FsScript`]), used by `molt exec`, the demo and the crash tests.
+//! - `backup-create`: pre-copy, final sync, compress ([`BackupCreate`]).
+//! - `backup-restore`: stage, swap, cleanup ([`BackupRestore`]).
+//! - `backup-prune`: remove backup directories chosen by the retention policy ([`BackupPrune`]).
 
 use crate::copy_tree::CopyTree;
 use crate::error::Error;
@@ -17,11 +20,16 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const FS_SCRIPT: &str = "fs-script";
-const KNOWN: &[&str] = &[FS_SCRIPT];
+pub const BACKUP_CREATE: &str = "backup-create";
+pub const BACKUP_RESTORE: &str = "backup-restore";
+pub const BACKUP_PRUNE: &str = "backup-prune";
+const KNOWN: &[&str] = &[FS_SCRIPT, BACKUP_CREATE, BACKUP_RESTORE, BACKUP_PRUNE];
 
 /// Where a plan's steps act.
 #[derive(Clone, Debug)]
 pub struct Env {
+    /// The run the plan is built for.
+    pub run: RunId,
     /// The installation root.
     pub root: PathBuf,
     /// The run's scratch directory (`cache/runs/<run>`), for stashes.
@@ -31,6 +39,7 @@ pub struct Env {
 impl Env {
     pub fn new(root: &Path, run: RunId) -> Env {
         Env {
+            run,
             root: root.to_path_buf(),
             scratch: scratch_dir(root, run),
         }
@@ -95,7 +104,7 @@ impl FsScript {
 
     /// Build the plan for run `env`.
     pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
-        let spec = serde_json::to_value(self).expect("an FsScript encodes");
+        let spec = to_spec(self);
         let steps = self
             .steps
             .iter()
@@ -176,17 +185,118 @@ impl FsOp {
     }
 }
 
+/// `molt backup create`: a backup of `paths` (relative to the root) named `id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupCreate {
+    pub id: String,
+    pub paths: Vec<String>,
+    pub compress: bool,
+}
+
+impl BackupCreate {
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        let layout = backup_layout(env, &self.id, BACKUP_CREATE)?;
+        for p in &self.paths {
+            safe_relative(p).map_err(|reason| Error::BadSpec {
+                id: BACKUP_CREATE.into(),
+                reason,
+            })?;
+        }
+        let mut steps: Vec<Box<dyn DynStep>> = vec![
+            Box::new(crate::backup::precopy::PreCopy {
+                layout: layout.clone(),
+                paths: self.paths.clone(),
+            }),
+            Box::new(crate::backup::finalize::FinalSync {
+                layout: layout.clone(),
+            }),
+        ];
+        if self.compress {
+            steps.push(Box::new(crate::backup::compress::Compress {
+                layout,
+                level: 3,
+            }));
+        }
+        Ok(Plan::new(BACKUP_CREATE, to_spec(self), steps)?)
+    }
+}
+
+/// `molt backup restore`: put backup `id` in place of its `paths`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRestore {
+    pub id: String,
+    pub paths: Vec<String>,
+}
+
+impl BackupRestore {
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        let layout = backup_layout(env, &self.id, BACKUP_RESTORE)?;
+        let steps: Vec<Box<dyn DynStep>> = vec![
+            Box::new(crate::backup::restore::Stage {
+                layout: layout.clone(),
+                scratch: env.scratch.clone(),
+            }),
+            Box::new(crate::backup::restore::Swap {
+                layout: layout.clone(),
+                paths: self.paths.clone(),
+                scratch: env.scratch.clone(),
+            }),
+            Box::new(crate::backup::restore::Cleanup { layout }),
+        ];
+        Ok(Plan::new(BACKUP_RESTORE, to_spec(self), steps)?)
+    }
+}
+
+/// `molt backup prune`: delete the named backups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPrune {
+    pub ids: Vec<String>,
+}
+
+impl BackupPrune {
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        let mut steps: Vec<Box<dyn DynStep>> = Vec::new();
+        for id in &self.ids {
+            backup_layout(env, id, BACKUP_PRUNE)?;
+            let rel = format!("backups/{id}");
+            steps.push(Box::new(RemovePath {
+                path: env.root.join(&rel),
+                rel,
+            }));
+        }
+        Ok(Plan::new(BACKUP_PRUNE, to_spec(self), steps)?)
+    }
+}
+
+fn backup_layout(env: &Env, id: &str, plan: &str) -> Result<crate::backup::Layout, Error> {
+    crate::backup::valid_id(id).map_err(|reason| Error::BadSpec {
+        id: plan.into(),
+        reason,
+    })?;
+    Ok(crate::backup::Layout::new(&env.root, id))
+}
+
+fn to_spec<T: Serialize>(spec: &T) -> serde_json::Value {
+    serde_json::to_value(spec).expect("plan specs encode")
+}
+
+fn from_spec<T: serde::de::DeserializeOwned>(
+    id: &str,
+    spec: &serde_json::Value,
+) -> Result<T, Error> {
+    serde_json::from_value(spec.clone()).map_err(|e| Error::BadSpec {
+        id: id.into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Rebuild the plan a journal describes: `id` and `spec` come from its `run_started` record.
 pub fn build(id: &str, spec: &serde_json::Value, env: &Env) -> Result<Plan, Error> {
     match id {
-        FS_SCRIPT => {
-            let script: FsScript =
-                serde_json::from_value(spec.clone()).map_err(|e| Error::BadSpec {
-                    id: id.into(),
-                    reason: e.to_string(),
-                })?;
-            script.plan(env)
-        }
+        FS_SCRIPT => from_spec::<FsScript>(id, spec)?.plan(env),
+        BACKUP_CREATE => from_spec::<BackupCreate>(id, spec)?.plan(env),
+        BACKUP_RESTORE => from_spec::<BackupRestore>(id, spec)?.plan(env),
+        BACKUP_PRUNE => from_spec::<BackupPrune>(id, spec)?.plan(env),
         _ => Err(Error::UnknownPlan {
             id: id.into(),
             known: KNOWN.join(", "),

@@ -1,5 +1,6 @@
 //! One module per command group; each is a thin layer over the session and the crates.
 
+pub mod backup;
 pub mod demo;
 pub mod journal;
 pub mod run;

@@ -1,0 +1,60 @@
+//! `molt.toml`, the operator's settings at the installation root. Every key is optional; a
+//! missing file means the defaults. Sections other issues own (project, manifest, database,
+//! timeouts) are read by their commands.
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub backup: Backup,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backup {
+    /// Persistent paths backed up, relative to the root.
+    pub paths: Vec<String>,
+}
+
+impl Default for Backup {
+    fn default() -> Backup {
+        Backup {
+            paths: vec!["shared".into()],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    pub keep_releases: usize,
+    pub keep_backups: usize,
+    pub keep_backup_days: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            keep_releases: 3,
+            keep_backups: 5,
+            keep_backup_days: 30,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(root: &Path) -> anyhow::Result<Config> {
+        let path = root.join("molt.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}

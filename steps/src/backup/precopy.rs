@@ -1,0 +1,144 @@
+//! `pre-copy`: copy the persistent paths into a new backup while the old release still serves.
+//!
+//! - `do`: with `precopy.json` (or the manifest) already written, done. Otherwise starts the
+//!   copy over from an empty `data/`: records the time, scans the sources, copies every entry
+//!   (files hashed as they are written), applies directory metadata, and writes `precopy.json`
+//!   (what was seen: stat and sha256 of every entry, and when the scan began) atomically.
+//!   `Ok` guarantees `precopy.json` describes `data/`; nothing is fsynced yet: the final sync
+//!   makes the whole backup durable at once. Idempotent: a re-run either finds `precopy.json`
+//!   or starts over.
+//! - `undo`: removes `backups/<id>/` entirely. Idempotent.
+
+use super::tree::{finish_dirs, materialize, scan, Seen};
+use super::{write_json, Layout, MANIFEST_FORMAT};
+use crate::fsutil::remove_path;
+use crate::io_err;
+use async_trait::async_trait;
+use engine::{Step, StepClass, StepCtx, StepError};
+use serde::{Deserialize, Serialize};
+
+/// `precopy.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreCopyRecord {
+    pub format: u32,
+    pub id: String,
+    pub paths: Vec<String>,
+    /// Wall-clock time when the scan began (ns since the epoch): entries whose change time is
+    /// not clearly before it may have changed without their stat showing it, and are hashed
+    /// again by the final sync.
+    pub started_ns: i64,
+    /// Every entry seen, `item.sha256` filled for files (the content that was copied).
+    pub seen: Vec<Seen>,
+}
+
+pub struct PreCopy {
+    pub layout: Layout,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Receipt {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+#[async_trait]
+impl Step for PreCopy {
+    type Receipt = Receipt;
+
+    fn name(&self) -> String {
+        format!(
+            "pre-copy {} into backup {}",
+            self.paths.join(", "),
+            self.layout.id
+        )
+    }
+
+    fn class(&self) -> StepClass {
+        StepClass::Reversible
+    }
+
+    async fn apply(&self, _ctx: &StepCtx) -> Result<Receipt, StepError> {
+        let l = &self.layout;
+        if let Some(m) = l
+            .read_manifest()
+            .map_err(|e| io_err("read", &l.manifest(), e))?
+        {
+            return Ok(Receipt {
+                files: m.files,
+                bytes: m.bytes,
+            });
+        }
+        if let Some(r) = super::read_json::<PreCopyRecord>(&l.precopy())
+            .map_err(|e| io_err("read", &l.precopy(), e))?
+        {
+            return Ok(totals(&r.seen));
+        }
+        let data = l.data();
+        remove_path(&data).map_err(|e| io_err("remove", &data, e))?;
+        std::fs::create_dir_all(&data).map_err(|e| io_err("create", &data, e))?;
+        let started_ns = now_ns();
+        let mut seen = scan(&l.root, &self.paths).map_err(|e| io_err("scan", &l.root, e))?;
+        let total = totals(&seen);
+        let bar = progress(total.bytes, "pre-copy");
+        for s in &mut seen {
+            let sha = materialize(&l.root, &data, &s.item)
+                .map_err(|e| io_err("copy", &l.root.join(&s.item.path), e))?;
+            s.item.sha256 = sha;
+            bar.inc(s.item.size);
+            engine::failpoint("steps::backup::precopy_entry");
+        }
+        bar.finish_and_clear();
+        let items: Vec<_> = seen.iter().map(|s| s.item.clone()).collect();
+        finish_dirs(&data, &items).map_err(|e| io_err("set metadata in", &data, e))?;
+        let record = PreCopyRecord {
+            format: MANIFEST_FORMAT,
+            id: l.id.clone(),
+            paths: self.paths.clone(),
+            started_ns,
+            seen,
+        };
+        write_json(&l.precopy(), &record).map_err(|e| io_err("write", &l.precopy(), e))?;
+        Ok(totals(&record.seen))
+    }
+
+    async fn undo(&self, _ctx: &StepCtx, _receipt: Option<Receipt>) -> Result<(), StepError> {
+        let dir = self.layout.dir();
+        remove_path(&dir).map_err(|e| io_err("remove", &dir, e))
+    }
+}
+
+fn totals(seen: &[Seen]) -> Receipt {
+    let files = seen
+        .iter()
+        .filter(|s| s.item.kind == super::Kind::File)
+        .count() as u64;
+    Receipt {
+        files,
+        bytes: seen.iter().map(|s| s.item.size).sum(),
+    }
+}

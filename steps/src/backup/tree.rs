@@ -1,0 +1,278 @@
+//! Walking, copying and checking trees of files for backups: every entry with its kind, mode,
+//! owner, mtime and (for files) sha256, copied in one pass that hashes as it writes.
+
+use super::{Item, Kind};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An entry as seen on disk, with what the final sync needs to detect change.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seen {
+    pub item: Item,
+    pub ino: u64,
+    pub dev: u64,
+    pub ctime_ns: i64,
+}
+
+fn ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// Describe `path` (relative name `rel`) without reading its content (`sha256` is `None`).
+pub fn stat(path: &Path, rel: &str) -> io::Result<Seen> {
+    let meta = fs::symlink_metadata(path)?;
+    let ft = meta.file_type();
+    let (kind, target) = if ft.is_symlink() {
+        let t = fs::read_link(path)?;
+        let t = t.to_str().map(str::to_string).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("symlink {} has a non-UTF-8 target", path.display()),
+            )
+        })?;
+        (Kind::Symlink, Some(t))
+    } else if ft.is_dir() {
+        (Kind::Dir, None)
+    } else if ft.is_file() {
+        (Kind::File, None)
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a socket, fifo or device; molt backs up files, directories and symlinks only",
+                path.display()
+            ),
+        ));
+    };
+    Ok(Seen {
+        item: Item {
+            path: rel.to_string(),
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: if kind == Kind::File { meta.size() } else { 0 },
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            sha256: None,
+            target,
+        },
+        ino: meta.ino(),
+        dev: meta.dev(),
+        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+    })
+}
+
+/// Every entry under the given top-level paths (relative to `root`), parents first, sorted.
+/// A top-level path that does not exist is skipped (nothing to back up yet).
+pub fn scan(root: &Path, paths: &[String]) -> io::Result<Vec<Seen>> {
+    let mut out = Vec::new();
+    for top in paths {
+        let abs = root.join(top);
+        if fs::symlink_metadata(&abs).is_err() {
+            continue;
+        }
+        walk(&abs, top, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk(abs: &Path, rel: &str, out: &mut Vec<Seen>) -> io::Result<()> {
+    let seen = stat(abs, rel)?;
+    let is_dir = seen.item.kind == Kind::Dir;
+    out.push(seen);
+    if is_dir {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(abs)? {
+            let name = entry?.file_name();
+            let name = name.to_str().map(str::to_string).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} holds a name that is not UTF-8: {name:?}", abs.display()),
+                )
+            })?;
+            names.push(name);
+        }
+        names.sort();
+        for name in names {
+            walk(&abs.join(&name), &format!("{rel}/{name}"), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy a regular file, hashing what is written. Returns (bytes, sha256 hex). Not fsynced:
+/// callers make a whole tree durable at once with [`syncfs`].
+pub fn copy_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
+    let mut input = File::open(src)?;
+    let mut output = File::create(dst)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    Ok((total, format!("{:x}", hasher.finalize())))
+}
+
+/// sha256 of a file.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut input = File::open(path)?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut input, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Give `path` the mode, owner and (for files and directories) mtime of `item`. Ownership is
+/// restored when the process may (root); otherwise a differing owner is left as is.
+pub fn apply_meta(path: &Path, item: &Item) -> io::Result<()> {
+    if item.kind == Kind::Symlink {
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(item.uid), Some(item.gid)) {
+            if e.kind() != io::ErrorKind::PermissionDenied {
+                return Err(e);
+            }
+        }
+        return Ok(());
+    }
+    if let Err(e) = std::os::unix::fs::chown(path, Some(item.uid), Some(item.gid)) {
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return Err(e);
+        }
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(item.mode))?;
+    let mtime = if item.mtime_ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(item.mtime_ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(item.mtime_ns.unsigned_abs())
+    };
+    set_mtime(path, mtime)
+}
+
+fn set_mtime(path: &Path, t: SystemTime) -> io::Result<()> {
+    let f = File::open(path)?;
+    f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+}
+
+/// Create `dst_root/item.path` from `src_root/item.path` (a file is copied and hashed, a
+/// directory created, a symlink re-created). Returns the sha256 of a copied file.
+/// Directory metadata is applied by [`finish_dirs`] once their content is in place.
+pub fn materialize(src_root: &Path, dst_root: &Path, item: &Item) -> io::Result<Option<String>> {
+    let src = src_root.join(&item.path);
+    let dst = dst_root.join(&item.path);
+    match item.kind {
+        Kind::Dir => {
+            match fs::create_dir(&dst) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dst.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+            Ok(None)
+        }
+        Kind::Symlink => {
+            crate::fsutil::remove_path(&dst)?;
+            std::os::unix::fs::symlink(item.target.as_deref().unwrap_or(""), &dst)?;
+            apply_meta(&dst, item)?;
+            Ok(None)
+        }
+        Kind::File => {
+            let (_, sha) = copy_hashed(&src, &dst)?;
+            apply_meta(&dst, item)?;
+            Ok(Some(sha))
+        }
+    }
+}
+
+/// Apply directory metadata deepest first (writing into a directory changes its mtime).
+pub fn finish_dirs(dst_root: &Path, items: &[Item]) -> io::Result<()> {
+    for item in items.iter().rev().filter(|i| i.kind == Kind::Dir) {
+        apply_meta(&dst_root.join(&item.path), item)?;
+    }
+    Ok(())
+}
+
+/// Flush every dirty page of the filesystem holding `path` (one call instead of an fsync per
+/// file when a whole tree was written).
+pub fn syncfs(path: &Path) -> io::Result<()> {
+    let dir = File::open(path)?;
+    rustix::fs::syncfs(&dir).map_err(io::Error::from)
+}
+
+/// Compare the tree under `root` with `items`: kind, mode, size, sha256, link target; and
+/// nothing present that the list does not name (under the listed top-level paths).
+pub fn verify_dir(root: &Path, items: &[Item]) -> io::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let tops: Vec<String> = items
+        .iter()
+        .filter(|i| !i.path.contains('/'))
+        .map(|i| i.path.clone())
+        .collect();
+    let found: BTreeMap<String, Seen> = match scan(root, &tops) {
+        Ok(v) => v.into_iter().map(|s| (s.item.path.clone(), s)).collect(),
+        Err(e) => return Ok(vec![format!("cannot read {}: {e}", root.display())]),
+    };
+    for item in items {
+        let Some(seen) = found.get(&item.path) else {
+            problems.push(format!("{} is missing", item.path));
+            continue;
+        };
+        let got = &seen.item;
+        if got.kind != item.kind {
+            problems.push(format!(
+                "{} is a {:?}, expected a {:?}",
+                item.path, got.kind, item.kind
+            ));
+            continue;
+        }
+        if item.kind != Kind::Symlink && got.mode != item.mode {
+            problems.push(format!(
+                "{} has mode {:o}, expected {:o}",
+                item.path, got.mode, item.mode
+            ));
+        }
+        match item.kind {
+            Kind::File => {
+                if got.size != item.size {
+                    problems.push(format!(
+                        "{} has {} bytes, expected {}",
+                        item.path, got.size, item.size
+                    ));
+                } else {
+                    let sha = hash_file(&root.join(&item.path))?;
+                    if Some(&sha) != item.sha256.as_ref() {
+                        problems.push(format!(
+                            "{} has sha256 {sha}, expected {}",
+                            item.path,
+                            item.sha256.as_deref().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+            Kind::Symlink => {
+                if got.target != item.target {
+                    problems.push(format!(
+                        "{} points at {:?}, expected {:?}",
+                        item.path, got.target, item.target
+                    ));
+                }
+            }
+            Kind::Dir => {}
+        }
+    }
+    let listed: std::collections::BTreeSet<&str> = items.iter().map(|i| i.path.as_str()).collect();
+    for extra in found.keys().filter(|k| !listed.contains(k.as_str())) {
+        problems.push(format!("{extra} is not in the manifest"));
+    }
+    Ok(problems)
+}
