@@ -1,0 +1,205 @@
+//! Benchmark: backup costs as ratios against baselines run in the same process.
+//!
+//! 1. final sync of the data with 1% of the files changed vs a full copy of it (both made
+//!    durable): target <= 10%.
+//! 2. compressing a backup to tar.zst (molt) vs `tar -I 'zstd -T0 -3' -cf` on the same tree:
+//!    speed ratio (target >= 1.0x) and size ratio.
+//! 3. restoring from that archive (molt: staged, hashed, verified) vs `tar -I zstd -xf`.
+//!
+//! Run: `cargo bench -p tests --bench backup_cost [-- MiB]` (default 1024 MiB in 1 MiB files).
+
+use engine::{RunId, Step, StepCtx};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use steps::backup::{compress::Compress, finalize::FinalSync, precopy::PreCopy, restore, Layout};
+
+fn ctx(step: usize) -> StepCtx {
+    StepCtx {
+        run: RunId(1),
+        step,
+        attempt: 1,
+    }
+}
+
+/// Semi-compressible bytes (about 2:1 with zstd -3), different per file.
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        out.extend_from_slice(&b[..4]);
+        out.extend_from_slice(b"abcd");
+    }
+    out.truncate(len);
+    out
+}
+
+fn sync() {
+    Command::new("sync").status().unwrap();
+}
+
+fn run(cmd: &mut Command) -> f64 {
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed().as_secs_f64()
+}
+
+fn du(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mib: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1024);
+    let dir = tempfile::tempdir_in(std::env::var("MOLT_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .unwrap();
+    let root = dir.path().join("inst");
+    let data = root.join("shared/data");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..mib {
+        let sub = data.join(format!("d{:02}", i % 32));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i:05}.bin")), content(i as u64, 1 << 20)).unwrap();
+    }
+    sync();
+    // Live data is mostly old: let its change times age past the final sync's racy window
+    // (2 s), as in a real installation, or every file would be re-hashed.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    println!("backup_cost: {mib} MiB in {mib} files of 1 MiB");
+
+    // 1. Full copy (pre-copy + making it durable) vs final sync with 1% changed.
+    let layout = Layout::new(&root, "bench");
+    let t = Instant::now();
+    PreCopy {
+        layout: layout.clone(),
+        paths: vec!["shared".into()],
+    }
+    .apply(&ctx(0))
+    .await
+    .unwrap();
+    sync();
+    let full = t.elapsed().as_secs_f64();
+    let changed = (mib / 100).max(1);
+    for i in 0..changed {
+        let p = data.join(format!(
+            "d{:02}/f{:05}.bin",
+            (i * 97) % mib % 32,
+            (i * 97) % mib
+        ));
+        std::fs::write(p, content(10_000 + i as u64, 1 << 20)).unwrap();
+    }
+    sync();
+    let t = Instant::now();
+    let r = FinalSync {
+        layout: layout.clone(),
+    }
+    .apply(&ctx(1))
+    .await
+    .unwrap();
+    let final_sync = t.elapsed().as_secs_f64();
+    let cp_dst = dir.path().join("cp");
+    let cp = run(Command::new("cp")
+        .arg("-a")
+        .arg(root.join("shared"))
+        .arg(&cp_dst))
+        + {
+            let t = Instant::now();
+            sync();
+            t.elapsed().as_secs_f64()
+        };
+    std::fs::remove_dir_all(&cp_dst).unwrap();
+    println!("  full copy (molt pre-copy, hashed, + sync)  {full:>8.2} s");
+    println!("  full copy (cp -a + sync)                   {cp:>8.2} s");
+    println!(
+        "  final sync, {} of {} files changed        {final_sync:>8.2} s",
+        r.changed, mib
+    );
+    println!(
+        "  ratio final sync / molt full copy = {:.1}%  (target <= 10%)",
+        100.0 * final_sync / full
+    );
+    println!(
+        "  ratio final sync / cp -a          = {:.1}%",
+        100.0 * final_sync / cp
+    );
+
+    // 2. Compress: molt vs tar + zstd -T0 -3 on the same tree.
+    sync();
+    let t = Instant::now();
+    let c = Compress {
+        layout: layout.clone(),
+        level: 3,
+    };
+    // Keep data/ for the tar baseline: archive without removing it.
+    let manifest = layout.read_manifest().unwrap().unwrap();
+    let molt_archive = dir.path().join("molt.tar.zst");
+    steps::backup::compress::write_archive(&layout.data(), &manifest.items, &molt_archive, 3)
+        .unwrap();
+    let molt_time = t.elapsed().as_secs_f64();
+    let tar_archive = dir.path().join("tar.tar.zst");
+    let tar_time = run(Command::new("tar")
+        .arg("-I")
+        .arg("zstd -T0 -3")
+        .arg("-cf")
+        .arg(&tar_archive)
+        .arg("-C")
+        .arg(layout.data())
+        .arg("shared"));
+    println!("  compress: molt {molt_time:.2} s, tar -I 'zstd -T0 -3' {tar_time:.2} s");
+    println!(
+        "  ratio speed molt / tar = {:.2}x  (target >= 1.0x)",
+        tar_time / molt_time
+    );
+    println!(
+        "  sizes: molt {} B, tar {} B, ratio {:.3}",
+        du(&molt_archive),
+        du(&tar_archive),
+        du(&molt_archive) as f64 / du(&tar_archive) as f64
+    );
+    std::fs::remove_file(&molt_archive).unwrap();
+
+    // 3. Restore from the archive: molt's verified staging vs plain extraction.
+    c.apply(&ctx(2)).await.unwrap();
+    sync();
+    let scratch = dir.path().join("scratch");
+    let t = Instant::now();
+    restore::Stage {
+        layout: layout.clone(),
+        scratch: scratch.clone(),
+    }
+    .apply(&ctx(0))
+    .await
+    .unwrap();
+    let molt_restore = t.elapsed().as_secs_f64();
+    let out = dir.path().join("untar");
+    std::fs::create_dir_all(&out).unwrap();
+    let tar_restore = run(Command::new("tar")
+        .arg("-I")
+        .arg("zstd")
+        .arg("-xf")
+        .arg(&tar_archive)
+        .arg("-C")
+        .arg(&out))
+        + {
+            let t = Instant::now();
+            sync();
+            t.elapsed().as_secs_f64()
+        };
+    println!("  restore: molt (hash-verified, synced) {molt_restore:.2} s, tar -I zstd -xf + sync {tar_restore:.2} s");
+    println!(
+        "  ratio speed molt / tar = {:.2}x",
+        tar_restore / molt_restore
+    );
+}
