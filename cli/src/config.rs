@@ -9,6 +9,8 @@ use std::path::Path;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// The compose project name, stable across releases (default: the root's directory name).
+    pub project: Option<String>,
     pub backup: Backup,
     pub retention: Retention,
 }
@@ -47,6 +49,27 @@ impl Default for Retention {
 }
 
 impl Config {
+    /// The compose project: `project` from molt.toml, or the root directory's name reduced to
+    /// what compose accepts (lowercase letters, digits, `-`, `_`).
+    pub fn project(&self, root: &Path) -> String {
+        if let Some(p) = &self.project {
+            return p.clone();
+        }
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let clean: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if clean.is_empty() {
+            "molt".into()
+        } else {
+            clean
+        }
+    }
+
     pub fn load(root: &Path) -> anyhow::Result<Config> {
         let path = root.join("molt.toml");
         match std::fs::read_to_string(&path) {

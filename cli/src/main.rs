@@ -55,6 +55,16 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// The current release's Docker services.
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
+    /// The current release's Docker images.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
     /// Backups of the persistent paths.
     Backup {
         #[command(subcommand)]
@@ -65,6 +75,29 @@ enum Command {
         /// Directory for the scratch installation (created; must not exist or be empty).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServicesCommand {
+    /// Start the services (all, or the named ones) and wait for the health gate.
+    Start { services: Vec<String> },
+    /// Stop the services (all, or the named ones).
+    Stop { services: Vec<String> },
+    /// Stop, start, and wait for the health gate.
+    Restart { services: Vec<String> },
+    /// The project's containers: state, health, one-shot exit codes.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Load the current release's image tarballs (images already present are skipped).
+    Load,
+    /// Remove images molt loaded that no release directory still uses.
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -149,6 +182,25 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Recover => cmd::run::attach(&inst()?, None, false, json).await,
         Command::Status => cmd::status::status(&inst()?, json),
+        Command::Services { command } => {
+            use steps::plans::ServicesAction as A;
+            match command {
+                ServicesCommand::Start { services } => {
+                    cmd::services::action(&inst()?, A::Start, services, json).await
+                }
+                ServicesCommand::Stop { services } => {
+                    cmd::services::action(&inst()?, A::Stop, services, json).await
+                }
+                ServicesCommand::Restart { services } => {
+                    cmd::services::action(&inst()?, A::Restart, services, json).await
+                }
+                ServicesCommand::Status => cmd::services::status(&inst()?, json).await,
+            }
+        }
+        Command::Images { command } => match command {
+            ImagesCommand::Load => cmd::services::load(&inst()?, json).await,
+            ImagesCommand::Prune { dry_run } => cmd::services::prune(&inst()?, dry_run, json).await,
+        },
         Command::Backup { command } => match command {
             BackupCommand::Create { paths, no_compress } => {
                 cmd::backup::create(&inst()?, paths, !no_compress, json).await

@@ -9,10 +9,13 @@
 
 pub mod backup;
 pub mod copy_tree;
+pub mod docker;
 mod error;
 pub mod fsutil;
 pub mod plans;
+pub mod release;
 pub mod remove_path;
+pub mod services;
 pub mod switch_link;
 pub mod verify_file;
 pub mod write_file;

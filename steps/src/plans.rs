@@ -7,6 +7,9 @@
 //! - `backup-create`: pre-copy, final sync, compress ([`BackupCreate`]).
 //! - `backup-restore`: stage, swap, cleanup ([`BackupRestore`]).
 //! - `backup-prune`: remove backup directories chosen by the retention policy ([`BackupPrune`]).
+//! - `services`: start / stop / restart a release's services ([`Services`]).
+//! - `switch-services`: load images, stop one release, start another, verify ([`SwitchServices`]).
+//! - `images-load`, `images-prune`: [`ImagesLoad`], [`ImagesPrune`].
 
 use crate::copy_tree::CopyTree;
 use crate::error::Error;
@@ -23,7 +26,20 @@ pub const FS_SCRIPT: &str = "fs-script";
 pub const BACKUP_CREATE: &str = "backup-create";
 pub const BACKUP_RESTORE: &str = "backup-restore";
 pub const BACKUP_PRUNE: &str = "backup-prune";
-const KNOWN: &[&str] = &[FS_SCRIPT, BACKUP_CREATE, BACKUP_RESTORE, BACKUP_PRUNE];
+pub const SERVICES: &str = "services";
+pub const SWITCH_SERVICES: &str = "switch-services";
+pub const IMAGES_LOAD: &str = "images-load";
+pub const IMAGES_PRUNE: &str = "images-prune";
+const KNOWN: &[&str] = &[
+    FS_SCRIPT,
+    BACKUP_CREATE,
+    BACKUP_RESTORE,
+    BACKUP_PRUNE,
+    SERVICES,
+    SWITCH_SERVICES,
+    IMAGES_LOAD,
+    IMAGES_PRUNE,
+];
 
 /// Where a plan's steps act.
 #[derive(Clone, Debug)]
@@ -268,6 +284,155 @@ impl BackupPrune {
     }
 }
 
+/// `molt services start|stop|restart`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServicesAction {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// A services action on one release (`release`: its directory, relative to the root).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Services {
+    pub action: ServicesAction,
+    pub project: String,
+    pub release: String,
+    #[serde(default)]
+    pub only: Vec<String>,
+}
+
+fn target(
+    env: &Env,
+    project: &str,
+    release: &str,
+    plan: &str,
+) -> Result<crate::services::Target, Error> {
+    let rel = safe_relative(release).map_err(|reason| Error::BadSpec {
+        id: plan.into(),
+        reason,
+    })?;
+    if project.is_empty() {
+        return Err(Error::BadSpec {
+            id: plan.into(),
+            reason: "empty compose project name".into(),
+        });
+    }
+    Ok(crate::services::Target {
+        project: project.to_string(),
+        dir: env.root.join(rel),
+        label: release.to_string(),
+    })
+}
+
+impl Services {
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        use crate::services::{StartServices, StopServices, VerifyHealth};
+        let t = target(env, &self.project, &self.release, SERVICES)?;
+        let only = self.only.clone();
+        let stop = || {
+            Box::new(StopServices {
+                target: t.clone(),
+                only: only.clone(),
+            }) as Box<dyn DynStep>
+        };
+        let start = || {
+            Box::new(StartServices {
+                target: t.clone(),
+                only: only.clone(),
+            }) as Box<dyn DynStep>
+        };
+        let verify = || {
+            Box::new(VerifyHealth {
+                target: t.clone(),
+                only: only.clone(),
+            }) as Box<dyn DynStep>
+        };
+        let steps = match self.action {
+            ServicesAction::Start => vec![start(), verify()],
+            ServicesAction::Stop => vec![stop()],
+            ServicesAction::Restart => vec![stop(), start(), verify()],
+        };
+        Ok(Plan::new(SERVICES, to_spec(self), steps)?)
+    }
+}
+
+/// The cut-over core of an upgrade: load `to`'s images, stop `from`, start `to`, verify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchServices {
+    pub project: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl SwitchServices {
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        use crate::services::{LoadImages, StartServices, StopServices, VerifyHealth};
+        let from = target(env, &self.project, &self.from, SWITCH_SERVICES)?;
+        let to = target(env, &self.project, &self.to, SWITCH_SERVICES)?;
+        let steps: Vec<Box<dyn DynStep>> = vec![
+            Box::new(LoadImages {
+                target: to.clone(),
+                scratch: env.scratch.clone(),
+                registry: images_registry(&env.root),
+            }),
+            Box::new(StopServices {
+                target: from,
+                only: vec![],
+            }),
+            Box::new(StartServices {
+                target: to.clone(),
+                only: vec![],
+            }),
+            Box::new(VerifyHealth {
+                target: to,
+                only: vec![],
+            }),
+        ];
+        Ok(Plan::new(SWITCH_SERVICES, to_spec(self), steps)?)
+    }
+}
+
+/// Where an installation records the images molt loaded.
+pub fn images_registry(root: &Path) -> PathBuf {
+    root.join("images.json")
+}
+
+/// `molt images load`: load one release's image tarballs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagesLoad {
+    pub project: String,
+    pub release: String,
+}
+
+impl ImagesLoad {
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        let t = target(env, &self.project, &self.release, IMAGES_LOAD)?;
+        let steps: Vec<Box<dyn DynStep>> = vec![Box::new(crate::services::LoadImages {
+            target: t,
+            scratch: env.scratch.clone(),
+            registry: images_registry(&env.root),
+        })];
+        Ok(Plan::new(IMAGES_LOAD, to_spec(self), steps)?)
+    }
+}
+
+/// `molt images prune`: remove images molt loaded that no kept release uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagesPrune {
+    pub ids: Vec<String>,
+}
+
+impl ImagesPrune {
+    pub fn plan(&self, _env: &Env) -> Result<Plan, Error> {
+        let steps: Vec<Box<dyn DynStep>> = vec![Box::new(crate::services::RemoveImages {
+            ids: self.ids.clone(),
+        })];
+        Ok(Plan::new(IMAGES_PRUNE, to_spec(self), steps)?)
+    }
+}
+
 fn backup_layout(env: &Env, id: &str, plan: &str) -> Result<crate::backup::Layout, Error> {
     crate::backup::valid_id(id).map_err(|reason| Error::BadSpec {
         id: plan.into(),
@@ -297,6 +462,10 @@ pub fn build(id: &str, spec: &serde_json::Value, env: &Env) -> Result<Plan, Erro
         BACKUP_CREATE => from_spec::<BackupCreate>(id, spec)?.plan(env),
         BACKUP_RESTORE => from_spec::<BackupRestore>(id, spec)?.plan(env),
         BACKUP_PRUNE => from_spec::<BackupPrune>(id, spec)?.plan(env),
+        SERVICES => from_spec::<Services>(id, spec)?.plan(env),
+        SWITCH_SERVICES => from_spec::<SwitchServices>(id, spec)?.plan(env),
+        IMAGES_LOAD => from_spec::<ImagesLoad>(id, spec)?.plan(env),
+        IMAGES_PRUNE => from_spec::<ImagesPrune>(id, spec)?.plan(env),
         _ => Err(Error::UnknownPlan {
             id: id.into(),
             known: KNOWN.join(", "),

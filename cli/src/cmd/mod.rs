@@ -4,6 +4,7 @@ pub mod backup;
 pub mod demo;
 pub mod journal;
 pub mod run;
+pub mod services;
 pub mod status;
 
 /// Print a JSON value on stdout (the `--json` form of every read command).

@@ -1,0 +1,372 @@
+//! `molt services` and `molt images` against the real Docker Engine of this machine, with tiny
+//! busybox images built locally and shipped as tarballs. These tests fail (never skip) when
+//! Docker is not there.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use tests::{free_port, image, write_release, ProjectGuard, ReleaseSpec, TestImage};
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+struct Inst {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    project: String,
+    port: u16,
+    _guard: ProjectGuard,
+}
+
+impl Inst {
+    /// An installation with release `1` of `web` current.
+    fn new(web: &TestImage, init_exit: i32, timeout: u64) -> Inst {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("inst");
+        std::fs::create_dir_all(&root).unwrap();
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let project = format!("molttest{}x{n}", std::process::id());
+        std::fs::write(root.join("molt.toml"), format!("project = \"{project}\"\n")).unwrap();
+        let port = free_port();
+        write_release(
+            &root,
+            &ReleaseSpec {
+                version: "1",
+                web,
+                init_exit,
+                port,
+                health_timeout_secs: timeout,
+            },
+        );
+        std::os::unix::fs::symlink("releases/1", root.join("current")).unwrap();
+        Inst {
+            _dir: dir,
+            root,
+            _guard: ProjectGuard(project.clone()),
+            project,
+            port,
+        }
+    }
+
+    fn molt(&self, args: &[&str]) -> Output {
+        molt_in(&self.root, None, args)
+    }
+
+    fn molt_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut c = Command::new(MOLT);
+        c.arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .env("MOLT_LOG", "error");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    fn containers(&self) -> Vec<serde_json::Value> {
+        let out = self.molt(&["services", "status", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["containers"].as_array().unwrap().clone()
+    }
+
+    fn web(&self) -> serde_json::Value {
+        self.containers()
+            .into_iter()
+            .find(|c| c["service"] == "web")
+            .expect("a web container")
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        let out = Command::new("busybox")
+            .args(["wget", "-q", "-O", "-"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+}
+
+fn app(version: &str) -> TestImage {
+    image(&format!("app:{version}"), version, true)
+}
+
+#[test]
+fn start_stop_restart_are_idempotent_and_the_gate_sees_health() {
+    let i = Inst::new(&app("1"), 0, 60);
+    let out = i.molt(&["services", "start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let web = i.web();
+    assert_eq!(web["running"], true);
+    assert_eq!(web["health"], "healthy");
+    let init = i
+        .containers()
+        .into_iter()
+        .find(|c| c["service"] == "init")
+        .unwrap();
+    assert_eq!(init["status"], "exited");
+    assert_eq!(init["exit_code"], 0);
+    assert_eq!(i.get("/version").as_deref(), Some("1"));
+    let id = web["id"].clone();
+
+    // Start when started: nothing changes (same container).
+    let out = i.molt(&["services", "start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(i.web()["id"], id);
+
+    let out = i.molt(&["services", "stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(i.web()["running"], false);
+    assert!(i.get("/version").is_none());
+    // Stop when stopped: a no-op.
+    let out = i.molt(&["services", "stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(i.web()["id"], id);
+
+    let out = i.molt(&["services", "restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(i.web()["health"], "healthy");
+    assert_eq!(i.get("/version").as_deref(), Some("1"));
+
+    let human = i.molt(&["services", "status"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("web") && human.contains("healthy"),
+        "{human}"
+    );
+}
+
+#[test]
+fn a_release_that_never_becomes_healthy_is_caught_within_its_timeout() {
+    let broken = image("app:broken", "broken", false);
+    let i = Inst::new(&broken, 0, 6);
+    let t = Instant::now();
+    let out = i.molt(&["services", "start"]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let msg = String::from_utf8_lossy(&out.stdout);
+    assert!(msg.contains("not healthy within 6s"), "{msg}");
+    assert!(msg.contains("service web"), "{msg}");
+    assert!(msg.contains("last log lines of"), "{msg}");
+    assert!(took < Duration::from_secs(6 + 30), "took {took:?}");
+    // The start was undone: nothing left running.
+    assert!(i.containers().iter().all(|c| c["running"] == false));
+}
+
+#[test]
+fn a_one_shot_service_that_fails_fails_the_gate() {
+    let i = Inst::new(&app("1"), 3, 60);
+    let t = Instant::now();
+    let out = i.molt(&["services", "start"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let msg = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        msg.contains("one-shot service init") && msg.contains("code 3"),
+        "{msg}"
+    );
+    assert!(msg.contains("init of 1 ran"), "log tail missing: {msg}");
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "a failed one-shot must not wait for the timeout"
+    );
+}
+
+#[test]
+fn loading_images_is_idempotent_and_checks_the_ids() {
+    let img = image("load:1", "load", true);
+    // Make the load real: the image must be absent first.
+    let _ = Command::new("docker").args(["rmi", "-f", &img.id]).output();
+    let i = Inst::new(&img, 0, 60);
+    let out = i.molt(&["images", "load"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", &img.id])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "image not loaded");
+    let out = i.molt(&["images", "load"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let registry = std::fs::read_to_string(i.root.join("images.json")).unwrap();
+    assert!(registry.contains(&img.id));
+
+    // A corrupt tarball is refused before Docker sees it.
+    let tar = i.root.join("releases/1/images/web.tar");
+    std::fs::write(&tar, b"not a tarball at all").unwrap();
+    let out = i.molt(&["images", "load"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not a docker image tarball"),
+        "{}",
+        text(&out)
+    );
+
+    // A tarball holding another image than release.toml says.
+    std::fs::copy(&app("2").tarball, &tar).unwrap();
+    let out = i.molt(&["images", "load"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("but release.toml says"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn images_prune_removes_only_what_no_release_uses() {
+    let old = image("prune:old", "old", true);
+    let i = Inst::new(&old, 0, 60);
+    assert_eq!(i.molt(&["images", "load"]).status.code(), Some(0));
+    // While release 1 exists, its image stays.
+    let out = i.molt(&["images", "prune", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"would_remove\": []"),
+        "{}",
+        text(&out)
+    );
+    // Release 2 replaces it; release 1's directory is gone.
+    write_release(
+        &i.root,
+        &ReleaseSpec {
+            version: "2",
+            web: &app("2"),
+            init_exit: 0,
+            port: i.port,
+            health_timeout_secs: 60,
+        },
+    );
+    std::fs::remove_file(i.root.join("current")).unwrap();
+    std::os::unix::fs::symlink("releases/2", i.root.join("current")).unwrap();
+    std::fs::remove_dir_all(i.root.join("releases/1")).unwrap();
+    let out = i.molt(&["images", "prune", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&old.id),
+        "{}",
+        text(&out)
+    );
+    let out = i.molt(&["images", "prune"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let gone = Command::new("docker")
+        .args(["image", "inspect", &old.id])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "old image still present");
+    let kept = Command::new("docker")
+        .args(["image", "inspect", &app("2").id])
+        .output()
+        .unwrap();
+    assert!(kept.status.success(), "a kept release's image was removed");
+}
+
+#[test]
+fn bad_input_is_refused_with_nothing_left_running() {
+    let i = Inst::new(&app("1"), 0, 60);
+    let out = i.molt(&["services", "start", "nosuch"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"nosuch\" is not defined"),
+        "{}",
+        text(&out)
+    );
+    assert!(i.containers().is_empty());
+
+    std::fs::write(
+        i.root.join("releases/1/docker-compose.yml"),
+        "services:\n  web: [this is not\n",
+    )
+    .unwrap();
+    let out = i.molt(&["services", "start"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("compose"),
+        "{}",
+        text(&out)
+    );
+    assert!(i.containers().is_empty());
+
+    let out = i.molt_env(
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+        &["services", "status"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not answer"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(
+        i.root.join("releases/1/release.toml"),
+        "format = 9\nversion = \"1\"\n",
+    )
+    .unwrap();
+    let out = i.molt(&["services", "start"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("newer than this molt"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The compose front-ends this host has; v1 (`docker-compose`) is what Debian ships.
+fn front_ends() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        v.push("v2");
+    }
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        v.push("v1");
+    }
+    assert!(
+        !v.is_empty(),
+        "no compose front-end on this machine: install docker-compose"
+    );
+    v
+}
+
+#[test]
+fn every_compose_front_end_present_drives_the_same_project() {
+    for fe in front_ends() {
+        let i = Inst::new(&app("1"), 0, 60);
+        let out = i.molt_env(
+            &[("MOLT_COMPOSE", fe), ("MOLT_LOG", "info")],
+            &["services", "start"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{fe}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("compose front-end chosen"),
+            "the choice is logged: {}",
+            text(&out)
+        );
+        let web = i.web();
+        assert_eq!(web["health"], "healthy", "{fe}");
+        assert!(
+            web["name"].as_str().unwrap().starts_with(&i.project),
+            "{fe}: {web}"
+        );
+        let out = i.molt_env(&[("MOLT_COMPOSE", fe)], &["services", "stop"]);
+        assert_eq!(out.status.code(), Some(0), "{fe}: {}", text(&out));
+    }
+    let i = Inst::new(&app("1"), 0, 60);
+    let out = i.molt_env(&[("MOLT_COMPOSE", "v7")], &["services", "start"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("use v1 or v2"),
+        "{}",
+        text(&out)
+    );
+}

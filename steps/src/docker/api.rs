@@ -1,0 +1,225 @@
+//! The Docker Engine API through bollard: load images, inspect images and containers, read
+//! health and logs, remove images. `DOCKER_HOST` is honoured; the API version is negotiated
+//! with the daemon (this machine's 20.10 speaks 1.41).
+
+use super::{LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use futures_util::{StreamExt, TryStreamExt};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+/// A connected daemon.
+#[derive(Clone)]
+pub struct Docker {
+    inner: bollard::Docker,
+}
+
+/// One container of a compose project, as the health gate needs it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub image: String,
+    pub running: bool,
+    /// created, running, exited, restarting, ...
+    pub status: String,
+    pub exit_code: Option<i64>,
+    /// healthy, unhealthy, starting; `None` when the container has no healthcheck.
+    pub health: Option<String>,
+    /// no, always, unless-stopped, on-failure ("no" marks a one-shot service).
+    pub restart: String,
+    /// Output of the latest healthcheck run, if any.
+    pub health_output: Option<String>,
+}
+
+impl Container {
+    pub fn one_shot(&self) -> bool {
+        matches!(self.restart.as_str(), "" | "no")
+    }
+}
+
+fn err(what: &str, e: bollard::errors::Error) -> String {
+    format!("docker {what}: {e}")
+}
+
+impl Docker {
+    /// Connect and check that the daemon answers.
+    pub async fn connect() -> Result<Docker, String> {
+        let where_ =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: bollard::errors::Error| {
+            format!("the docker daemon at {where_} does not answer: {e}; is it running?")
+        };
+        let d = bollard::Docker::connect_with_defaults().map_err(unreachable)?;
+        let d = d.negotiate_version().await.map_err(unreachable)?;
+        d.ping().await.map_err(unreachable)?;
+        Ok(Docker { inner: d })
+    }
+
+    pub async fn image_exists(&self, id: &str) -> Result<bool, String> {
+        match self.inner.inspect_image(id).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(err("inspect image", e)),
+        }
+    }
+
+    /// Load a `docker save` tarball.
+    pub async fn load(&self, tarball: &Path) -> Result<(), String> {
+        let file = tokio::fs::File::open(tarball)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", tarball.display()))?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
+        let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
+            .quiet(true)
+            .build();
+        let mut stream = self.inner.import_image(options, body, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| format!("docker could not load {}: {e}", tarball.display()))?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_image(&self, id: &str) -> Result<(), String> {
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.inner.remove_image(id, Some(opts), None).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(err(&format!("remove image {id}"), e)),
+        }
+    }
+
+    /// Every container of `project` (stopped ones too; not `compose run` one-offs).
+    pub async fn containers(&self, project: &str) -> Result<Vec<Container>, String> {
+        let filters: HashMap<&str, Vec<String>> =
+            HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+        let list = self
+            .inner
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| err("list containers", e))?;
+        let mut out = Vec::new();
+        for summary in list {
+            let labels = summary.labels.unwrap_or_default();
+            if labels
+                .get(LABEL_ONEOFF)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            {
+                continue;
+            }
+            let Some(id) = summary.id else { continue };
+            let inspect = match self
+                .inner
+                .inspect_container(
+                    &id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+            {
+                Ok(i) => i,
+                // Removed between the list and the inspect.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(err("inspect container", e)),
+            };
+            let state = inspect.state.unwrap_or_default();
+            let health_output = state
+                .health
+                .as_ref()
+                .and_then(|h| h.log.as_ref())
+                .and_then(|l| l.last())
+                .map(|r| {
+                    format!(
+                        "exit code {}: {}",
+                        r.exit_code.unwrap_or(-1),
+                        r.output.as_deref().unwrap_or("").trim()
+                    )
+                });
+            out.push(Container {
+                name: inspect
+                    .name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                service: labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+                image: inspect.image.unwrap_or_default(),
+                running: state.running.unwrap_or(false),
+                status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+                exit_code: state.exit_code,
+                health: state
+                    .health
+                    .and_then(|h| h.status)
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty() && s != "none"),
+                restart: inspect
+                    .host_config
+                    .and_then(|h| h.restart_policy)
+                    .and_then(|r| r.name)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                health_output,
+                id,
+            });
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service).then_with(|| a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    /// The last `lines` lines a container wrote (stdout and stderr).
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        match self
+            .inner
+            .logs(id, Some(opts))
+            .try_collect::<Vec<_>>()
+            .await
+        {
+            Ok(chunks) => chunks.iter().map(|c| c.to_string()).collect::<String>(),
+            Err(e) => format!("(logs unavailable: {e})"),
+        }
+    }
+
+    /// Stop a container (no-op when it is not running).
+    pub async fn stop(&self, id: &str) -> Result<(), String> {
+        let opts = bollard::query_parameters::StopContainerOptionsBuilder::default()
+            .t(10)
+            .build();
+        match self.inner.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(err(&format!("stop container {id}"), e)),
+        }
+    }
+
+    /// Image ids used by any container on the host.
+    pub async fn images_in_use(&self) -> Result<BTreeSet<String>, String> {
+        let list = self
+            .inner
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default().all(true).build(),
+            ))
+            .await
+            .map_err(|e| err("list containers", e))?;
+        Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+    }
+}

@@ -1,0 +1,169 @@
+//! The compose front-end the host has: `docker compose` (v2, the plugin) or `docker-compose`
+//! (v1, the Python tool). Both are driven with the same arguments: `-p PROJECT -f FILE
+//! --project-directory DIR`, so the containers of release N and N+1 belong to one project.
+//!
+//! `MOLT_COMPOSE=v1|v2` forces a front-end; otherwise v2 is preferred when it answers.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Flavor {
+    /// `docker compose`
+    V2,
+    /// `docker-compose`
+    V1,
+}
+
+impl Flavor {
+    fn program(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Flavor::V2 => ("docker", &["compose"]),
+            Flavor::V1 => ("docker-compose", &[]),
+        }
+    }
+}
+
+async fn answers(flavor: Flavor) -> Option<String> {
+    let (prog, pre) = flavor.program();
+    let out = Command::new(prog)
+        .args(pre)
+        .arg("version")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    })
+}
+
+static DETECTED: OnceCell<Result<(Flavor, String), String>> = OnceCell::const_new();
+
+/// Which front-end to use, found once per process.
+pub async fn detect() -> Result<Flavor, String> {
+    DETECTED
+        .get_or_init(|| async {
+            let forced = std::env::var("MOLT_COMPOSE").ok();
+            let order: Vec<Flavor> = match forced.as_deref() {
+                Some("v1") => vec![Flavor::V1],
+                Some("v2") => vec![Flavor::V2],
+                Some(other) => {
+                    return Err(format!("MOLT_COMPOSE={other:?}: use v1 or v2"));
+                }
+                None => vec![Flavor::V2, Flavor::V1],
+            };
+            for f in order {
+                if let Some(version) = answers(f).await {
+                    tracing::info!(front_end = ?f, %version, "compose front-end chosen");
+                    return Ok((f, version));
+                }
+            }
+            Err(match forced {
+                Some(f) => format!("MOLT_COMPOSE={f} but that compose front-end does not answer"),
+                None => "neither `docker compose` (v2) nor `docker-compose` (v1) is installed; install one of them".into(),
+            })
+        })
+        .await
+        .clone()
+        .map(|(f, _)| f)
+}
+
+/// One compose project (stable across releases) and one compose file.
+#[derive(Clone, Debug)]
+pub struct Compose {
+    pub flavor: Flavor,
+    pub project: String,
+    pub file: PathBuf,
+}
+
+impl Compose {
+    pub async fn new(project: &str, file: &Path) -> Result<Compose, String> {
+        Ok(Compose {
+            flavor: detect().await?,
+            project: project.to_string(),
+            file: file.to_path_buf(),
+        })
+    }
+
+    fn command(&self) -> Command {
+        let (prog, pre) = self.flavor.program();
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let mut c = Command::new(prog);
+        c.args(pre)
+            .arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(&self.file)
+            .arg("--project-directory")
+            .arg(dir)
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run(&self, args: &[&str], services: &[String]) -> Result<Output, String> {
+        let mut c = self.command();
+        c.args(args).args(services);
+        let what = format!("compose {} ({})", args.join(" "), self.file.display());
+        let out = c
+            .output()
+            .await
+            .map_err(|e| format!("{what}: cannot run: {e}"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!("{what} failed: {}", tail.join(" | ")));
+        }
+        Ok(out)
+    }
+
+    /// The services the file defines (this also validates the file).
+    pub async fn services(&self) -> Result<Vec<String>, String> {
+        let out = self.run(&["config", "--services"], &[]).await?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Create and start (all services, or the ones named), detached. Idempotent.
+    pub async fn up(&self, services: &[String]) -> Result<(), String> {
+        self.check_names(services).await?;
+        self.run(&["up", "-d", "--no-color"], services)
+            .await
+            .map(drop)
+    }
+
+    /// Stop (all services, or the ones named), keeping the containers. Idempotent.
+    pub async fn stop(&self, services: &[String]) -> Result<(), String> {
+        self.check_names(services).await?;
+        self.run(&["stop"], services).await.map(drop)
+    }
+
+    async fn check_names(&self, services: &[String]) -> Result<(), String> {
+        if services.is_empty() {
+            return Ok(());
+        }
+        let known = self.services().await?;
+        for s in services {
+            if !known.contains(s) {
+                return Err(format!(
+                    "service {s:?} is not defined in {} (it has: {})",
+                    self.file.display(),
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The health gate: every long-running service running and healthy (by its compose
+//! healthcheck, or merely running when it has none), every one-shot service (`restart: "no"`)
+//! exited 0, and every probe of `release.toml` passing, all before a deadline. A timeout is a
+//! failure whose message names each failing service and shows the tail of its log.
+
+use super::api::{Container, Docker};
+use crate::release::Probe;
+use std::time::{Duration, Instant};
+
+/// Why a service is not (yet) acceptable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Waiting(String),
+    /// No amount of waiting will help (a one-shot exited non-zero).
+    Failed(String),
+}
+
+fn judge(service: &str, containers: &[&Container]) -> Verdict {
+    if containers.is_empty() {
+        return Verdict::Waiting(format!("service {service} has no container"));
+    }
+    for c in containers {
+        if c.one_shot() {
+            match (c.status.as_str(), c.exit_code) {
+                ("exited", Some(0)) => {}
+                ("exited" | "dead", code) => {
+                    return Verdict::Failed(format!(
+                        "one-shot service {service} ({}) exited with code {}",
+                        c.name,
+                        code.unwrap_or(-1)
+                    ))
+                }
+                (status, _) => {
+                    return Verdict::Waiting(format!(
+                        "one-shot service {service} ({}) has not finished ({status})",
+                        c.name
+                    ))
+                }
+            }
+        } else if !c.running {
+            return Verdict::Waiting(format!(
+                "service {service} ({}) is {} (exit code {})",
+                c.name,
+                c.status,
+                c.exit_code.unwrap_or(0)
+            ));
+        } else if let Some(h) = c.health.as_deref().filter(|h| *h != "healthy") {
+            return Verdict::Waiting(format!("service {service} ({}) is {h}", c.name));
+        }
+    }
+    Verdict::Ok
+}
+
+async fn probe(p: &Probe, client: &reqwest::Client) -> Result<(), String> {
+    let timeout = Duration::from_secs(p.timeout_secs.max(1));
+    if let Some(url) = &p.http {
+        let want = p.status.unwrap_or(200);
+        let resp = client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", p.describe()))?;
+        if resp.status().as_u16() != want {
+            return Err(format!("{}: got {}", p.describe(), resp.status().as_u16()));
+        }
+        return Ok(());
+    }
+    if let Some(addr) = &p.tcp {
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: {e}", p.describe())),
+            Err(_) => Err(format!("{}: timed out", p.describe())),
+        };
+    }
+    Err("empty probe".into())
+}
+
+/// What the gate checks.
+pub struct Gate<'a> {
+    pub docker: &'a Docker,
+    pub project: &'a str,
+    /// The services that must be acceptable (from the compose file, or a subset).
+    pub services: Vec<String>,
+    pub probes: &'a [Probe],
+    pub timeout: Duration,
+}
+
+impl Gate<'_> {
+    /// Wait until everything passes, or fail with the reasons and the failing services' logs.
+    pub async fn wait(&self) -> Result<(), String> {
+        let deadline = Instant::now() + self.timeout;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        loop {
+            let containers = self.docker.containers(self.project).await?;
+            let mut waiting = Vec::new();
+            let mut failing = Vec::new();
+            for s in &self.services {
+                let mine: Vec<&Container> = containers.iter().filter(|c| &c.service == s).collect();
+                match judge(s, &mine) {
+                    Verdict::Ok => {}
+                    Verdict::Waiting(why) => waiting.push((why, mine)),
+                    Verdict::Failed(why) => failing.push((why, mine)),
+                }
+            }
+            if !failing.is_empty() {
+                return Err(self.explain("failed", failing).await);
+            }
+            let mut probe_errors = Vec::new();
+            if waiting.is_empty() {
+                for p in self.probes {
+                    if let Err(e) = probe(p, &client).await {
+                        probe_errors.push(e);
+                    }
+                }
+                if probe_errors.is_empty() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                let mut msg = self
+                    .explain(
+                        &format!("not healthy within {}s", self.timeout.as_secs()),
+                        waiting,
+                    )
+                    .await;
+                for e in probe_errors {
+                    msg.push_str(&format!("; probe failed: {e}"));
+                }
+                return Err(msg);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn explain(&self, what: &str, bad: Vec<(String, Vec<&Container>)>) -> String {
+        let mut msg = format!("health gate {what}");
+        for (why, containers) in bad {
+            msg.push_str(&format!("; {why}"));
+            for c in containers {
+                if let Some(h) = &c.health_output {
+                    msg.push_str(&format!("\n--- last healthcheck of {}: {h}", c.name));
+                }
+                let tail = self.docker.logs_tail(&c.id, 20).await;
+                let tail = tail.trim_end();
+                let tail = if tail.is_empty() {
+                    "(the container wrote nothing)"
+                } else {
+                    tail
+                };
+                msg.push_str(&format!("\n--- last log lines of {} ---\n{tail}", c.name));
+            }
+        }
+        msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(status: &str, running: bool, exit: i64, health: Option<&str>, restart: &str) -> Container {
+        Container {
+            id: "id".into(),
+            name: "p-s-1".into(),
+            service: "s".into(),
+            image: "sha256:x".into(),
+            running,
+            status: status.into(),
+            exit_code: Some(exit),
+            health: health.map(str::to_string),
+            restart: restart.into(),
+            health_output: None,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let ok = |v: Verdict| assert_eq!(v, Verdict::Ok);
+        ok(judge("s", &[&c("running", true, 0, None, "always")]));
+        ok(judge(
+            "s",
+            &[&c("running", true, 0, Some("healthy"), "unless-stopped")],
+        ));
+        ok(judge("s", &[&c("exited", false, 0, None, "no")]));
+        assert!(matches!(judge("s", &[]), Verdict::Waiting(_)));
+        assert!(matches!(
+            judge("s", &[&c("running", true, 0, Some("starting"), "always")]),
+            Verdict::Waiting(_)
+        ));
+        assert!(matches!(
+            judge("s", &[&c("running", true, 0, Some("unhealthy"), "always")]),
+            Verdict::Waiting(_)
+        ));
+        assert!(matches!(
+            judge("s", &[&c("exited", false, 1, None, "always")]),
+            Verdict::Waiting(_)
+        ));
+        assert!(matches!(
+            judge("s", &[&c("running", true, 0, None, "no")]),
+            Verdict::Waiting(_)
+        ));
+        assert!(
+            matches!(judge("s", &[&c("exited", false, 3, None, "no")]), Verdict::Failed(m) if m.contains("code 3"))
+        );
+    }
+}
