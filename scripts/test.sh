@@ -9,10 +9,25 @@ log() { printf '\n== %s\n' "$*"; }
 # --- tools the tests need -------------------------------------------------------------
 need_apt=()
 command -v sha256sum >/dev/null || need_apt+=(coreutils)
+# static busybox: the tests build their images FROM scratch with it (no registry is reachable)
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need_apt+=(busybox-static)
+command -v file >/dev/null || need_apt+=(file)
+command -v docker >/dev/null || need_apt+=(docker.io)
+# compose: v2 (`docker compose`) when the host has it, else Debian's v1 `docker-compose`
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v mount >/dev/null || need_apt+=(mount)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# --- services the tests need ------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  log "starting the docker daemon"
+  (service docker start || (nohup dockerd >/var/log/molt-test-dockerd.log 2>&1 &)) >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "the docker daemon does not answer; the Docker tests cannot run" >&2; exit 1; }
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
 

@@ -1,0 +1,205 @@
+//! The Docker steps against the real engine: each step's undo restores what its do changed
+//! (checked by inspecting real containers and images), and the cut-over plan (load images,
+//! stop the old release, start the new, verify) rolls back to a healthy old release when the
+//! new one never becomes healthy.
+
+use engine::{drive, DriveOptions, Event, Finish, Limits, Machine, Outcome, RunId, Step, StepCtx};
+use std::path::PathBuf;
+use steps::docker::api::Docker;
+use steps::plans::{Env, SwitchServices};
+use steps::services::{LoadImages, StartServices, StopServices, Target};
+use tests::{free_port, image, write_release, ProjectGuard, ReleaseSpec, TestImage};
+
+fn ctx(step: usize) -> StepCtx {
+    StepCtx {
+        run: RunId(1),
+        step,
+        attempt: 1,
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    project: String,
+    port: u16,
+    _guard: ProjectGuard,
+}
+
+fn setup(tag: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let project = format!("moltsteps{}{tag}", std::process::id());
+    Setup {
+        _dir: dir,
+        root,
+        _guard: ProjectGuard(project.clone()),
+        project,
+        port: free_port(),
+    }
+}
+
+fn release(s: &Setup, version: &str, web: &TestImage) -> Target {
+    let dir = write_release(
+        &s.root,
+        &ReleaseSpec {
+            version,
+            web,
+            init_exit: 0,
+            port: s.port,
+            health_timeout_secs: 8,
+        },
+    );
+    Target {
+        project: s.project.clone(),
+        dir,
+        label: format!("releases/{version}"),
+    }
+}
+
+/// (service, image id, running) of every container of the project.
+async fn running(project: &str) -> Vec<(String, String, bool)> {
+    let d = Docker::connect().await.unwrap();
+    d.containers(project)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.service, c.image, c.running))
+        .collect()
+}
+
+fn up(c: &[(String, String, bool)], service: &str) -> Option<String> {
+    c.iter()
+        .find(|(s, _, r)| s == service && *r)
+        .map(|(_, i, _)| i.clone())
+}
+
+#[tokio::test]
+async fn start_and_stop_undo_what_they_did() {
+    let s = setup("a");
+    let app1 = image("app:1", "1", true);
+    let t = release(&s, "1", &app1);
+    let start = StartServices {
+        target: t.clone(),
+        only: vec![],
+    };
+    let stop = StopServices {
+        target: t.clone(),
+        only: vec![],
+    };
+    assert!(running(&s.project).await.is_empty());
+    start.apply(&ctx(0)).await.unwrap();
+    t.wait_healthy(&[]).await.unwrap();
+    assert_eq!(up(&running(&s.project).await, "web"), Some(app1.id.clone()));
+    // stop: do stops, undo brings the release back healthy
+    stop.apply(&ctx(1)).await.unwrap();
+    assert_eq!(up(&running(&s.project).await, "web"), None);
+    stop.undo(&ctx(1), None).await.unwrap();
+    assert_eq!(up(&running(&s.project).await, "web"), Some(app1.id.clone()));
+    // start's undo stops again: back to nothing running
+    start.undo(&ctx(0), None).await.unwrap();
+    assert!(running(&s.project).await.iter().all(|(_, _, r)| !r));
+    // both undos are idempotent
+    start.undo(&ctx(0), None).await.unwrap();
+    stop.undo(&ctx(1), None).await.unwrap();
+    stop.apply(&ctx(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn load_images_undo_removes_only_what_it_loaded() {
+    let s = setup("b");
+    let img = image("undo:1", "undo", true);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &img.id])
+        .output();
+    let d = Docker::connect().await.unwrap();
+    assert!(!d.image_exists(&img.id).await.unwrap());
+    let t = release(&s, "1", &img);
+    let step = LoadImages {
+        target: t,
+        scratch: s.root.join("cache/runs/1"),
+        registry: s.root.join("images.json"),
+    };
+    let receipt = step.apply(&ctx(0)).await.unwrap();
+    assert_eq!(receipt.new, vec![img.id.clone()]);
+    assert!(d.image_exists(&img.id).await.unwrap());
+    let again = step.apply(&ctx(0)).await.unwrap();
+    assert_eq!(again.new, receipt.new, "a re-run keeps the first record");
+    step.undo(&ctx(0), Some(receipt)).await.unwrap();
+    assert!(!d.image_exists(&img.id).await.unwrap());
+    step.undo(&ctx(0), None).await.unwrap();
+
+    // An image that was there before is never removed by the undo.
+    let kept = image("app:1", "1", true);
+    let t = release(&s, "2", &kept);
+    let step = LoadImages {
+        target: t,
+        scratch: s.root.join("cache/runs/2"),
+        registry: s.root.join("images.json"),
+    };
+    let r = step.apply(&ctx(0)).await.unwrap();
+    assert!(r.new.is_empty());
+    step.undo(&ctx(0), Some(r)).await.unwrap();
+    assert!(d.image_exists(&kept.id).await.unwrap());
+}
+
+async fn switch(s: &Setup, from: &str, to: &str) -> Finish {
+    let journal_dir = s.root.join(format!("journal-{to}"));
+    let mut store = journal::Store::open(&journal_dir).unwrap();
+    let env = Env::new(&s.root, RunId(1));
+    let plan = SwitchServices {
+        project: s.project.clone(),
+        from: format!("releases/{from}"),
+        to: format!("releases/{to}"),
+    }
+    .plan(&env)
+    .unwrap();
+    let mut m = Machine::new(RunId(1), plan.meta.clone(), Limits::default());
+    drive(
+        &mut m,
+        Event::Start,
+        &plan.steps,
+        &mut store,
+        DriveOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let out = std::process::Command::new("busybox")
+        .args(["wget", "-q", "-O", "-"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[tokio::test]
+async fn a_broken_new_release_rolls_back_to_the_old_one_serving() {
+    let s = setup("c");
+    let app1 = image("app:1", "1", true);
+    let t1 = release(&s, "1", &app1);
+    release(&s, "2", &image("app:broken", "broken", false));
+    release(&s, "3", &image("app:2", "2", true));
+    StartServices {
+        target: t1.clone(),
+        only: vec![],
+    }
+    .apply(&ctx(0))
+    .await
+    .unwrap();
+    t1.wait_healthy(&[]).await.unwrap();
+    assert_eq!(get(s.port, "/version").as_deref(), Some("1"));
+
+    let finish = switch(&s, "1", "2").await;
+    assert_eq!(finish, Finish::Finished(Outcome::RolledBack));
+    assert_eq!(up(&running(&s.project).await, "web"), Some(app1.id.clone()));
+    assert_eq!(get(s.port, "/version").as_deref(), Some("1"));
+
+    let finish = switch(&s, "1", "3").await;
+    assert_eq!(finish, Finish::Finished(Outcome::Committed));
+    assert_eq!(get(s.port, "/version").as_deref(), Some("2"));
+}
