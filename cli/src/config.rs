@@ -11,8 +11,31 @@ use std::path::Path;
 pub struct Config {
     /// The compose project name, stable across releases (default: the root's directory name).
     pub project: Option<String>,
+    /// Where the vendor publishes `manifest.json` (http(s) URL or path).
+    pub manifest_url: Option<String>,
+    /// The vendor's minisign public key: a path to its `.pub` file, or the key itself.
+    pub public_key: Option<String>,
     pub backup: Backup,
     pub retention: Retention,
+    pub download: Download,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Download {
+    /// Seconds without a byte before an attempt is abandoned (and retried).
+    pub stall_timeout_secs: u64,
+    /// Attempts after the first, with exponential back-off.
+    pub retries: u32,
+}
+
+impl Default for Download {
+    fn default() -> Download {
+        Download {
+            stall_timeout_secs: 30,
+            retries: 5,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +72,20 @@ impl Default for Retention {
 }
 
 impl Config {
+    /// The public key's text, read from the file it names if it names one.
+    pub fn public_key_text(&self, root: &Path) -> anyhow::Result<Option<String>> {
+        let Some(k) = &self.public_key else {
+            return Ok(None);
+        };
+        let p = root.join(k);
+        if k.contains('/') || k.ends_with(".pub") {
+            return std::fs::read_to_string(&p)
+                .map(Some)
+                .with_context(|| format!("cannot read the public key {}", p.display()));
+        }
+        Ok(Some(k.clone()))
+    }
+
     /// The compose project: `project` from molt.toml, or the root directory's name reduced to
     /// what compose accepts (lowercase letters, digits, `-`, `_`).
     pub fn project(&self, root: &Path) -> String {

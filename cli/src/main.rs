@@ -55,6 +55,66 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Fetch and verify the vendor's manifest; say what an upgrade would install.
+    Check {
+        /// Choose the full package even when a patch applies.
+        #[arg(long)]
+        force_full: bool,
+    },
+    /// Download and stage the release `check` chooses, without cutting over.
+    Fetch {
+        #[arg(long)]
+        force_full: bool,
+    },
+    /// Vendor: pack a release directory into packages and update the manifest.
+    Pack {
+        /// The release directory (with release.toml).
+        release: PathBuf,
+        /// Where packages and manifest.json go.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        product: String,
+        #[arg(long, default_value = std::env::consts::ARCH)]
+        arch: String,
+        /// A previous release directory to make a patch from (repeatable).
+        #[arg(long)]
+        previous: Vec<PathBuf>,
+        /// The version range the patches apply to (default: exactly the previous version).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// Prefix for package URLs in the manifest (default: relative to the manifest).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Release time to write (RFC 3339; default now).
+        #[arg(long)]
+        released_at: Option<String>,
+        /// Sign manifest.json with this minisign secret key.
+        #[arg(long)]
+        secret_key: Option<PathBuf>,
+        /// Environment variable holding the secret key's password.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Vendor: create a minisign key pair.
+    Keygen {
+        #[arg(long)]
+        secret_key: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Vendor: sign a file (writes FILE.minisig).
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        secret_key: PathBuf,
+        #[arg(long)]
+        password_env: Option<String>,
+    },
     /// The current release's Docker services.
     Services {
         #[command(subcommand)]
@@ -182,6 +242,50 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Recover => cmd::run::attach(&inst()?, None, false, json).await,
         Command::Status => cmd::status::status(&inst()?, json),
+        Command::Check { force_full } => cmd::release::check(&inst()?, force_full, json).await,
+        Command::Fetch { force_full } => cmd::release::fetch(&inst()?, force_full, json).await,
+        Command::Pack {
+            release,
+            out,
+            product,
+            arch,
+            previous,
+            from,
+            notes,
+            base_url,
+            released_at,
+            secret_key,
+            password_env,
+        } => cmd::release::pack(
+            cmd::release::PackArgs {
+                release,
+                out,
+                product,
+                arch,
+                previous,
+                from,
+                notes,
+                base_url,
+                released_at,
+                secret_key,
+                password_env,
+            },
+            json,
+        ),
+        Command::Keygen {
+            secret_key,
+            public_key,
+            password_env,
+        } => cmd::release::keygen(&secret_key, &public_key, &password_env),
+        Command::Sign {
+            file,
+            secret_key,
+            password_env,
+        } => {
+            let out = cmd::release::sign_file(&file, &secret_key, &password_env)?;
+            println!("wrote {}", out.display());
+            Ok(exit::OK)
+        }
         Command::Services { command } => {
             use steps::plans::ServicesAction as A;
             match command {

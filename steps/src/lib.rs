@@ -11,13 +11,18 @@ pub mod backup;
 pub mod copy_tree;
 pub mod docker;
 mod error;
+pub mod fetch;
 pub mod fsutil;
+pub mod http;
+pub mod manifest;
+pub mod package;
 pub mod plans;
 pub mod release;
 pub mod remove_path;
 pub mod services;
 pub mod switch_link;
 pub mod verify_file;
+pub mod version;
 pub mod write_file;
 
 pub use error::Error;

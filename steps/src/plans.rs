@@ -10,6 +10,7 @@
 //! - `services`: start / stop / restart a release's services ([`Services`]).
 //! - `switch-services`: load images, stop one release, start another, verify ([`SwitchServices`]).
 //! - `images-load`, `images-prune`: [`ImagesLoad`], [`ImagesPrune`].
+//! - `fetch`: download a package and stage the release it holds ([`FetchRelease`]).
 
 use crate::copy_tree::CopyTree;
 use crate::error::Error;
@@ -30,6 +31,7 @@ pub const SERVICES: &str = "services";
 pub const SWITCH_SERVICES: &str = "switch-services";
 pub const IMAGES_LOAD: &str = "images-load";
 pub const IMAGES_PRUNE: &str = "images-prune";
+pub const FETCH: &str = "fetch";
 const KNOWN: &[&str] = &[
     FS_SCRIPT,
     BACKUP_CREATE,
@@ -39,6 +41,7 @@ const KNOWN: &[&str] = &[
     SWITCH_SERVICES,
     IMAGES_LOAD,
     IMAGES_PRUNE,
+    FETCH,
 ];
 
 /// Where a plan's steps act.
@@ -433,6 +436,73 @@ impl ImagesPrune {
     }
 }
 
+/// `molt fetch`: download the chosen package (already resolved to a URL) and stage it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRelease {
+    pub version: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+    pub source: crate::fetch::Source,
+    /// Seconds without a byte before a download attempt is abandoned and retried.
+    #[serde(default = "default_stall")]
+    pub stall_timeout_secs: u64,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_stall() -> u64 {
+    30
+}
+
+fn default_retries() -> u32 {
+    5
+}
+
+impl FetchRelease {
+    /// Where the verified package is cached (named by its hash, so a retry reuses it).
+    pub fn cached(&self, root: &Path) -> PathBuf {
+        root.join("cache")
+            .join("packages")
+            .join(format!("{}.tar.zst", self.sha256))
+    }
+
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        crate::version::Version::parse(&self.version).map_err(|reason| Error::BadSpec {
+            id: FETCH.into(),
+            reason,
+        })?;
+        if self.version.contains('/') || self.version.starts_with('.') {
+            return Err(Error::BadSpec {
+                id: FETCH.into(),
+                reason: format!("version {:?} cannot name a directory", self.version),
+            });
+        }
+        crate::manifest::check_url(&self.url).map_err(|reason| Error::BadSpec {
+            id: FETCH.into(),
+            reason,
+        })?;
+        let dest = self.cached(&env.root);
+        let steps: Vec<Box<dyn DynStep>> = vec![
+            Box::new(crate::fetch::Download {
+                fetch: crate::http::Fetch {
+                    retries: self.retries,
+                    stall_timeout: std::time::Duration::from_secs(self.stall_timeout_secs.max(1)),
+                    ..crate::http::Fetch::new(&self.url, &dest, self.size, &self.sha256)
+                },
+            }),
+            Box::new(crate::fetch::Stage {
+                root: env.root.clone(),
+                version: self.version.clone(),
+                package: dest,
+                source: self.source.clone(),
+                scratch: env.scratch.clone(),
+            }),
+        ];
+        Ok(Plan::new(FETCH, to_spec(self), steps)?)
+    }
+}
+
 fn backup_layout(env: &Env, id: &str, plan: &str) -> Result<crate::backup::Layout, Error> {
     crate::backup::valid_id(id).map_err(|reason| Error::BadSpec {
         id: plan.into(),
@@ -466,6 +536,7 @@ pub fn build(id: &str, spec: &serde_json::Value, env: &Env) -> Result<Plan, Erro
         SWITCH_SERVICES => from_spec::<SwitchServices>(id, spec)?.plan(env),
         IMAGES_LOAD => from_spec::<ImagesLoad>(id, spec)?.plan(env),
         IMAGES_PRUNE => from_spec::<ImagesPrune>(id, spec)?.plan(env),
+        FETCH => from_spec::<FetchRelease>(id, spec)?.plan(env),
         _ => Err(Error::UnknownPlan {
             id: id.into(),
             known: KNOWN.join(", "),

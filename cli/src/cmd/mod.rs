@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod demo;
 pub mod journal;
+pub mod release;
 pub mod run;
 pub mod services;
 pub mod status;

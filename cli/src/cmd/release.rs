@@ -1,0 +1,351 @@
+//! Vendor side: `molt keygen`, `molt sign`, `molt pack`. Operator side: `molt check`,
+//! `molt fetch` (download and stage a release without cutting over).
+
+use super::print_json;
+use crate::config::Config;
+use crate::exit;
+use crate::install::Installation;
+use crate::session::Session;
+use anyhow::Context;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use steps::fetch::Source;
+use steps::manifest::{self, Choice, Manifest, Package, Platform};
+use steps::plans::FetchRelease;
+use steps::release::Release;
+
+fn password(env: &Option<String>) -> anyhow::Result<Option<String>> {
+    match env {
+        None => Ok(None),
+        Some(var) => std::env::var(var)
+            .map(Some)
+            .with_context(|| format!("the password variable {var} is not set")),
+    }
+}
+
+fn load_secret_key(path: &Path, password_env: &Option<String>) -> anyhow::Result<minisign::SecretKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the secret key {}", path.display()))?;
+    let sk_box = minisign::SecretKeyBox::from_string(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a minisign secret key: {e}", path.display()))?;
+    let key = match password(password_env)? {
+        Some(p) => sk_box.into_secret_key(Some(p)),
+        None => sk_box.into_unencrypted_secret_key(),
+    };
+    key.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use the secret key {}: {e} (a password-protected key needs --password-env VAR)",
+            path.display()
+        )
+    })
+}
+
+pub fn keygen(secret: &Path, public: &Path, password_env: &Option<String>) -> anyhow::Result<u8> {
+    for p in [secret, public] {
+        if p.exists() {
+            return Err(exit::coded(exit::ERROR, format!("{} exists; refusing to overwrite a key", p.display())));
+        }
+    }
+    let kp = match password(password_env)? {
+        Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(pw)),
+        None => minisign::KeyPair::generate_unencrypted_keypair(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot generate a key pair: {e}"))?;
+    let sk = kp
+        .sk
+        .to_box(None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_string();
+    let pk = kp.pk.to_box().map_err(|e| anyhow::anyhow!("{e}"))?.into_string();
+    std::fs::write(secret, sk).with_context(|| format!("cannot write {}", secret.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::write(public, pk).with_context(|| format!("cannot write {}", public.display()))?;
+    println!("wrote {} (keep it secret) and {}", secret.display(), public.display());
+    Ok(exit::OK)
+}
+
+/// Sign `file` into `file.minisig`.
+pub fn sign_file(file: &Path, secret: &Path, password_env: &Option<String>) -> anyhow::Result<PathBuf> {
+    let sk = load_secret_key(secret, password_env)?;
+    let data = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sig = minisign::sign(None, &sk, data, Some(&format!("file:{name}")), None)
+        .map_err(|e| anyhow::anyhow!("cannot sign {}: {e}", file.display()))?;
+    let mut out = file.as_os_str().to_owned();
+    out.push(".minisig");
+    let out = PathBuf::from(out);
+    steps::fsutil::write_atomic(&out, sig.into_string().as_bytes())?;
+    Ok(out)
+}
+
+pub struct PackArgs {
+    pub release: PathBuf,
+    pub out: PathBuf,
+    pub product: String,
+    pub arch: String,
+    pub previous: Vec<PathBuf>,
+    pub from: Option<String>,
+    pub notes: String,
+    pub base_url: Option<String>,
+    pub released_at: Option<String>,
+    pub secret_key: Option<PathBuf>,
+    pub password_env: Option<String>,
+}
+
+pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
+    let release = Release::load(&a.release).map_err(|e| exit::coded(exit::ERROR, e))?;
+    std::fs::create_dir_all(&a.out)?;
+    let url = |name: &str| match &a.base_url {
+        Some(b) => format!("{}/{name}", b.trim_end_matches('/')),
+        None => name.to_string(),
+    };
+    let full_name = format!("{}-{}-{}.tar.zst", a.product, release.version, a.arch);
+    let packed = steps::package::pack_full(&a.release, &a.out.join(&full_name), 3)
+        .with_context(|| format!("cannot pack {}", a.release.display()))?;
+    let full = Package {
+        from: None,
+        url: url(&full_name),
+        size: packed.size,
+        sha256: packed.sha256,
+        installed_size: packed.installed_size,
+    };
+    let mut patches = Vec::new();
+    for prev in &a.previous {
+        let old = Release::load(prev).map_err(|e| exit::coded(exit::ERROR, e))?;
+        let from = a.from.clone().unwrap_or_else(|| old.version.clone());
+        let name = format!("{}-{}-to-{}-{}.patch.tar.zst", a.product, old.version, release.version, a.arch);
+        let p = steps::package::pack_patch(prev, &a.release, &from, &release.version, &a.out.join(&name), 3)
+            .with_context(|| format!("cannot make the patch from {}", prev.display()))?;
+        patches.push(Package {
+            from: Some(from),
+            url: url(&name),
+            size: p.size,
+            sha256: p.sha256,
+            installed_size: p.installed_size,
+        });
+    }
+    let manifest_path = a.out.join("manifest.json");
+    let mut m = match std::fs::read(&manifest_path) {
+        Ok(b) => {
+            let old = Manifest::parse(&b).map_err(|e| exit::coded(exit::ERROR, format!("{}: {e}", manifest_path.display())))?;
+            if old.product != a.product {
+                return Err(exit::coded(exit::ERROR, format!("{} is for product {}, not {}", manifest_path.display(), old.product, a.product)));
+            }
+            old
+        }
+        Err(_) => Manifest {
+            format: manifest::MANIFEST_FORMAT,
+            product: a.product.clone(),
+            version: release.version.clone(),
+            released_at: String::new(),
+            notes: String::new(),
+            platforms: Default::default(),
+        },
+    };
+    if m.version != release.version {
+        // Another version's packages for other architectures no longer apply.
+        m.platforms.clear();
+    }
+    m.version = release.version.clone();
+    m.released_at = a
+        .released_at
+        .clone()
+        .unwrap_or_else(|| humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+    m.notes = a.notes.clone();
+    m.platforms.insert(a.arch.clone(), Platform { full: Some(full), patches });
+    let text = serde_json::to_string_pretty(&m)? + "\n";
+    Manifest::parse(text.as_bytes()).map_err(|e| anyhow::anyhow!("the manifest molt wrote does not parse: {e}"))?;
+    steps::fsutil::write_atomic(&manifest_path, text.as_bytes())?;
+    let sig = match &a.secret_key {
+        Some(k) => Some(sign_file(&manifest_path, k, &a.password_env)?),
+        None => None,
+    };
+    if as_json {
+        print_json(&json!({ "manifest": manifest_path, "signature": sig, "content": m }));
+    } else {
+        println!("packed {} {} for {} into {}", a.product, release.version, a.arch, a.out.display());
+        for (arch, p) in &m.platforms {
+            for pkg in p.full.iter().chain(&p.patches) {
+                println!("  {arch}: {} ({} bytes)", pkg.url, pkg.size);
+            }
+        }
+        match sig {
+            Some(s) => println!("signed: {}", s.display()),
+            None => println!("not signed (no --secret-key)"),
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Fetch a URL (http/https) or read a path.
+async fn get(url: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    manifest::check_url(url).map_err(|e| exit::coded(exit::ERROR, e))?;
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        let resp = client.get(url).send().await.with_context(|| format!("cannot fetch {url}"))?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(exit::coded(exit::ERROR, format!("{url} answered {}", resp.status())));
+        }
+        Ok(Some(resp.bytes().await.with_context(|| format!("cannot read {url}"))?.to_vec()))
+    } else {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {path}"))),
+        }
+    }
+}
+
+/// The checked manifest and what to do with it.
+pub struct Checked {
+    pub url: String,
+    pub manifest: Manifest,
+    pub current: Option<String>,
+    pub choice: Choice,
+    pub signed: bool,
+}
+
+pub async fn check_manifest(inst: &Installation, force_full: bool) -> anyhow::Result<Checked> {
+    let config = Config::load(&inst.root)?;
+    let url = config.manifest_url.clone().ok_or_else(|| {
+        exit::coded(exit::ERROR, "molt.toml has no manifest_url: molt does not know where releases are published")
+    })?;
+    let url = if url.contains("://") || url.starts_with('/') {
+        url
+    } else {
+        inst.root.join(url).to_string_lossy().into_owned()
+    };
+    let bytes = get(&url).await?.ok_or_else(|| exit::coded(exit::ERROR, format!("no manifest at {url}")))?;
+    let signed = match config.public_key_text(&inst.root)? {
+        Some(key) => {
+            let sig_url = format!("{url}.minisig");
+            let sig = get(&sig_url).await?.ok_or_else(|| {
+                exit::coded(exit::ERROR, format!("the manifest is not signed ({sig_url} is missing) and molt.toml names a public key; refusing it"))
+            })?;
+            manifest::verify_signature(&bytes, &String::from_utf8_lossy(&sig), &key)
+                .map_err(|e| exit::coded(exit::ERROR, format!("manifest {url} refused: {e}")))?;
+            true
+        }
+        None => {
+            tracing::warn!("molt.toml names no public_key: the manifest's signature is not checked");
+            false
+        }
+    };
+    let m = Manifest::parse(&bytes).map_err(|e| exit::coded(exit::ERROR, format!("manifest {url}: {e}")))?;
+    let current = match std::fs::read_link(inst.root.join("current")) {
+        Ok(_) => Some(
+            Release::load(&inst.root.join("current"))
+                .map_err(|e| exit::coded(exit::ERROR, e))?
+                .version,
+        ),
+        Err(_) => None,
+    };
+    let choice = manifest::choose(&m, std::env::consts::ARCH, current.as_deref(), force_full)
+        .map_err(|e| exit::coded(exit::ERROR, e))?;
+    Ok(Checked {
+        url,
+        manifest: m,
+        current,
+        choice,
+        signed,
+    })
+}
+
+pub async fn check(inst: &Installation, force_full: bool, as_json: bool) -> anyhow::Result<u8> {
+    let c = check_manifest(inst, force_full).await?;
+    if as_json {
+        print_json(&json!({
+            "manifest": c.url,
+            "signed": c.signed,
+            "product": c.manifest.product,
+            "installed": c.current,
+            "latest": c.manifest.version,
+            "released_at": c.manifest.released_at,
+            "notes": c.manifest.notes,
+            "choice": c.choice,
+        }));
+        return Ok(exit::OK);
+    }
+    println!(
+        "installed {}, latest {} ({}){}",
+        c.current.as_deref().unwrap_or("nothing"),
+        c.manifest.version,
+        c.manifest.released_at,
+        if c.signed { ", signature verified" } else { ", signature NOT checked" }
+    );
+    match &c.choice {
+        Choice::None { reason } => println!("up to date: {reason}"),
+        Choice::Patch { package, reason } => println!("patch {} ({} bytes): {reason}", package.url, package.size),
+        Choice::Full { package, reason } => println!("full package {} ({} bytes): {reason}", package.url, package.size),
+    }
+    Ok(exit::OK)
+}
+
+/// Refuse to start when the disk cannot hold the download and the staged release.
+fn preflight_space(root: &Path, pkg: &Package) -> anyhow::Result<()> {
+    let st = rustix::fs::statvfs(root).map_err(std::io::Error::from)?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let need = pkg.size + pkg.installed_size + pkg.installed_size / 10;
+    if free < need {
+        return Err(exit::coded(
+            exit::ERROR,
+            format!("not enough disk space in {}: {free} bytes free, {need} needed for the download and the staged release", root.display()),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyhow::Result<u8> {
+    let c = check_manifest(inst, force_full).await?;
+    let (package, source) = match &c.choice {
+        Choice::None { reason } => {
+            if as_json {
+                print_json(&json!({ "action": "none", "summary": reason }));
+            } else {
+                println!("nothing to fetch: {reason}");
+            }
+            return Ok(exit::OK);
+        }
+        Choice::Full { package, .. } => (package.clone(), Source::Full),
+        Choice::Patch { package, .. } => {
+            let base = crate::cmd::services::current_release(inst)?;
+            (
+                package.clone(),
+                Source::Patch {
+                    base,
+                    base_version: c.current.clone().unwrap_or_default(),
+                },
+            )
+        }
+    };
+    preflight_space(&inst.root, &package)?;
+    let config = Config::load(&inst.root)?;
+    let spec = FetchRelease {
+        stall_timeout_secs: config.download.stall_timeout_secs,
+        retries: config.download.retries,
+        version: c.manifest.version.clone(),
+        url: manifest::resolve(&c.url, &package.url),
+        size: package.size,
+        sha256: package.sha256.clone(),
+        source,
+    };
+    let mut session = Session::open(inst, "molt fetch")?;
+    let r = session.start(|env| spec.plan(env)).await?;
+    if as_json {
+        print_json(&r.to_json());
+    } else {
+        println!("{}", r.summary());
+        if r.exit_code() == exit::OK {
+            println!("release {} is staged in releases/{} (not live)", spec.version, spec.version);
+        }
+    }
+    Ok(r.exit_code())
+}

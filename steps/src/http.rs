@@ -1,0 +1,331 @@
+//! Downloads that resume and never accept a wrong file.
+//!
+//! The bytes go to `<dest>.part`; `<dest>.part.json` records the URL, the server's ETag and how
+//! many bytes are *proven*: fsynced to disk. After a crash the part file is cut back to the
+//! proven length and its hash recomputed, then the transfer resumes with
+//! `Range: bytes=N-` guarded by `If-Range: <etag>`: if the server's file changed it answers
+//! 200 with the whole new file and the download starts over. Stalls (no byte for
+//! `stall_timeout`) and cut connections are retried with exponential back-off. The size and
+//! sha256 are checked against the manifest while streaming; only a file that matches both is
+//! renamed to `dest`. Paths (no scheme) are copied the same way, hashed.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What to fetch and what it must be.
+#[derive(Clone, Debug)]
+pub struct Fetch {
+    pub url: String,
+    pub dest: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub stall_timeout: Duration,
+}
+
+impl Fetch {
+    pub fn new(url: &str, dest: &Path, size: u64, sha256: &str) -> Fetch {
+        Fetch {
+            url: url.to_string(),
+            dest: dest.to_path_buf(),
+            size,
+            sha256: sha256.to_ascii_lowercase(),
+            retries: 5,
+            backoff: Duration::from_millis(500),
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn part(&self) -> PathBuf {
+        let mut n = self.dest.file_name().unwrap_or_default().to_os_string();
+        n.push(".part");
+        self.dest.with_file_name(n)
+    }
+
+    fn meta(&self) -> PathBuf {
+        let mut n = self.dest.file_name().unwrap_or_default().to_os_string();
+        n.push(".part.json");
+        self.dest.with_file_name(n)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Meta {
+    url: String,
+    sha256: String,
+    etag: Option<String>,
+    proven: u64,
+}
+
+/// Bytes between two durable checkpoints.
+const CHECKPOINT: u64 = 4 << 20;
+
+/// A failed attempt: retry it, or give up.
+enum Attempt {
+    Retry(String),
+    Fatal(String),
+}
+
+struct State {
+    file: std::fs::File,
+    hasher: Sha256,
+    meta: Meta,
+    written: u64,
+}
+
+impl State {
+    fn checkpoint(&mut self, f: &Fetch) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("cannot sync {}: {e}", f.part().display()))?;
+        self.meta.proven = self.written;
+        let bytes = serde_json::to_vec(&self.meta).map_err(|e| e.to_string())?;
+        crate::fsutil::write_atomic(&f.meta(), &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", f.meta().display()))
+    }
+
+    fn restart(&mut self, f: &Fetch) -> Result<(), String> {
+        self.file.set_len(0).map_err(|e| format!("{}: {e}", f.part().display()))?;
+        self.file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        self.hasher = Sha256::new();
+        self.written = 0;
+        self.meta.etag = None;
+        self.checkpoint(f)
+    }
+
+    fn push(&mut self, f: &Fetch, chunk: &[u8]) -> Result<(), Attempt> {
+        if self.written + chunk.len() as u64 > f.size {
+            return Err(Attempt::Fatal(format!(
+                "{} sends more than the {} bytes the manifest says",
+                f.url, f.size
+            )));
+        }
+        self.file
+            .write_all(chunk)
+            .map_err(|e| Attempt::Fatal(format!("cannot write {}: {e}", f.part().display())))?;
+        self.hasher.update(chunk);
+        let before = self.written;
+        self.written += chunk.len() as u64;
+        if before / CHECKPOINT != self.written / CHECKPOINT {
+            self.checkpoint(f).map_err(Attempt::Fatal)?;
+            engine::failpoint("steps::download::checkpoint");
+        }
+        Ok(())
+    }
+}
+
+/// Open the part file at its proven length, rehashing what it holds.
+fn resume_state(f: &Fetch) -> Result<State, String> {
+    let meta: Meta = match std::fs::read(f.meta()) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => Meta::default(),
+    };
+    let meta = if meta.url == f.url && meta.sha256 == f.sha256 {
+        meta
+    } else {
+        Meta {
+            url: f.url.clone(),
+            sha256: f.sha256.clone(),
+            etag: None,
+            proven: 0,
+        }
+    };
+    if let Some(dir) = f.dest.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(f.part())
+        .map_err(|e| format!("cannot open {}: {e}", f.part().display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let proven = meta.proven.min(len).min(f.size);
+    file.set_len(proven).map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    std::io::copy(&mut (&mut file).take(proven), &mut hasher).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(proven)).map_err(|e| e.to_string())?;
+    Ok(State {
+        file,
+        hasher,
+        meta,
+        written: proven,
+    })
+}
+
+fn finish(f: &Fetch, st: State) -> Result<(), String> {
+    let got = format!("{:x}", st.hasher.finalize());
+    drop(st.file);
+    if got != f.sha256 {
+        let _ = std::fs::remove_file(f.part());
+        let _ = std::fs::remove_file(f.meta());
+        return Err(format!(
+            "{} has sha256 {got}, the manifest says {}; the download was discarded",
+            f.url, f.sha256
+        ));
+    }
+    std::fs::rename(f.part(), &f.dest).map_err(|e| format!("cannot rename {}: {e}", f.part().display()))?;
+    let _ = std::fs::remove_file(f.meta());
+    crate::fsutil::sync_dir(f.dest.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| format!("cannot sync {}: {e}", f.dest.display()))
+}
+
+/// Download (or copy) `f.url` to `f.dest`, resuming what a previous attempt proved.
+pub async fn download(f: &Fetch, progress: &indicatif::ProgressBar) -> Result<(), String> {
+    if f.dest.exists() {
+        let sha = crate::backup::tree::hash_file(&f.dest).map_err(|e| e.to_string())?;
+        if sha == f.sha256 {
+            return Ok(());
+        }
+        std::fs::remove_file(&f.dest).map_err(|e| e.to_string())?;
+    }
+    crate::manifest::check_url(&f.url)?;
+    let mut st = resume_state(f)?;
+    progress.set_length(f.size);
+    progress.set_position(st.written);
+    if !(f.url.starts_with("http://") || f.url.starts_with("https://")) {
+        copy_local(f, &mut st).map_err(|a| match a {
+            Attempt::Retry(e) | Attempt::Fatal(e) => e,
+        })?;
+        return finish(f, st);
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(f.stall_timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 0..=f.retries {
+        if attempt > 0 {
+            let wait = f.backoff * (1u32 << (attempt - 1).min(6));
+            tracing::info!(url = %f.url, attempt, error = %last, "download retry");
+            tokio::time::sleep(wait).await;
+        }
+        match http_attempt(f, &client, &mut st, progress).await {
+            Ok(()) => {
+                if st.written == f.size {
+                    st.checkpoint(f)?;
+                    return finish(f, st);
+                }
+                last = format!("the server closed after {} of {} bytes", st.written, f.size);
+            }
+            Err(Attempt::Retry(e)) => last = e,
+            Err(Attempt::Fatal(e)) => return Err(e),
+        }
+        st.checkpoint(f)?;
+    }
+    Err(format!(
+        "download of {} failed after {} attempts: {last}",
+        f.url,
+        f.retries + 1
+    ))
+}
+
+async fn http_attempt(
+    f: &Fetch,
+    client: &reqwest::Client,
+    st: &mut State,
+    progress: &indicatif::ProgressBar,
+) -> Result<(), Attempt> {
+    if st.written == f.size {
+        return Ok(());
+    }
+    let mut req = client.get(&f.url);
+    let ranged = st.written > 0 && st.meta.etag.is_some();
+    if ranged {
+        req = req
+            .header("Range", format!("bytes={}-", st.written))
+            .header("If-Range", st.meta.etag.clone().unwrap_or_default());
+    } else if st.written > 0 {
+        // Without a validator a resumed range could splice two versions: start over.
+        st.restart(f).map_err(Attempt::Fatal)?;
+    }
+    let resp = tokio::time::timeout(f.stall_timeout, req.send())
+        .await
+        .map_err(|_| Attempt::Retry(format!("{} did not answer within {:?}", f.url, f.stall_timeout)))?
+        .map_err(|e| Attempt::Retry(format!("{}: {e}", f.url)))?;
+    let status = resp.status().as_u16();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match status {
+        206 if ranged => {
+            let start = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if start != Some(st.written) {
+                st.restart(f).map_err(Attempt::Fatal)?;
+                return Err(Attempt::Retry(format!(
+                    "{} answered a range that does not start at byte {}",
+                    f.url, st.written
+                )));
+            }
+        }
+        200 => {
+            if st.written > 0 {
+                tracing::info!(url = %f.url, "server sent the whole file (changed, or no range support): starting over");
+                st.restart(f).map_err(Attempt::Fatal)?;
+            }
+            st.meta.etag = etag;
+            if let Some(len) = resp.content_length() {
+                if len != f.size {
+                    return Err(Attempt::Fatal(format!(
+                        "{} is {len} bytes, the manifest says {}",
+                        f.url, f.size
+                    )));
+                }
+            }
+        }
+        416 => {
+            st.restart(f).map_err(Attempt::Fatal)?;
+            return Err(Attempt::Retry(format!("{} refused the range", f.url)));
+        }
+        s if (500..600).contains(&s) || s == 429 => {
+            return Err(Attempt::Retry(format!("{} answered {s}", f.url)))
+        }
+        s => return Err(Attempt::Fatal(format!("{} answered {s}", f.url))),
+    }
+    progress.set_position(st.written);
+    let mut resp = resp;
+    loop {
+        let chunk = tokio::time::timeout(f.stall_timeout, resp.chunk())
+            .await
+            .map_err(|_| Attempt::Retry(format!("{} stalled for {:?}", f.url, f.stall_timeout)))?
+            .map_err(|e| Attempt::Retry(format!("{}: connection lost: {e}", f.url)))?;
+        let Some(chunk) = chunk else { break };
+        st.push(f, &chunk)?;
+        progress.set_position(st.written);
+    }
+    Ok(())
+}
+
+fn copy_local(f: &Fetch, st: &mut State) -> Result<(), Attempt> {
+    let path = f.url.strip_prefix("file://").unwrap_or(&f.url);
+    let mut src = std::fs::File::open(path).map_err(|e| Attempt::Fatal(format!("cannot open {path}: {e}")))?;
+    let len = src.metadata().map(|m| m.len()).unwrap_or(0);
+    if len != f.size {
+        return Err(Attempt::Fatal(format!("{path} is {len} bytes, the manifest says {}", f.size)));
+    }
+    src.seek(SeekFrom::Start(st.written)).map_err(|e| Attempt::Fatal(e.to_string()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf).map_err(|e| Attempt::Fatal(format!("{path}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        st.push(f, &buf[..n])?;
+    }
+    st.checkpoint(f).map_err(Attempt::Fatal)
+}
