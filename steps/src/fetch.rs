@@ -55,7 +55,10 @@ impl Step for Download {
 pub enum Source {
     Full,
     /// A patch applied on top of the installed release `base` (relative to the root).
-    Patch { base: String, base_version: String },
+    Patch {
+        base: String,
+        base_version: String,
+    },
 }
 
 /// `stage`: unpack a full package, or copy the base release and apply a patch, into
@@ -88,7 +91,9 @@ impl Stage {
     }
 
     fn partial(&self) -> PathBuf {
-        self.root.join("releases").join(format!("{}.partial", self.version))
+        self.root
+            .join("releases")
+            .join(format!("{}.partial", self.version))
     }
 
     fn build(&self) -> Result<(), String> {
@@ -97,7 +102,9 @@ impl Stage {
             Source::Full => {
                 unpack(&self.package, &partial, &|p: &Path| Some(p.to_path_buf()))?;
             }
-            Source::Patch { base, base_version } => self.apply_patch(base, base_version, &partial)?,
+            Source::Patch { base, base_version } => {
+                self.apply_patch(base, base_version, &partial)?
+            }
         }
         let release = Release::load(&partial)?;
         if Version::parse(&release.version)? != Version::parse(&self.version)? {
@@ -120,7 +127,10 @@ impl Stage {
             ));
         }
         if Version::parse(&patch.to)? != Version::parse(&self.version)? {
-            return Err(format!("{pkg} patches to {}, the manifest says {}", patch.to, self.version));
+            return Err(format!(
+                "{pkg} patches to {}, the manifest says {}",
+                patch.to, self.version
+            ));
         }
         let base_dir = self.root.join(base);
         // The base must be exactly what the patch was made against.
@@ -145,19 +155,23 @@ impl Stage {
         }
         // Copy the base: directories and links recreated, files hard-linked.
         std::fs::create_dir_all(partial).map_err(|e| e.to_string())?;
-        let shipped: std::collections::BTreeSet<&str> = patch.add.iter().map(|e| e.path.as_str()).collect();
-        let deleted: std::collections::BTreeSet<&str> = patch.delete.iter().map(String::as_str).collect();
+        let shipped: std::collections::BTreeSet<&str> =
+            patch.add.iter().map(|e| e.path.as_str()).collect();
+        let deleted: std::collections::BTreeSet<&str> =
+            patch.delete.iter().map(String::as_str).collect();
         for e in found.values() {
             if deleted.contains(e.path.as_str()) || shipped.contains(e.path.as_str()) {
                 continue;
             }
             let dst = partial.join(&e.path);
-            let io = |err: std::io::Error| format!("cannot copy {} into the staging: {err}", e.path);
+            let io =
+                |err: std::io::Error| format!("cannot copy {} into the staging: {err}", e.path);
             match e.kind {
                 Kind::Dir => std::fs::create_dir_all(&dst).map_err(io)?,
                 Kind::Symlink => {
                     std::fs::create_dir_all(dst.parent().unwrap_or(partial)).map_err(io)?;
-                    std::os::unix::fs::symlink(e.target.as_deref().unwrap_or(""), &dst).map_err(io)?
+                    std::os::unix::fs::symlink(e.target.as_deref().unwrap_or(""), &dst)
+                        .map_err(io)?
                 }
                 Kind::File => {
                     std::fs::create_dir_all(dst.parent().unwrap_or(partial)).map_err(io)?;
@@ -173,7 +187,12 @@ impl Stage {
                 .add
                 .iter()
                 .find(|e| Path::new(&e.path) == path)
-                .ok_or_else(|| format!("{pkg} refused: it ships {} which patch.toml does not list", path.display()))?;
+                .ok_or_else(|| {
+                    format!(
+                        "{pkg} refused: it ships {} which patch.toml does not list",
+                        path.display()
+                    )
+                })?;
             if want.sha256.as_deref() != Some(sha.as_str()) {
                 return Err(format!(
                     "{pkg} refused: {} has sha256 {sha}, patch.toml says {}",
@@ -209,7 +228,10 @@ impl Stage {
                 let m = std::fs::symlink_metadata(&p).map_err(|er| er.to_string())?;
                 if m.permissions().mode() & 0o777 != e.mode && !shipped.contains(e.path.as_str()) {
                     // A hard link shares the base's mode; a changed mode ships the file.
-                    return Err(format!("{pkg} refused: {} has another mode than the patch says", e.path));
+                    return Err(format!(
+                        "{pkg} refused: {} has another mode than the patch says",
+                        e.path
+                    ));
                 }
             }
         }
@@ -277,6 +299,8 @@ impl Step for Stage {
         let partial = self.partial();
         remove_path(&partial).map_err(|e| io_err("remove", &partial, e))?;
         remove_path(&target).map_err(|e| io_err("remove", &target, e))?;
-        stash.clear().map_err(|e| io_err("clear stash for", &target, e))
+        stash
+            .clear()
+            .map_err(|e| io_err("clear stash for", &target, e))
     }
 }

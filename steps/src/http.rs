@@ -89,8 +89,12 @@ impl State {
     }
 
     fn restart(&mut self, f: &Fetch) -> Result<(), String> {
-        self.file.set_len(0).map_err(|e| format!("{}: {e}", f.part().display()))?;
-        self.file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        self.file
+            .set_len(0)
+            .map_err(|e| format!("{}: {e}", f.part().display()))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| e.to_string())?;
         self.hasher = Sha256::new();
         self.written = 0;
         self.meta.etag = None;
@@ -135,7 +139,8 @@ fn resume_state(f: &Fetch) -> Result<State, String> {
         }
     };
     if let Some(dir) = f.dest.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -150,7 +155,8 @@ fn resume_state(f: &Fetch) -> Result<State, String> {
     let mut hasher = Sha256::new();
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     std::io::copy(&mut (&mut file).take(proven), &mut hasher).map_err(|e| e.to_string())?;
-    file.seek(SeekFrom::Start(proven)).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(proven))
+        .map_err(|e| e.to_string())?;
     Ok(State {
         file,
         hasher,
@@ -170,7 +176,8 @@ fn finish(f: &Fetch, st: State) -> Result<(), String> {
             f.url, f.sha256
         ));
     }
-    std::fs::rename(f.part(), &f.dest).map_err(|e| format!("cannot rename {}: {e}", f.part().display()))?;
+    std::fs::rename(f.part(), &f.dest)
+        .map_err(|e| format!("cannot rename {}: {e}", f.part().display()))?;
     let _ = std::fs::remove_file(f.meta());
     crate::fsutil::sync_dir(f.dest.parent().unwrap_or(Path::new(".")))
         .map_err(|e| format!("cannot sync {}: {e}", f.dest.display()))
@@ -248,7 +255,12 @@ async fn http_attempt(
     }
     let resp = tokio::time::timeout(f.stall_timeout, req.send())
         .await
-        .map_err(|_| Attempt::Retry(format!("{} did not answer within {:?}", f.url, f.stall_timeout)))?
+        .map_err(|_| {
+            Attempt::Retry(format!(
+                "{} did not answer within {:?}",
+                f.url, f.stall_timeout
+            ))
+        })?
         .map_err(|e| Attempt::Retry(format!("{}: {e}", f.url)))?;
     let status = resp.status().as_u16();
     let etag = resp
@@ -313,15 +325,22 @@ async fn http_attempt(
 
 fn copy_local(f: &Fetch, st: &mut State) -> Result<(), Attempt> {
     let path = f.url.strip_prefix("file://").unwrap_or(&f.url);
-    let mut src = std::fs::File::open(path).map_err(|e| Attempt::Fatal(format!("cannot open {path}: {e}")))?;
+    let mut src = std::fs::File::open(path)
+        .map_err(|e| Attempt::Fatal(format!("cannot open {path}: {e}")))?;
     let len = src.metadata().map(|m| m.len()).unwrap_or(0);
     if len != f.size {
-        return Err(Attempt::Fatal(format!("{path} is {len} bytes, the manifest says {}", f.size)));
+        return Err(Attempt::Fatal(format!(
+            "{path} is {len} bytes, the manifest says {}",
+            f.size
+        )));
     }
-    src.seek(SeekFrom::Start(st.written)).map_err(|e| Attempt::Fatal(e.to_string()))?;
+    src.seek(SeekFrom::Start(st.written))
+        .map_err(|e| Attempt::Fatal(e.to_string()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = src.read(&mut buf).map_err(|e| Attempt::Fatal(format!("{path}: {e}")))?;
+        let n = src
+            .read(&mut buf)
+            .map_err(|e| Attempt::Fatal(format!("{path}: {e}")))?;
         if n == 0 {
             break;
         }

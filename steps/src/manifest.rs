@@ -63,8 +63,8 @@ impl Manifest {
         struct Probe {
             format: Option<serde_json::Value>,
         }
-        let probe: Probe =
-            serde_json::from_slice(bytes).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+        let probe: Probe = serde_json::from_slice(bytes)
+            .map_err(|e| format!("manifest is not valid JSON: {e}"))?;
         match probe.format {
             None => return Err("manifest has no `format` field (this molt reads format 1)".into()),
             Some(serde_json::Value::Number(n)) => match n.as_u64() {
@@ -85,11 +85,18 @@ impl Manifest {
             return Err("manifest names no platform".into());
         }
         for (arch, p) in &m.platforms {
-            let pkgs = p.full.iter().map(|f| (f, false)).chain(p.patches.iter().map(|f| (f, true)));
+            let pkgs = p
+                .full
+                .iter()
+                .map(|f| (f, false))
+                .chain(p.patches.iter().map(|f| (f, true)));
             for (pkg, patch) in pkgs {
                 let what = format!("{arch} package {}", pkg.url);
                 if !valid_sha(&pkg.sha256) {
-                    return Err(format!("{what}: sha256 {:?} is not 64 hex digits", pkg.sha256));
+                    return Err(format!(
+                        "{what}: sha256 {:?} is not 64 hex digits",
+                        pkg.sha256
+                    ));
                 }
                 if pkg.size == 0 {
                     return Err(format!("{what}: size is 0"));
@@ -100,7 +107,9 @@ impl Manifest {
                         Range::parse(r).map_err(|e| format!("{what}: {e}"))?;
                     }
                     (None, true) => return Err(format!("{what}: a patch needs `from`")),
-                    (Some(_), false) => return Err(format!("{what}: a full package has no `from`")),
+                    (Some(_), false) => {
+                        return Err(format!("{what}: a full package has no `from`"))
+                    }
                     (None, false) => {}
                 }
             }
@@ -145,9 +154,17 @@ pub fn resolve(base: &str, url: &str) -> String {
 #[serde(tag = "choice", rename_all = "snake_case")]
 pub enum Choice {
     /// Nothing newer (with the reason).
-    None { reason: String },
-    Patch { package: Package, reason: String },
-    Full { package: Package, reason: String },
+    None {
+        reason: String,
+    },
+    Patch {
+        package: Package,
+        reason: String,
+    },
+    Full {
+        package: Package,
+        reason: String,
+    },
 }
 
 /// Decide between nothing, a patch and a full package.
@@ -165,9 +182,10 @@ pub fn choose(
     })?;
     let latest = m.version();
     let full = || {
-        platform.full.clone().ok_or_else(|| {
-            format!("the manifest has no full package for {arch}")
-        })
+        platform
+            .full
+            .clone()
+            .ok_or_else(|| format!("the manifest has no full package for {arch}"))
     };
     let Some(current) = current else {
         return Ok(Choice::Full {
@@ -254,15 +272,40 @@ mod tests {
     #[test]
     fn parse_refuses_bad_manifests() {
         assert!(manifest(good()).is_ok());
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("format"); }), "no `format`"),
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("format");
+                }),
+                "no `format`",
+            ),
             (Box::new(|v| v["format"] = 2.into()), "newer than this molt"),
             (Box::new(|v| v["version"] = "two".into()), "not valid"),
-            (Box::new(|v| v["platforms"]["x86_64"]["full"]["sha256"] = "xyz".into()), "64 hex"),
-            (Box::new(|v| v["platforms"]["x86_64"]["full"]["url"] = "ftp://h/p".into()), "scheme \"ftp\""),
-            (Box::new(|v| v["platforms"]["x86_64"]["patches"][0].as_object_mut().unwrap().remove("from").map(drop).unwrap_or(())), "needs `from`"),
+            (
+                Box::new(|v| v["platforms"]["x86_64"]["full"]["sha256"] = "xyz".into()),
+                "64 hex",
+            ),
+            (
+                Box::new(|v| v["platforms"]["x86_64"]["full"]["url"] = "ftp://h/p".into()),
+                "scheme \"ftp\"",
+            ),
+            (
+                Box::new(|v| {
+                    v["platforms"]["x86_64"]["patches"][0]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("from")
+                        .map(drop)
+                        .unwrap_or(())
+                }),
+                "needs `from`",
+            ),
             (Box::new(|v| v["surprise"] = 1.into()), "unknown field"),
-            (Box::new(|v| v["platforms"] = serde_json::json!({})), "no platform"),
+            (
+                Box::new(|v| v["platforms"] = serde_json::json!({})),
+                "no platform",
+            ),
         ];
         for (edit, says) in cases {
             let mut v = good();
@@ -270,7 +313,9 @@ mod tests {
             let e = manifest(v).unwrap_err();
             assert!(e.contains(says), "{e} should say {says}");
         }
-        assert!(Manifest::parse(b"{not json").unwrap_err().contains("not valid JSON"));
+        assert!(Manifest::parse(b"{not json")
+            .unwrap_err()
+            .contains("not valid JSON"));
     }
 
     #[test]
@@ -280,13 +325,25 @@ mod tests {
         assert!(matches!(c(None, false), Choice::Full { .. }));
         assert!(matches!(c(Some("1.5.0"), false), Choice::Patch { .. }));
         assert!(matches!(c(Some("1.5.0"), true), Choice::Full { .. }));
-        assert!(matches!(c(Some("0.9.0"), false), Choice::Full { reason, .. } if reason.contains("no patch")));
+        assert!(
+            matches!(c(Some("0.9.0"), false), Choice::Full { reason, .. } if reason.contains("no patch"))
+        );
         assert!(matches!(c(Some("2.0.0"), false), Choice::None { .. }));
         assert!(matches!(c(Some("v2.0"), false), Choice::None { .. }));
-        assert!(matches!(c(Some("3.0.0"), false), Choice::None { reason } if reason.contains("older")));
-        assert!(choose(&m, "aarch64", Some("1.0.0"), false).unwrap_err().contains("no package for architecture aarch64"));
-        assert_eq!(resolve("http://h/x/manifest.json", "p.tar.zst"), "http://h/x/p.tar.zst");
-        assert_eq!(resolve("/srv/m/manifest.json", "p.tar.zst"), "/srv/m/p.tar.zst");
+        assert!(
+            matches!(c(Some("3.0.0"), false), Choice::None { reason } if reason.contains("older"))
+        );
+        assert!(choose(&m, "aarch64", Some("1.0.0"), false)
+            .unwrap_err()
+            .contains("no package for architecture aarch64"));
+        assert_eq!(
+            resolve("http://h/x/manifest.json", "p.tar.zst"),
+            "http://h/x/p.tar.zst"
+        );
+        assert_eq!(
+            resolve("/srv/m/manifest.json", "p.tar.zst"),
+            "/srv/m/p.tar.zst"
+        );
         assert_eq!(resolve("http://h/m.json", "https://o/p"), "https://o/p");
     }
 }

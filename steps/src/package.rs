@@ -149,7 +149,8 @@ impl Writer {
     fn entry(&mut self, name: &str, e: &TreeEntry, src: Option<&Path>) -> io::Result<u64> {
         match e.kind {
             Kind::Dir => {
-                self.builder.append_data(&mut header(e, 0), name, io::empty())?;
+                self.builder
+                    .append_data(&mut header(e, 0), name, io::empty())?;
                 Ok(0)
             }
             Kind::Symlink => {
@@ -164,7 +165,8 @@ impl Writer {
                 let path = src.expect("a file entry has a source");
                 let f = File::open(path)?;
                 let len = f.metadata()?.len();
-                self.builder.append_data(&mut header(e, len), name, f.take(len))?;
+                self.builder
+                    .append_data(&mut header(e, len), name, f.take(len))?;
                 Ok(len)
             }
         }
@@ -210,7 +212,14 @@ pub fn pack_full(dir: &Path, out: &Path, level: i32) -> io::Result<Packed> {
 
 /// Pack the difference from release `prev` to release `next` into a patch at `out`, valid for
 /// installed versions in `from`.
-pub fn pack_patch(prev: &Path, next: &Path, from: &str, to: &str, out: &Path, level: i32) -> io::Result<Packed> {
+pub fn pack_patch(
+    prev: &Path,
+    next: &Path,
+    from: &str,
+    to: &str,
+    out: &Path,
+    level: i32,
+) -> io::Result<Packed> {
     let base = tree(prev)?;
     let result = tree(next)?;
     let old: BTreeMap<&str, &TreeEntry> = base.iter().map(|e| (e.path.as_str(), e)).collect();
@@ -231,7 +240,11 @@ pub fn pack_patch(prev: &Path, next: &Path, from: &str, to: &str, out: &Path, le
         to: to.into(),
         add: add.clone(),
         delete,
-        base: base.iter().filter(|e| e.kind == Kind::File).cloned().collect(),
+        base: base
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .cloned()
+            .collect(),
         result: result.clone(),
     };
     let text = toml::to_string(&patch).map_err(io::Error::other)?;
@@ -243,7 +256,11 @@ pub fn pack_patch(prev: &Path, next: &Path, from: &str, to: &str, out: &Path, le
     let (size, sha256) = w.finish()?;
     let installed_size = result
         .iter()
-        .filter_map(|e| e.sha256.as_ref().map(|_| std::fs::metadata(next.join(&e.path)).map(|m| m.len())))
+        .filter_map(|e| {
+            e.sha256
+                .as_ref()
+                .map(|_| std::fs::metadata(next.join(&e.path)).map(|m| m.len()))
+        })
         .sum::<io::Result<u64>>()?;
     Ok(Packed {
         size,
@@ -299,7 +316,11 @@ fn parents_are_dirs(root: &Path, rel: &Path) -> Result<(), String> {
             p.push(c);
             match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(format!("{} goes through the symlink {}", rel.display(), p.display()))
+                    return Err(format!(
+                        "{} goes through the symlink {}",
+                        rel.display(),
+                        p.display()
+                    ))
                 }
                 _ => {}
             }
@@ -322,10 +343,15 @@ pub fn unpack(
     let mut ar = tar::Archive::new(dec);
     std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let mut written = BTreeMap::new();
-    let entries = ar.entries().map_err(|e| format!("{pkg} is not a readable package: {e}"))?;
+    let entries = ar
+        .entries()
+        .map_err(|e| format!("{pkg} is not a readable package: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("{pkg} is damaged: {e}"))?;
-        let raw = entry.path().map_err(|e| format!("{pkg}: {e}"))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| format!("{pkg}: {e}"))?
+            .into_owned();
         let rel = safe_entry_path(&raw).map_err(|e| format!("{pkg} refused: {e}"))?;
         let Some(rel) = select(&rel) else { continue };
         parents_are_dirs(dest, &rel).map_err(|e| format!("{pkg} refused: {e}"))?;
@@ -406,14 +432,20 @@ pub fn read_patch_toml(package: &Path) -> Result<PatchToml, String> {
                 .take(64 << 20)
                 .read_to_string(&mut text)
                 .map_err(|e| format!("{pkg}: patch.toml: {e}"))?;
-            let p: PatchToml = toml::from_str(&text).map_err(|e| format!("{pkg}: patch.toml: {e}"))?;
+            let p: PatchToml =
+                toml::from_str(&text).map_err(|e| format!("{pkg}: patch.toml: {e}"))?;
             if p.format > PATCH_FORMAT {
-                return Err(format!("{pkg}: patch format {} is newer than this molt reads", p.format));
+                return Err(format!(
+                    "{pkg}: patch format {} is newer than this molt reads",
+                    p.format
+                ));
             }
             return Ok(p);
         }
     }
-    Err(format!("{pkg} is not a patch package: it has no patch.toml"))
+    Err(format!(
+        "{pkg} is not a patch package: it has no patch.toml"
+    ))
 }
 
 #[cfg(test)]

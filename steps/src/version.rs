@@ -28,7 +28,10 @@ impl Version {
     pub fn parse(text: &str) -> Result<Version, String> {
         let bad = |why: &str| format!("version {text:?} is not valid: {why}");
         let t = text.trim();
-        let t = t.strip_prefix('v').or_else(|| t.strip_prefix('V')).unwrap_or(t);
+        let t = t
+            .strip_prefix('v')
+            .or_else(|| t.strip_prefix('V'))
+            .unwrap_or(t);
         let t = t.split('+').next().unwrap_or("");
         let (core, pre) = match t.split_once('-') {
             Some((c, p)) => (c, Some(p)),
@@ -54,7 +57,9 @@ impl Version {
                 if ids.iter().any(|i| {
                     i.is_empty() || !i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 }) {
-                    return Err(bad("pre-release must be dot-separated [0-9A-Za-z-] identifiers"));
+                    return Err(bad(
+                        "pre-release must be dot-separated [0-9A-Za-z-] identifiers",
+                    ));
                 }
                 ids
             }
@@ -197,9 +202,22 @@ mod tests {
     #[test]
     fn ordering() {
         let sorted = [
-            "0.9", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-rc.1",
-            "1.0.0-rc.2", "1.0.0-rc.10", "1.0.0", "1.0.0.1", "1.0.1", "v1.2.3", "1.2.3.4", "1.10.0",
-            "2.0.0-rc.1", "2.0.0",
+            "0.9",
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-rc.1",
+            "1.0.0-rc.2",
+            "1.0.0-rc.10",
+            "1.0.0",
+            "1.0.0.1",
+            "1.0.1",
+            "v1.2.3",
+            "1.2.3.4",
+            "1.10.0",
+            "2.0.0-rc.1",
+            "2.0.0",
         ];
         for w in sorted.windows(2) {
             assert!(v(w[0]) < v(w[1]), "{} < {}", w[0], w[1]);
@@ -212,7 +230,17 @@ mod tests {
 
     #[test]
     fn bad_versions_are_refused() {
-        for bad in ["", "v", "1..2", "1.2.3.4.5", "1.x", "1.2-", "1.2-rc..1", "-1", "1.2.3-r c"] {
+        for bad in [
+            "",
+            "v",
+            "1..2",
+            "1.2.3.4.5",
+            "1.x",
+            "1.2-",
+            "1.2-rc..1",
+            "-1",
+            "1.2.3-r c",
+        ] {
             assert!(Version::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

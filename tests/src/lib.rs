@@ -2,6 +2,8 @@
 //! locally (no registry is reachable) from a static busybox, saved as tarballs the way a
 //! vendor ships them, and release directories that use them.
 
+pub mod http;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;

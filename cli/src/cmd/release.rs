@@ -23,7 +23,10 @@ fn password(env: &Option<String>) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn load_secret_key(path: &Path, password_env: &Option<String>) -> anyhow::Result<minisign::SecretKey> {
+fn load_secret_key(
+    path: &Path,
+    password_env: &Option<String>,
+) -> anyhow::Result<minisign::SecretKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the secret key {}", path.display()))?;
     let sk_box = minisign::SecretKeyBox::from_string(&text)
@@ -43,7 +46,10 @@ fn load_secret_key(path: &Path, password_env: &Option<String>) -> anyhow::Result
 pub fn keygen(secret: &Path, public: &Path, password_env: &Option<String>) -> anyhow::Result<u8> {
     for p in [secret, public] {
         if p.exists() {
-            return Err(exit::coded(exit::ERROR, format!("{} exists; refusing to overwrite a key", p.display())));
+            return Err(exit::coded(
+                exit::ERROR,
+                format!("{} exists; refusing to overwrite a key", p.display()),
+            ));
         }
     }
     let kp = match password(password_env)? {
@@ -56,20 +62,36 @@ pub fn keygen(secret: &Path, public: &Path, password_env: &Option<String>) -> an
         .to_box(None)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .into_string();
-    let pk = kp.pk.to_box().map_err(|e| anyhow::anyhow!("{e}"))?.into_string();
+    let pk = kp
+        .pk
+        .to_box()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_string();
     std::fs::write(secret, sk).with_context(|| format!("cannot write {}", secret.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600))?;
     std::fs::write(public, pk).with_context(|| format!("cannot write {}", public.display()))?;
-    println!("wrote {} (keep it secret) and {}", secret.display(), public.display());
+    println!(
+        "wrote {} (keep it secret) and {}",
+        secret.display(),
+        public.display()
+    );
     Ok(exit::OK)
 }
 
 /// Sign `file` into `file.minisig`.
-pub fn sign_file(file: &Path, secret: &Path, password_env: &Option<String>) -> anyhow::Result<PathBuf> {
+pub fn sign_file(
+    file: &Path,
+    secret: &Path,
+    password_env: &Option<String>,
+) -> anyhow::Result<PathBuf> {
     let sk = load_secret_key(secret, password_env)?;
-    let data = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let data =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let sig = minisign::sign(None, &sk, data, Some(&format!("file:{name}")), None)
         .map_err(|e| anyhow::anyhow!("cannot sign {}: {e}", file.display()))?;
     let mut out = file.as_os_str().to_owned();
@@ -114,9 +136,19 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
     for prev in &a.previous {
         let old = Release::load(prev).map_err(|e| exit::coded(exit::ERROR, e))?;
         let from = a.from.clone().unwrap_or_else(|| old.version.clone());
-        let name = format!("{}-{}-to-{}-{}.patch.tar.zst", a.product, old.version, release.version, a.arch);
-        let p = steps::package::pack_patch(prev, &a.release, &from, &release.version, &a.out.join(&name), 3)
-            .with_context(|| format!("cannot make the patch from {}", prev.display()))?;
+        let name = format!(
+            "{}-{}-to-{}-{}.patch.tar.zst",
+            a.product, old.version, release.version, a.arch
+        );
+        let p = steps::package::pack_patch(
+            prev,
+            &a.release,
+            &from,
+            &release.version,
+            &a.out.join(&name),
+            3,
+        )
+        .with_context(|| format!("cannot make the patch from {}", prev.display()))?;
         patches.push(Package {
             from: Some(from),
             url: url(&name),
@@ -128,9 +160,19 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
     let manifest_path = a.out.join("manifest.json");
     let mut m = match std::fs::read(&manifest_path) {
         Ok(b) => {
-            let old = Manifest::parse(&b).map_err(|e| exit::coded(exit::ERROR, format!("{}: {e}", manifest_path.display())))?;
+            let old = Manifest::parse(&b).map_err(|e| {
+                exit::coded(exit::ERROR, format!("{}: {e}", manifest_path.display()))
+            })?;
             if old.product != a.product {
-                return Err(exit::coded(exit::ERROR, format!("{} is for product {}, not {}", manifest_path.display(), old.product, a.product)));
+                return Err(exit::coded(
+                    exit::ERROR,
+                    format!(
+                        "{} is for product {}, not {}",
+                        manifest_path.display(),
+                        old.product,
+                        a.product
+                    ),
+                ));
             }
             old
         }
@@ -148,14 +190,20 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
         m.platforms.clear();
     }
     m.version = release.version.clone();
-    m.released_at = a
-        .released_at
-        .clone()
-        .unwrap_or_else(|| humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+    m.released_at = a.released_at.clone().unwrap_or_else(|| {
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    });
     m.notes = a.notes.clone();
-    m.platforms.insert(a.arch.clone(), Platform { full: Some(full), patches });
+    m.platforms.insert(
+        a.arch.clone(),
+        Platform {
+            full: Some(full),
+            patches,
+        },
+    );
     let text = serde_json::to_string_pretty(&m)? + "\n";
-    Manifest::parse(text.as_bytes()).map_err(|e| anyhow::anyhow!("the manifest molt wrote does not parse: {e}"))?;
+    Manifest::parse(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the manifest molt wrote does not parse: {e}"))?;
     steps::fsutil::write_atomic(&manifest_path, text.as_bytes())?;
     let sig = match &a.secret_key {
         Some(k) => Some(sign_file(&manifest_path, k, &a.password_env)?),
@@ -164,7 +212,13 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
     if as_json {
         print_json(&json!({ "manifest": manifest_path, "signature": sig, "content": m }));
     } else {
-        println!("packed {} {} for {} into {}", a.product, release.version, a.arch, a.out.display());
+        println!(
+            "packed {} {} for {} into {}",
+            a.product,
+            release.version,
+            a.arch,
+            a.out.display()
+        );
         for (arch, p) in &m.platforms {
             for pkg in p.full.iter().chain(&p.patches) {
                 println!("  {arch}: {} ({} bytes)", pkg.url, pkg.size);
@@ -186,14 +240,26 @@ async fn get(url: &str) -> anyhow::Result<Option<Vec<u8>>> {
             .no_proxy()
             .timeout(std::time::Duration::from_secs(60))
             .build()?;
-        let resp = client.get(url).send().await.with_context(|| format!("cannot fetch {url}"))?;
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("cannot fetch {url}"))?;
         if resp.status().as_u16() == 404 {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            return Err(exit::coded(exit::ERROR, format!("{url} answered {}", resp.status())));
+            return Err(exit::coded(
+                exit::ERROR,
+                format!("{url} answered {}", resp.status()),
+            ));
         }
-        Ok(Some(resp.bytes().await.with_context(|| format!("cannot read {url}"))?.to_vec()))
+        Ok(Some(
+            resp.bytes()
+                .await
+                .with_context(|| format!("cannot read {url}"))?
+                .to_vec(),
+        ))
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
         match std::fs::read(path) {
@@ -216,14 +282,19 @@ pub struct Checked {
 pub async fn check_manifest(inst: &Installation, force_full: bool) -> anyhow::Result<Checked> {
     let config = Config::load(&inst.root)?;
     let url = config.manifest_url.clone().ok_or_else(|| {
-        exit::coded(exit::ERROR, "molt.toml has no manifest_url: molt does not know where releases are published")
+        exit::coded(
+            exit::ERROR,
+            "molt.toml has no manifest_url: molt does not know where releases are published",
+        )
     })?;
     let url = if url.contains("://") || url.starts_with('/') {
         url
     } else {
         inst.root.join(url).to_string_lossy().into_owned()
     };
-    let bytes = get(&url).await?.ok_or_else(|| exit::coded(exit::ERROR, format!("no manifest at {url}")))?;
+    let bytes = get(&url)
+        .await?
+        .ok_or_else(|| exit::coded(exit::ERROR, format!("no manifest at {url}")))?;
     let signed = match config.public_key_text(&inst.root)? {
         Some(key) => {
             let sig_url = format!("{url}.minisig");
@@ -235,11 +306,14 @@ pub async fn check_manifest(inst: &Installation, force_full: bool) -> anyhow::Re
             true
         }
         None => {
-            tracing::warn!("molt.toml names no public_key: the manifest's signature is not checked");
+            tracing::warn!(
+                "molt.toml names no public_key: the manifest's signature is not checked"
+            );
             false
         }
     };
-    let m = Manifest::parse(&bytes).map_err(|e| exit::coded(exit::ERROR, format!("manifest {url}: {e}")))?;
+    let m = Manifest::parse(&bytes)
+        .map_err(|e| exit::coded(exit::ERROR, format!("manifest {url}: {e}")))?;
     let current = match std::fs::read_link(inst.root.join("current")) {
         Ok(_) => Some(
             Release::load(&inst.root.join("current"))
@@ -279,12 +353,21 @@ pub async fn check(inst: &Installation, force_full: bool, as_json: bool) -> anyh
         c.current.as_deref().unwrap_or("nothing"),
         c.manifest.version,
         c.manifest.released_at,
-        if c.signed { ", signature verified" } else { ", signature NOT checked" }
+        if c.signed {
+            ", signature verified"
+        } else {
+            ", signature NOT checked"
+        }
     );
     match &c.choice {
         Choice::None { reason } => println!("up to date: {reason}"),
-        Choice::Patch { package, reason } => println!("patch {} ({} bytes): {reason}", package.url, package.size),
-        Choice::Full { package, reason } => println!("full package {} ({} bytes): {reason}", package.url, package.size),
+        Choice::Patch { package, reason } => {
+            println!("patch {} ({} bytes): {reason}", package.url, package.size)
+        }
+        Choice::Full { package, reason } => println!(
+            "full package {} ({} bytes): {reason}",
+            package.url, package.size
+        ),
     }
     Ok(exit::OK)
 }
@@ -344,7 +427,10 @@ pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyh
     } else {
         println!("{}", r.summary());
         if r.exit_code() == exit::OK {
-            println!("release {} is staged in releases/{} (not live)", spec.version, spec.version);
+            println!(
+                "release {} is staged in releases/{} (not live)",
+                spec.version, spec.version
+            );
         }
     }
     Ok(r.exit_code())

@@ -1,0 +1,742 @@
+//! Releases end to end: `molt pack` and `molt sign` on the vendor side, `molt check` and
+//! `molt fetch` on the operator side, against a real HTTP server on 127.0.0.1 that cuts,
+//! stalls, refuses ranges and changes bytes; evil packages; signatures; crashes.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use tests::http::{Fault, Server};
+
+/// Bytes that do not compress away, so packages have a real size.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write(dir: &Path, rel: &str, bytes: &[u8]) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+struct Vendor {
+    dir: tempfile::TempDir,
+}
+
+impl Vendor {
+    /// Releases 1.0.0 and 2.0.0 (2.0.0 changes one image and a few files), packed and signed.
+    fn new() -> Vendor {
+        let v = Vendor {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let r1 = v.path("r1");
+        write(&r1, "release.toml", b"format = 1\nversion = \"1.0.0\"\n");
+        write(
+            &r1,
+            "docker-compose.yml",
+            b"services: {app: {image: app:1}}\n",
+        );
+        write(&r1, "images/app.tar", &noise(5 << 20, 1));
+        write(&r1, "images/db.tar", &noise(1 << 20, 2));
+        write(&r1, "config/app.conf", b"a=1\n");
+        write(&r1, "config/removed.conf", b"gone in 2\n");
+        std::os::unix::fs::symlink("app.conf", r1.join("config/current.conf")).unwrap();
+        let r2 = v.path("r2");
+        steps::fsutil::copy_tree(&r1, &r2, &mut |_| {}).unwrap();
+        write(&r2, "release.toml", b"format = 1\nversion = \"2.0.0\"\n");
+        write(
+            &r2,
+            "docker-compose.yml",
+            b"services: {app: {image: app:2}}\n",
+        );
+        write(&r2, "images/app.tar", &noise(5 << 20, 3));
+        write(&r2, "config/app.conf", b"a=2\n");
+        write(&r2, "config/new.conf", b"new in 2\n");
+        std::fs::remove_file(r2.join("config/removed.conf")).unwrap();
+        let out = v.molt(&["keygen", "--secret-key", "k.sec", "--public-key", "k.pub"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        for (rel, prev) in [("r1", None), ("r2", Some("r1"))] {
+            let mut args = vec![
+                "pack",
+                rel,
+                "--out",
+                "pub",
+                "--product",
+                "demo",
+                "--secret-key",
+                "k.sec",
+                "--released-at",
+                "2026-11-24T00:00:00Z",
+            ];
+            if let Some(p) = prev {
+                args.extend(["--previous", p]);
+            }
+            let out = v.molt(&args);
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        }
+        v
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn molt(&self, args: &[&str]) -> Output {
+        Command::new(MOLT)
+            .current_dir(self.dir.path())
+            .args(args)
+            .env("MOLT_LOG", "error")
+            .env_remove("MOLT_FAILPOINTS")
+            .output()
+            .unwrap()
+    }
+
+    fn manifest(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.path("pub/manifest.json")).unwrap()).unwrap()
+    }
+
+    /// Publish `pub/` on a server, every file with `fault` except the manifest.
+    fn serve(&self, fault: &Fault) -> Server {
+        let s = Server::start();
+        for e in std::fs::read_dir(self.path("pub")).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let f = if name.starts_with("manifest") {
+                Fault::None
+            } else {
+                fault.clone()
+            };
+            s.put(&format!("/{name}"), std::fs::read(e.path()).unwrap(), f);
+        }
+        s
+    }
+}
+
+struct Inst {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Inst {
+    /// An installation that reads `manifest_url`, optionally with release 1.0.0 live.
+    fn new(vendor: &Vendor, manifest_url: &str, with_v1: bool, extra: &str) -> Inst {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("inst");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::copy(vendor.path("k.pub"), root.join("vendor.pub")).unwrap();
+        std::fs::write(
+            root.join("molt.toml"),
+            format!("manifest_url = \"{manifest_url}\"\npublic_key = \"vendor.pub\"\n{extra}"),
+        )
+        .unwrap();
+        if with_v1 {
+            std::fs::create_dir_all(root.join("releases")).unwrap();
+            steps::fsutil::copy_tree(
+                &vendor.path("r1"),
+                &root.join("releases/1.0.0"),
+                &mut |_| {},
+            )
+            .unwrap();
+            std::os::unix::fs::symlink("releases/1.0.0", root.join("current")).unwrap();
+        }
+        Inst { _dir: dir, root }
+    }
+
+    fn molt(&self, args: &[&str]) -> Output {
+        molt_in(&self.root, None, args)
+    }
+
+    fn staged(&self) -> bool {
+        self.root.join("releases/2.0.0").exists()
+    }
+
+    fn nothing_left(&self) {
+        assert!(!self.staged(), "a release was staged");
+        assert!(
+            !self.root.join("releases/2.0.0.partial").exists(),
+            "partial staging left"
+        );
+        let cached = self.root.join("cache/packages");
+        let finals: Vec<_> = std::fs::read_dir(&cached)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.zst"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            finals.is_empty(),
+            "an unverified package was accepted: {finals:?}"
+        );
+    }
+}
+
+const FAST: &str = "[download]\nstall_timeout_secs = 1\nretries = 3\n";
+
+#[test]
+fn check_then_fetch_a_patch_and_a_full_package_over_http() {
+    let v = Vendor::new();
+    let s = v.serve(&Fault::None);
+    let i = Inst::new(&v, &s.url("/manifest.json"), true, "");
+    let out = i.molt(&["check", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["choice"]["choice"], "patch", "{c}");
+    assert_eq!(c["signed"], true);
+    assert_eq!(c["installed"], "1.0.0");
+    let out = i.molt(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_tree(
+        &tree_of(&i.root.join("releases/2.0.0")),
+        &tree_of(&v.path("r2")),
+        "patched release",
+    );
+    // Unchanged files are shared with the base release, not copied.
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(i.root.join(p)).unwrap().ino();
+    assert_eq!(
+        ino("releases/1.0.0/images/db.tar"),
+        ino("releases/2.0.0/images/db.tar")
+    );
+    assert_eq!(
+        std::fs::read_link(i.root.join("current")).unwrap(),
+        Path::new("releases/1.0.0"),
+        "fetch must not cut over"
+    );
+
+    let i = Inst::new(&v, &s.url("/manifest.json"), true, "");
+    let out = i.molt(&["fetch", "--force-full"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_tree(
+        &tree_of(&i.root.join("releases/2.0.0")),
+        &tree_of(&v.path("r2")),
+        "full release",
+    );
+
+    let patch = &v.manifest()["platforms"][std::env::consts::ARCH]["patches"][0];
+    let full = &v.manifest()["platforms"][std::env::consts::ARCH]["full"];
+    // The patch ships the changed image and files, not the unchanged 1 MiB db image.
+    assert!(
+        patch["size"].as_u64().unwrap() + 1_000_000 <= full["size"].as_u64().unwrap(),
+        "the patch carries unchanged files: {patch} vs {full}"
+    );
+}
+
+#[test]
+fn packing_is_deterministic() {
+    let v = Vendor::new();
+    let first = std::fs::read(
+        v.path("pub/demo-2.0.0-x86_64.tar.zst")
+            .with_file_name(format!("demo-2.0.0-{}.tar.zst", std::env::consts::ARCH)),
+    )
+    .unwrap();
+    let out = v.molt(&[
+        "pack",
+        "r2",
+        "--out",
+        "again",
+        "--product",
+        "demo",
+        "--released-at",
+        "2026-11-24T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let second = std::fs::read(v.path(&format!(
+        "again/demo-2.0.0-{}.tar.zst",
+        std::env::consts::ARCH
+    )))
+    .unwrap();
+    assert!(
+        first == second,
+        "the same release packed twice gave different bytes"
+    );
+}
+
+#[test]
+fn every_download_fault_ends_verified_or_with_a_clear_error() {
+    let v = Vendor::new();
+    let full_len = v.manifest()["platforms"][std::env::consts::ARCH]["full"]["size"]
+        .as_u64()
+        .unwrap() as usize;
+    let cases: Vec<(Fault, Option<&str>)> = vec![
+        (Fault::CutOnceAt(1_500_000), None),
+        (Fault::StallOnceAt(1_000_000, Duration::from_secs(4)), None),
+        (Fault::NoRange, None),
+        (Fault::Status(404), Some("answered 404")),
+        (Fault::Status(500), Some("answered 500")),
+        (Fault::ChangeAfterFirst(noise(full_len, 9)), Some("sha256")),
+        (Fault::Longer(100), Some("bytes, the manifest says")),
+        (Fault::CutAt(700_000), Some("attempts")),
+    ];
+    for (fault, error) in cases {
+        let s = v.serve(&fault);
+        let i = Inst::new(&v, &s.url("/manifest.json"), false, FAST);
+        let out = i.molt(&["fetch"]);
+        match error {
+            None => {
+                assert_eq!(out.status.code(), Some(0), "{fault:?}: {}", text(&out));
+                assert_tree(
+                    &tree_of(&i.root.join("releases/2.0.0")),
+                    &tree_of(&v.path("r2")),
+                    &format!("{fault:?}"),
+                );
+            }
+            Some(says) => {
+                assert_eq!(out.status.code(), Some(4), "{fault:?}: {}", text(&out));
+                assert!(
+                    String::from_utf8_lossy(&out.stdout).contains(says),
+                    "{fault:?} should say {says}: {}",
+                    text(&out)
+                );
+                i.nothing_left();
+            }
+        }
+        if fault == Fault::CutOnceAt(1_500_000) {
+            let resumed = s.log().iter().any(|l| {
+                l.range.as_deref().is_some_and(|r| r != "bytes=0-") && l.if_range.is_some()
+            });
+            assert!(resumed, "no ranged request after the cut: {:?}", s.log());
+        }
+    }
+}
+
+#[test]
+fn a_crash_mid_download_and_mid_stage_resumes_to_the_right_release() {
+    let v = Vendor::new();
+    for fp in [
+        "steps::download::checkpoint=return",
+        "steps::stage::unpack_entry=3*off->return",
+        "steps::stage::before_rename=return",
+    ] {
+        let s = v.serve(&Fault::None);
+        let i = Inst::new(&v, &s.url("/manifest.json"), false, FAST);
+        let out = molt_in(&i.root, Some(fp), &["fetch"]);
+        assert!(aborted(&out), "{fp}: {}", text(&out));
+        assert!(!i.staged(), "{fp}: staged before the crash");
+        let out = i.molt(&["resume"]);
+        assert_eq!(out.status.code(), Some(0), "{fp}: {}", text(&out));
+        assert_tree(
+            &tree_of(&i.root.join("releases/2.0.0")),
+            &tree_of(&v.path("r2")),
+            fp,
+        );
+        if fp.starts_with("steps::download") {
+            // The second process continued from the proven bytes instead of starting over.
+            let ranged = s.log().iter().any(|l| {
+                l.range
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-")
+            });
+            assert!(ranged, "{fp}: no resumed request: {:?}", s.log());
+        }
+    }
+}
+
+#[test]
+fn signatures_are_required_and_checked() {
+    let v = Vendor::new();
+    let manifest = std::fs::read(v.path("pub/manifest.json")).unwrap();
+    let sig = std::fs::read(v.path("pub/manifest.json.minisig")).unwrap();
+    // valid
+    let s = v.serve(&Fault::None);
+    let i = Inst::new(&v, &s.url("/manifest.json"), false, "");
+    assert_eq!(i.molt(&["check"]).status.code(), Some(0));
+    // changed after signing
+    let mut tampered: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    tampered["notes"] = "free upgrade!".into();
+    s.put(
+        "/manifest.json",
+        serde_json::to_vec(&tampered).unwrap(),
+        Fault::None,
+    );
+    let out = i.molt(&["fetch"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature does not verify"),
+        "{}",
+        text(&out)
+    );
+    i.nothing_left();
+    // missing signature
+    let s2 = Server::start();
+    s2.put("/manifest.json", manifest.clone(), Fault::None);
+    let i2 = Inst::new(&v, &s2.url("/manifest.json"), false, "");
+    let out = i2.molt(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not signed"),
+        "{}",
+        text(&out)
+    );
+    // wrong key
+    let out = v.molt(&[
+        "keygen",
+        "--secret-key",
+        "other.sec",
+        "--public-key",
+        "other.pub",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    s2.put("/manifest.json.minisig", sig, Fault::None);
+    std::fs::copy(v.path("other.pub"), i2.root.join("vendor.pub")).unwrap();
+    let out = i2.molt(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature does not verify"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn signatures_interoperate_with_the_minisign_tool() {
+    let v = Vendor::new();
+    let which = Command::new("minisign").arg("-v").output();
+    assert!(
+        which.is_ok(),
+        "the minisign tool is missing: install Debian's minisign (scripts/test.sh does)"
+    );
+    // molt signs, minisign verifies
+    let out = Command::new("minisign")
+        .current_dir(v.dir.path())
+        .args(["-V", "-p", "k.pub", "-m", "pub/manifest.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "minisign rejects molt's signature: {}",
+        text(&out)
+    );
+    // minisign signs, molt verifies
+    let out = Command::new("minisign")
+        .current_dir(v.dir.path())
+        .args(["-G", "-W", "-p", "tool.pub", "-s", "tool.sec"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(v.path("pub/manifest.json.minisig")).unwrap();
+    let out = Command::new("minisign")
+        .current_dir(v.dir.path())
+        .args(["-S", "-s", "tool.sec", "-m", "pub/manifest.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let i = Inst::new(&v, v.path("pub/manifest.json").to_str().unwrap(), false, "");
+    std::fs::copy(v.path("tool.pub"), i.root.join("vendor.pub")).unwrap();
+    let out = i.molt(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(i.staged());
+}
+
+/// One raw tar entry: name, type, content, link target.
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a [u8], &'a str);
+
+/// A tar.zst whose entries are written raw, so names and types can be anything.
+fn evil_package(path: &Path, entries: &[RawEntry]) {
+    let mut buf = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut buf);
+        let mut release = tar::Header::new_gnu();
+        release.set_size(29);
+        release.set_mode(0o644);
+        release.set_entry_type(tar::EntryType::Regular);
+        release.set_path("release.toml").unwrap();
+        release.set_cksum();
+        b.append(&release, &b"format = 1\nversion = \"2.0.0\"\n"[..])
+            .unwrap();
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_old();
+            let raw = h.as_old_mut();
+            raw.name[..name.len()].copy_from_slice(name.as_bytes());
+            raw.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    std::fs::write(path, zstd::encode_all(&buf[..], 3).unwrap()).unwrap();
+}
+
+fn unsigned_manifest(dir: &Path, pkg: &Path, from: Option<&str>) -> PathBuf {
+    use sha2::Digest;
+    let bytes = std::fs::read(pkg).unwrap();
+    let entry = serde_json::json!({
+        "url": pkg.file_name().unwrap().to_str().unwrap(),
+        "size": bytes.len(),
+        "sha256": format!("{:x}", sha2::Sha256::digest(&bytes)),
+        "installed_size": 1000,
+    });
+    let mut platform = serde_json::json!({"full": entry.clone(), "patches": []});
+    if let Some(f) = from {
+        let mut p = entry;
+        p["from"] = f.into();
+        platform["patches"] = serde_json::json!([p]);
+    }
+    let m = serde_json::json!({"format": 1, "product": "demo", "version": "2.0.0", "released_at": "x",
+        "platforms": {std::env::consts::ARCH: platform}});
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn evil_packages_are_refused_with_nothing_written_outside() {
+    let v = Vendor::new();
+    let outside = v.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let abs = format!("{}/abs.txt", outside.display());
+    let cases: Vec<(&str, Vec<RawEntry>, &str)> = vec![
+        (
+            "dotdot",
+            vec![(
+                "../../../outside/evil.txt",
+                tar::EntryType::Regular,
+                b"x",
+                "",
+            )],
+            "`..`",
+        ),
+        (
+            "absolute",
+            vec![(abs.as_str(), tar::EntryType::Regular, b"x", "")],
+            "absolute",
+        ),
+        (
+            "symlink",
+            vec![("link", tar::EntryType::Symlink, b"", "../../../outside")],
+            "points outside",
+        ),
+        (
+            "symlink-abs",
+            vec![("link", tar::EntryType::Symlink, b"", "/etc")],
+            "points outside",
+        ),
+        (
+            "hardlink",
+            vec![("hl", tar::EntryType::Link, b"", "/etc/passwd")],
+            "hard link",
+        ),
+        (
+            "device",
+            vec![("dev", tar::EntryType::Char, b"", "")],
+            "Char",
+        ),
+        (
+            "fifo",
+            vec![("fifo", tar::EntryType::Fifo, b"", "")],
+            "Fifo",
+        ),
+    ];
+    for (name, entries, says) in cases {
+        let dir = v.dir.path().join(format!("evil-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pkg = dir.join("evil.tar.zst");
+        evil_package(&pkg, &entries);
+        let m = unsigned_manifest(&dir, &pkg, None);
+        let i = Inst::new(&v, m.to_str().unwrap(), false, "");
+        std::fs::write(
+            i.root.join("molt.toml"),
+            format!("manifest_url = \"{}\"\n", m.display()),
+        )
+        .unwrap();
+        let out = i.molt(&["fetch"]);
+        assert_eq!(out.status.code(), Some(4), "{name}: {}", text(&out));
+        let msg = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            msg.contains("refused") && msg.contains(says),
+            "{name} should say {says}: {msg}"
+        );
+        assert!(
+            !i.staged() && !i.root.join("releases/2.0.0.partial").exists(),
+            "{name}: staging left"
+        );
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{name} wrote outside"
+        );
+    }
+}
+
+#[test]
+fn patches_that_do_not_fit_are_refused() {
+    let v = Vendor::new();
+    let arch = std::env::consts::ARCH;
+    let patch = v.path(&format!("pub/demo-1.0.0-to-2.0.0-{arch}.patch.tar.zst"));
+    // 1. The installed release's files differ from what the patch expects.
+    let m = unsigned_manifest(&v.path("pub"), &patch, Some("1.0.0"));
+    let i = Inst::new(&v, m.to_str().unwrap(), true, "");
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!("manifest_url = \"{}\"\n", m.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        i.root.join("releases/1.0.0/config/app.conf"),
+        "locally edited\n",
+    )
+    .unwrap();
+    let out = i.molt(&["fetch"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("base file config/app.conf has sha256"),
+        "{}",
+        text(&out)
+    );
+    assert!(!i.staged());
+    // 2. The installed version is not one the patch applies to.
+    let i = Inst::new(&v, m.to_str().unwrap(), true, "");
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!("manifest_url = \"{}\"\n", m.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        i.root.join("releases/1.0.0/release.toml"),
+        "format = 1\nversion = \"1.5.0\"\n",
+    )
+    .unwrap();
+    let m2 = unsigned_manifest(&v.path("pub"), &patch, Some(">=1.0.0, <2.0.0"));
+    assert_eq!(m, m2);
+    let out = i.molt(&["fetch"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("the installed release is 1.5.0"),
+        "{}",
+        text(&out)
+    );
+    // 3. A shipped file whose hash differs from patch.toml's list.
+    let dir = v.dir.path().join("bad-patch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ar =
+        tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&patch).unwrap()).unwrap());
+    let mut rebuilt = tar::Builder::new(Vec::new());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        let mut h = e.header().clone();
+        if e.path().unwrap().as_ref() == Path::new("files/config/app.conf") {
+            data = b"a=EVIL\n".to_vec();
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+        }
+        rebuilt.append(&h, &data[..]).unwrap();
+    }
+    let bad = dir.join("bad.patch.tar.zst");
+    std::fs::write(
+        &bad,
+        zstd::encode_all(&rebuilt.into_inner().unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    let m = unsigned_manifest(&dir, &bad, Some("1.0.0"));
+    let i = Inst::new(&v, m.to_str().unwrap(), true, "");
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!("manifest_url = \"{}\"\n", m.display()),
+    )
+    .unwrap();
+    let out = i.molt(&["fetch"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("patch.toml says"),
+        "{}",
+        text(&out)
+    );
+    assert!(!i.staged() && !i.root.join("releases/2.0.0.partial").exists());
+    assert_eq!(
+        std::fs::read_to_string(i.root.join("releases/1.0.0/config/app.conf")).unwrap(),
+        "a=1\n",
+        "the base release was touched"
+    );
+}
+
+#[test]
+fn bad_manifests_are_refused_clearly() {
+    let v = Vendor::new();
+    let good: serde_json::Value = v.manifest();
+    let arch = std::env::consts::ARCH;
+    let mut cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{ this is not json".to_vec(), "not valid JSON"),
+        (
+            serde_json::to_vec(&{
+                let mut m = good.clone();
+                m["format"] = 7.into();
+                m
+            })
+            .unwrap(),
+            "newer than this molt",
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut m = good.clone();
+                let p = m["platforms"][arch].take();
+                m["platforms"] = serde_json::json!({"sparc64": p});
+                m
+            })
+            .unwrap(),
+            "no package for architecture",
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut m = good.clone();
+                m["platforms"][arch]["full"]["url"] = "ftp://h/p.tar.zst".into();
+                m
+            })
+            .unwrap(),
+            "scheme \"ftp\"",
+        ),
+    ];
+    // A size that lies: smaller than the real package.
+    let mut lie = good.clone();
+    lie["platforms"][arch]["full"]["size"] = 1000.into();
+    cases.push((serde_json::to_vec(&lie).unwrap(), "the manifest says 1000"));
+    for (bytes, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(v.path("pub")).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        std::fs::write(dir.path().join("manifest.json"), &bytes).unwrap();
+        let m = dir.path().join("manifest.json");
+        let i = Inst::new(&v, m.to_str().unwrap(), true, "");
+        std::fs::write(
+            i.root.join("molt.toml"),
+            format!("manifest_url = \"{}\"\n", m.display()),
+        )
+        .unwrap();
+        let before = tree_of(&i.root);
+        let out = i.molt(&["fetch", "--force-full"]);
+        assert_ne!(out.status.code(), Some(0), "{says}: {}", text(&out));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains(says), "should say {says}: {all}");
+        let after: Tree = tree_of(&i.root)
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with("journal") && !k.starts_with("cache") && k != "molt.lock"
+            })
+            .collect();
+        let before: Tree = before
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with("journal") && !k.starts_with("cache") && k != "molt.lock"
+            })
+            .collect();
+        assert_tree(&after, &before, says);
+    }
+}
