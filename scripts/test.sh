@@ -16,6 +16,9 @@ command -v docker >/dev/null || need_apt+=(docker.io)
 # compose: v2 (`docker compose`) when the host has it, else Debian's v1 `docker-compose`
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v mount >/dev/null || need_apt+=(mount)
+# the release tests check signature interop with the minisign tool and compare with curl
+command -v minisign >/dev/null || need_apt+=(minisign)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq

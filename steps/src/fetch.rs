@@ -100,7 +100,12 @@ impl Stage {
         let partial = self.partial();
         match &self.source {
             Source::Full => {
-                unpack(&self.package, &partial, &|p: &Path| Some(p.to_path_buf()))?;
+                unpack(
+                    &self.package,
+                    &partial,
+                    &|p: &Path| Some(p.to_path_buf()),
+                    false,
+                )?;
             }
             Source::Patch { base, base_version } => {
                 self.apply_patch(base, base_version, &partial)?
@@ -179,9 +184,12 @@ impl Stage {
                 }
             }
         }
-        let written = unpack(&self.package, partial, &|p: &Path| {
-            p.strip_prefix("files").ok().map(Path::to_path_buf)
-        })?;
+        let written = unpack(
+            &self.package,
+            partial,
+            &|p: &Path| p.strip_prefix("files").ok().map(Path::to_path_buf),
+            true,
+        )?;
         for (path, sha) in &written {
             let want = patch
                 .add
