@@ -157,7 +157,7 @@ async fn main() {
     let (m, c) = (molt_t[1], curl_t[1]);
     let mb = packed.size as f64 / 1e6;
     println!(
-        "  download: molt {:.0} MB/s, curl {:.0} MB/s, ratio {:.2}x (target >= 0.9x; molt also hashes and fsyncs)",
+        "  download: molt {:.0} MB/s, curl {:.0} MB/s, ratio {:.2}x (target >= 0.9x; molt also hashes every byte)",
         mb / m,
         mb / c,
         c / m
