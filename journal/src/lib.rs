@@ -24,8 +24,9 @@
 //!
 //! # Known limits
 //! - sled takes an exclusive file lock on its log, so only one process opens a journal at a
-//!   time; a reader that meets a running upgrade gets [`Error::Busy`] and can name the holder
-//!   through [`Lock::holder`].
+//!   time; a reader that meets a running upgrade gets [`Error::Busy`] (after a 1 s grace
+//!   period: sled releases the lock from a background thread after a close) and can name the
+//!   holder through [`Lock::holder`].
 
 mod error;
 mod lock;

@@ -64,10 +64,26 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let config = sled::Config::new().path(dir);
-        // sled panics on some kinds of corrupt files instead of returning an error; a journal
-        // that cannot be read must be reported, not crash the tool.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
+        // sled releases its file lock from a background thread after the last handle is
+        // dropped, so a journal closed a moment ago (by this process) may still look held:
+        // give it a short grace period before calling it busy.
+        let mut tries = 0;
+        let opened = loop {
+            let config = sled::Config::new().path(dir);
+            // sled panics on some kinds of corrupt files instead of returning an error; a
+            // journal that cannot be read must be reported, not crash the tool.
+            let opened =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
+            match &opened {
+                Ok(Err(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock") && tries < 40 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                _ => break opened,
+            }
+        };
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {

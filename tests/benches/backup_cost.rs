@@ -22,22 +22,6 @@ fn ctx(step: usize) -> StepCtx {
     }
 }
 
-/// Semi-compressible bytes (about 2:1 with zstd -3), different per file.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        out.extend_from_slice(&b[..4]);
-        out.extend_from_slice(b"abcd");
-    }
-    out.truncate(len);
-    out
-}
-
 fn sync() {
     Command::new("sync").status().unwrap();
 }
@@ -71,7 +55,11 @@ async fn main() {
     for i in 0..mib {
         let sub = data.join(format!("d{:02}", i % 32));
         std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join(format!("f{i:05}.bin")), content(i as u64, 1 << 20)).unwrap();
+        std::fs::write(
+            sub.join(format!("f{i:05}.bin")),
+            tests::semi_random(i as u64, 1 << 20),
+        )
+        .unwrap();
     }
     sync();
     // Live data is mostly old: let its change times age past the final sync's racy window
@@ -98,7 +86,7 @@ async fn main() {
             (i * 97) % mib % 32,
             (i * 97) % mib
         ));
-        std::fs::write(p, content(10_000 + i as u64, 1 << 20)).unwrap();
+        std::fs::write(p, tests::semi_random(10_000 + i as u64, 1 << 20)).unwrap();
     }
     sync();
     let t = Instant::now();

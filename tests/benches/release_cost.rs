@@ -16,21 +16,6 @@ use std::time::Instant;
 use steps::http::{download, Fetch};
 use steps::package::{pack_full, pack_patch, unpack};
 
-/// Semi-compressible bytes, different per seed.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes()[..4]);
-        out.extend_from_slice(b"layr");
-    }
-    out.truncate(len);
-    out
-}
-
 fn timed(cmd: &mut Command) -> f64 {
     let t = Instant::now();
     let out = cmd.output().unwrap();
@@ -67,7 +52,7 @@ async fn main() {
     for i in 0..images {
         std::fs::write(
             rel.join(format!("images/img{i:02}.tar")),
-            content(i as u64, per),
+            tests::semi_random(i as u64, per),
         )
         .unwrap();
     }
@@ -167,7 +152,7 @@ async fn main() {
     let r2 = dir.path().join("r2");
     steps::fsutil::copy_tree(&rel, &r2, &mut |_| {}).unwrap();
     std::fs::write(r2.join("release.toml"), "format = 1\nversion = \"2.0.0\"\n").unwrap();
-    std::fs::write(r2.join("images/img03.tar"), content(99, per)).unwrap();
+    std::fs::write(r2.join("images/img03.tar"), tests::semi_random(99, per)).unwrap();
     for i in 0..3 {
         std::fs::write(
             r2.join(format!("config/c{i}.conf")),

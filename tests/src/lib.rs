@@ -105,6 +105,22 @@ pub fn image(name: &str, version: &str, health: bool) -> TestImage {
     TestImage { tag, id, tarball }
 }
 
+/// Semi-compressible bytes (about 2:1 with zstd -3), different per seed: test data that
+/// neither compresses away nor is pure noise.
+pub fn semi_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes()[..4]);
+        out.extend_from_slice(b"abcd");
+    }
+    out.truncate(len);
+    out
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

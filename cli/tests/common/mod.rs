@@ -46,16 +46,23 @@ pub fn assert_tree(got: &Tree, want: &Tree, what: &str) {
     );
 }
 
+/// Snapshot `dir` into `tree`, names relative to `root`, skipping molt's own state (journal,
+/// cache, lock) at the root.
 pub fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
+    walk_filtered(root, dir, tree, &|rel| {
+        ["journal", "cache", "molt.lock"].contains(&rel)
+    });
+}
+
+fn walk_filtered(root: &Path, dir: &Path, tree: &mut Tree, skip_top: &dyn Fn(&str) -> bool) {
     for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let path = entry.path();
+        let path = entry.unwrap().path();
         let rel = path
             .strip_prefix(root)
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if dir == root && ["journal", "cache", "molt.lock"].contains(&rel.as_str()) {
+        if dir == root && skip_top(&rel) {
             continue;
         }
         let meta = std::fs::symlink_metadata(&path).unwrap();
@@ -64,7 +71,7 @@ pub fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
             tree.insert(rel, Node::Link(std::fs::read_link(&path).unwrap()));
         } else if meta.is_dir() {
             tree.insert(rel, Node::Dir(mode));
-            walk(root, &path, tree);
+            walk_filtered(root, &path, tree, skip_top);
         } else {
             tree.insert(rel, Node::File(mode, std::fs::read(&path).unwrap()));
         }
@@ -87,29 +94,8 @@ pub fn aborted(out: &Output) -> bool {
 /// Snapshot of one directory (relative names under it), nothing excluded.
 pub fn tree_of(dir: &Path) -> Tree {
     let mut t = Tree::new();
-    walk_all(dir, dir, &mut t);
+    walk_filtered(dir, dir, &mut t, &|_| false);
     t
-}
-
-fn walk_all(root: &Path, dir: &Path, tree: &mut Tree) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let rel = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let mode = meta.permissions().mode() & 0o7777;
-        if meta.file_type().is_symlink() {
-            tree.insert(rel, Node::Link(std::fs::read_link(&path).unwrap()));
-        } else if meta.is_dir() {
-            tree.insert(rel, Node::Dir(mode));
-            walk_all(root, &path, tree);
-        } else {
-            tree.insert(rel, Node::File(mode, std::fs::read(&path).unwrap()));
-        }
-    }
 }
 
 /// Modification times (ns) of the regular files under `dir`.
