@@ -370,3 +370,51 @@ fn every_compose_front_end_present_drives_the_same_project() {
         text(&out)
     );
 }
+
+#[test]
+fn a_daemon_that_disappears_mid_step_leaves_nothing_half_done() {
+    let broken = image("app:broken", "broken", false);
+    let i = Inst::new(&broken, 0, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let proxy = tests::proxy::DockerProxy::start(&sock);
+    let host = proxy.host();
+    let child = Command::new(MOLT)
+        .arg("--root")
+        .arg(&i.root)
+        .args(["services", "start"])
+        .env("DOCKER_HOST", &host)
+        .env("MOLT_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the services run (the gate is waiting for a health that never comes), the daemon
+    // vanishes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !i
+        .containers()
+        .iter()
+        .any(|c| c["service"] == "web" && c["running"] == true)
+    {
+        assert!(Instant::now() < deadline, "the services never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let msg = String::from_utf8_lossy(&out.stdout);
+    assert!(msg.contains("does not answer"), "{msg}");
+    assert!(msg.contains("stopped while rolling back"), "{msg}");
+
+    // The daemon comes back: the rollback finishes and nothing is left running.
+    let proxy = tests::proxy::DockerProxy::start(&sock);
+    let out = i.molt_env(&[("DOCKER_HOST", &proxy.host())], &["rollback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        i.containers().iter().all(|c| c["running"] == false),
+        "{:?}",
+        i.containers()
+    );
+}

@@ -3,6 +3,7 @@
 //! vendor ships them, and release directories that use them.
 
 pub mod http;
+pub mod proxy;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
