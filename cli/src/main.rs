@@ -66,6 +66,11 @@ enum Command {
         #[arg(long)]
         force_full: bool,
     },
+    /// The download cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Vendor: pack a release directory into packages and update the manifest.
     Pack {
         /// The release directory (with release.toml).
@@ -136,6 +141,12 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove downloaded packages and partial downloads (except what an unfinished run needs).
+    Clean,
 }
 
 #[derive(Subcommand)]
@@ -242,6 +253,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Recover => cmd::run::attach(&inst()?, None, false, json).await,
         Command::Status => cmd::status::status(&inst()?, json),
+        Command::Cache {
+            command: CacheCommand::Clean,
+        } => cmd::release::cache_clean(&inst()?, json),
         Command::Check { force_full } => cmd::release::check(&inst()?, force_full, json).await,
         Command::Fetch { force_full } => cmd::release::fetch(&inst()?, force_full, json).await,
         Command::Pack {

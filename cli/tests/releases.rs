@@ -740,3 +740,32 @@ fn bad_manifests_are_refused_clearly() {
         assert_tree(&after, &before, says);
     }
 }
+
+#[test]
+fn cache_clean_keeps_what_an_unfinished_run_needs() {
+    let v = Vendor::new();
+    let s = v.serve(&Fault::None);
+    let i = Inst::new(&v, &s.url("/manifest.json"), false, FAST);
+    // A fetch killed after its download: the package is cached and the run is unfinished.
+    let out = molt_in(
+        &i.root,
+        Some("steps::stage::before_rename=return"),
+        &["fetch"],
+    );
+    assert!(aborted(&out), "{}", text(&out));
+    let cached = i.root.join("cache/packages");
+    assert_eq!(std::fs::read_dir(&cached).unwrap().count(), 1);
+    std::fs::write(cached.join("0000.tar.zst.part"), b"stale partial download").unwrap();
+    let out = i.molt(&["cache", "clean"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_dir(&cached).unwrap().count(),
+        1,
+        "the needed package was removed or the stale one kept"
+    );
+    let out = i.molt(&["resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = i.molt(&["cache", "clean", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&cached).unwrap().count(), 0);
+}

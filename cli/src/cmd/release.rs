@@ -435,3 +435,39 @@ pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyh
     }
     Ok(r.exit_code())
 }
+
+/// `molt cache clean`: remove downloaded packages and partial downloads, except what an
+/// unfinished run still needs.
+pub fn cache_clean(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
+    let session = Session::open(inst, "molt cache clean")?;
+    let mut keep = std::collections::BTreeSet::new();
+    if let Some((_, ledger)) = crate::session::unfinished(&session.store)? {
+        if let Some(sha) = ledger.plan.spec.get("sha256").and_then(|v| v.as_str()) {
+            keep.insert(sha.to_string());
+        }
+    }
+    let dir = inst.root.join("cache").join("packages");
+    let mut removed = Vec::new();
+    let mut bytes = 0u64;
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let sha = name.split('.').next().unwrap_or("");
+            if keep.contains(sha) {
+                continue;
+            }
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            steps::fsutil::remove_path(&e.path())
+                .with_context(|| format!("cannot remove {}", e.path().display()))?;
+            removed.push(name);
+        }
+    }
+    if as_json {
+        print_json(&json!({ "removed": removed, "bytes": bytes, "kept": keep }));
+    } else if removed.is_empty() {
+        println!("the cache is empty");
+    } else {
+        println!("removed {} cached files ({bytes} bytes)", removed.len());
+    }
+    Ok(exit::OK)
+}
