@@ -121,6 +121,7 @@ impl Release {
             Some(_) => {}
         }
         let r: Release = toml::from_str(text).map_err(|e| e.to_string())?;
+        crate::version::Version::parse(&r.version)?;
         for p in &r.probes {
             if p.http.is_some() == p.tcp.is_some() {
                 return Err(format!(
