@@ -115,6 +115,9 @@ fn round_trip(compress: bool) {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let id = i.only_backup();
     assert_eq!(i.list()["backups"][0]["archived"], compress);
+    // The journal says which run made it.
+    assert_eq!(i.list()["backups"][0]["run"], 1);
+    assert_eq!(i.list()["backups"][0]["run_state"], "committed");
     assert_eq!(i.list()["backups"][0]["state"], "complete");
     let out = i.molt(&["backup", "verify", &id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

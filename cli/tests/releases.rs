@@ -769,3 +769,52 @@ fn cache_clean_keeps_what_an_unfinished_run_needs() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(std::fs::read_dir(&cached).unwrap().count(), 0);
 }
+
+#[test]
+fn a_disk_too_small_for_the_release_is_refused_before_any_download() {
+    let v = Vendor::new();
+    let s = v.serve(&Fault::None);
+    let i = Inst::new(&v, &s.url("/manifest.json"), false, FAST);
+    // The installation on a 2 MiB filesystem: the 6 MiB package cannot fit.
+    let small = i.root.join("releases");
+    std::fs::create_dir_all(&small).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&i.root)
+        .output()
+        .expect("cannot run mount");
+    assert!(
+        mount.status.success(),
+        "this test needs to mount a small tmpfs (run as root): {}",
+        text(&mount)
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(i.root.clone());
+    std::fs::copy(v.path("k.pub"), i.root.join("vendor.pub")).unwrap();
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!(
+            "manifest_url = \"{}\"\npublic_key = \"vendor.pub\"\n{FAST}",
+            s.url("/manifest.json")
+        ),
+    )
+    .unwrap();
+    let out = i.molt(&["fetch"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not enough disk space"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        s.log().iter().all(|l| !l.path.ends_with(".tar.zst")),
+        "a package was requested: {:?}",
+        s.log()
+    );
+    assert!(!i.root.join("journal").exists(), "a run was started");
+}

@@ -62,10 +62,47 @@ pub async fn create(
     Ok(report(&r, as_json, json!({ "backup": id })))
 }
 
+/// Which run made each backup, and how that run ended, from the journal's `backup-create`
+/// runs (the backup's record in the journal). Empty when the journal is busy.
+fn makers(inst: &Installation) -> std::collections::BTreeMap<String, (u64, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(store) = crate::session::open_for_reading(inst) else {
+        return out;
+    };
+    for run in store.runs().unwrap_or_default() {
+        let Ok(log) = store.read_run(run) else {
+            continue;
+        };
+        let Some(engine::Entry::RunStarted { plan }) = log.records.first().map(|r| &r.entry) else {
+            continue;
+        };
+        if plan.id != steps::plans::BACKUP_CREATE {
+            continue;
+        }
+        if let Some(id) = plan.spec.get("id").and_then(|v| v.as_str()) {
+            let (state, _) = super::journal::run_state(&log);
+            out.insert(id.to_string(), (run.0, state));
+        }
+    }
+    out
+}
+
 pub fn list(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
     let all = backup::list(&inst.root)?;
+    let makers = makers(inst);
     if as_json {
-        print_json(&json!({ "backups": all }));
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .map(|b| {
+                let mut v = serde_json::to_value(b).unwrap_or_default();
+                if let Some((run, state)) = makers.get(&b.id) {
+                    v["run"] = json!(run);
+                    v["run_state"] = json!(state);
+                }
+                v
+            })
+            .collect();
+        print_json(&json!({ "backups": rows }));
         return Ok(exit::OK);
     }
     if all.is_empty() {
@@ -76,12 +113,16 @@ pub fn list(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<24}  {:<10}  {:<24}  {:>7}  {:>12}  form",
-        "id", "state", "created", "files", "bytes"
+        "{:<24}  {:<10}  {:<24}  {:>7}  {:>12}  {:<9}  made by",
+        "id", "state", "created", "files", "bytes", "form"
     );
     for b in all {
+        let maker = makers
+            .get(&b.id)
+            .map(|(run, state)| format!("run {run} ({state})"))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<24}  {:<10}  {:<24}  {:>7}  {:>12}  {}",
+            "{:<24}  {:<10}  {:<24}  {:>7}  {:>12}  {:<9}  {maker}",
             b.id,
             b.state,
             b.created_ms.map(time).unwrap_or_default(),
