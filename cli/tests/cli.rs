@@ -643,8 +643,15 @@ fn demo_runs_end_to_end() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("killed by a signal"), "{shown}");
-    assert!(shown.contains("run 2 committed"), "{shown}");
-    assert!(shown.contains("run 3 rolled back"), "{shown}");
+    assert!(shown.contains("signature verified"), "{shown}");
+    assert!(shown.contains("patch from 1.0.0"), "{shown}");
+    assert!(shown.contains("run 5 rolled back"), "{shown}");
+    assert!(shown.contains("run 6 committed"), "{shown}");
+    let inst = dir.path().join("demo/installation");
+    assert_eq!(
+        std::fs::read_link(inst.join("current")).unwrap(),
+        Path::new("releases/2.0.0")
+    );
 }
 
 /// A copy of an installation left by a molt that wrote journal format 1

@@ -1,68 +1,16 @@
-//! `molt demo`: a scratch installation, an upgrade plan of real file-system steps, a crash
-//! (a real child `molt` process aborted at a failpoint), recovery, a clean run, and a run that
-//! fails its verification and rolls back by itself, with the journal shown after each act.
+//! `molt demo`: a vendor packs and signs two releases; an operator checks, fetches and deploys
+//! the first, backs up its data, fetches the second as a patch and upgrades to it. The upgrade
+//! is killed half-way (a real process abort at a failpoint), `molt recover` rolls it back, the
+//! upgrade runs again cleanly, and the journal shows every transition.
 //!
-//! Every act runs this same binary as a child process, exactly as an operator would type it.
+//! Every act runs this same binary as a child process, exactly as the vendor and the operator
+//! would type it. The cut-over is a plan of file-system steps (`molt exec`): the Docker steps
+//! exist (`molt services`) but the demo must run without a Docker daemon.
 
 use crate::exit;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const UPGRADE: &str = r#"name = "upgrade 1.0.0 -> 2.0.0"
-
-[[step]]
-op = "copy_tree"
-from = "incoming/2.0.0"
-to = "releases/2.0.0"
-
-[[step]]
-op = "write_file"
-path = "shared/.env"
-contents = "DB_PASSWORD=operator-secret\nNEW_FEATURE=on\n"
-
-[[step]]
-op = "switch_link"
-link = "current"
-target = "releases/2.0.0"
-
-[[step]]
-op = "verify_file"
-path = "current/VERSION"
-sha256 = "SHA_OF_2"
-
-[[step]]
-op = "write_file"
-path = "installed-version"
-contents = "2.0.0\n"
-
-[[step]]
-op = "remove_path"
-path = "incoming/2.0.0"
-"#;
-
-const BROKEN: &str = r#"name = "upgrade 2.0.0 -> 3.0.0 (a broken release)"
-
-[[step]]
-op = "copy_tree"
-from = "incoming/3.0.0"
-to = "releases/3.0.0"
-
-[[step]]
-op = "switch_link"
-link = "current"
-target = "releases/3.0.0"
-
-[[step]]
-op = "verify_file"
-path = "current/VERSION"
-sha256 = "SHA_OF_3"
-"#;
-
-fn sha(text: &str) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
-}
 
 fn write(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
     let p = root.join(rel);
@@ -70,61 +18,98 @@ fn write(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
     std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 
-/// Lay out release 1.0.0 as installed, and the staged bundles of 2.0.0 and a broken 3.0.0.
-fn scaffold(root: &Path) -> anyhow::Result<()> {
-    for (v, image) in [("1.0.0", "app:1"), ("2.0.0", "app:2")] {
-        let base = if v == "1.0.0" { "releases" } else { "incoming" };
-        write(root, &format!("{base}/{v}/VERSION"), &format!("{v}\n"))?;
+/// Two releases as a vendor builds them.
+fn vendor_releases(vendor: &Path) -> anyhow::Result<()> {
+    for (v, greeting) in [("1.0.0", "hello"), ("2.0.0", "hello again")] {
+        let r = vendor.join(format!("release-{v}"));
         write(
-            root,
-            &format!("{base}/{v}/docker-compose.yml"),
-            &format!("services:\n  app:\n    image: {image}\n"),
+            &r,
+            "release.toml",
+            &format!("format = 1\nversion = \"{v}\"\n"),
+        )?;
+        write(&r, "VERSION", &format!("{v}\n"))?;
+        write(
+            &r,
+            "docker-compose.yml",
+            &format!("services:\n  app:\n    image: demo/app:{v}\n"),
+        )?;
+        write(&r, "config/app.conf", &format!("greeting = {greeting}\n"))?;
+        write(
+            &r,
+            "images/app.tar",
+            &format!("(an image tarball of app {v})\n").repeat(2000),
         )?;
         write(
-            root,
-            &format!("{base}/{v}/config/app.conf"),
-            &format!("release={v}\n"),
+            &r,
+            "images/db.tar",
+            &"(the database image, unchanged)\n".repeat(4000),
         )?;
     }
-    // 3.0.0's bundle says it is 3.0.0 but ships the wrong VERSION file: verification fails.
-    write(root, "incoming/3.0.0/VERSION", "3.0.0-rc-mislabelled\n")?;
-    write(root, "incoming/3.0.0/docker-compose.yml", "services: {}\n")?;
-    write(root, "shared/.env", "DB_PASSWORD=operator-secret\n")?;
-    write(root, "installed-version", "1.0.0\n")?;
-    std::os::unix::fs::symlink("releases/1.0.0", root.join("current"))?;
     write(
-        root,
-        "upgrade-2.0.0.toml",
-        &UPGRADE.replace("SHA_OF_2", &sha("2.0.0\n")),
-    )?;
-    write(
-        root,
-        "upgrade-3.0.0.toml",
-        &BROKEN.replace("SHA_OF_3", &sha("3.0.0\n")),
+        vendor,
+        "release-2.0.0/config/feature.conf",
+        "new_feature = on\n",
     )?;
     Ok(())
 }
 
-/// Run `molt --root ROOT args...` as a child in ROOT, print the command and its output
-/// indented, and check its exit code (`None`: killed by a signal).
+/// The cut-over plans an operator runs with `molt exec`.
+fn plans(inst: &Path) -> anyhow::Result<()> {
+    write(
+        inst,
+        "deploy-1.0.0.toml",
+        r#"name = "deploy 1.0.0"
+[[step]]
+op = "switch_link"
+link = "current"
+target = "releases/1.0.0"
+[[step]]
+op = "write_file"
+path = "installed-version"
+contents = "1.0.0\n"
+"#,
+    )?;
+    write(
+        inst,
+        "upgrade-2.0.0.toml",
+        r#"name = "upgrade 1.0.0 -> 2.0.0"
+[[step]]
+op = "write_file"
+path = "shared/.env"
+contents = "DB_PASSWORD=operator-secret\nNEW_FEATURE=on\n"
+[[step]]
+op = "switch_link"
+link = "current"
+target = "releases/2.0.0"
+[[step]]
+op = "write_file"
+path = "installed-version"
+contents = "2.0.0\n"
+"#,
+    )
+}
+
+/// Run `molt ARGS` as a child in `dir`, print the command and its output indented, and check
+/// its exit code (`None`: killed by a signal).
 fn molt(
-    root: &Path,
+    dir: &Path,
     args: &[&str],
     failpoints: Option<&str>,
     expect: Option<i32>,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the molt binary")?;
-    let mut shown = format!("$ molt {}", args.join(" "));
     let mut cmd = Command::new(exe);
-    cmd.current_dir(root)
-        .arg("--root")
-        .arg(root)
+    cmd.current_dir(dir)
         .args(args)
-        .env_remove("MOLT_FAILPOINTS");
-    if let Some(fp) = failpoints {
-        shown = format!("$ MOLT_FAILPOINTS='{fp}' molt {}", args.join(" "));
-        cmd.env("MOLT_FAILPOINTS", fp);
-    }
+        .env_remove("MOLT_FAILPOINTS")
+        .env_remove("MOLT_ROOT");
+    let shown = match failpoints {
+        Some(fp) => {
+            cmd.env("MOLT_FAILPOINTS", fp);
+            format!("$ MOLT_FAILPOINTS='{fp}' molt {}", args.join(" "))
+        }
+        None => format!("$ molt {}", args.join(" ")),
+    };
     println!("\n{shown}");
     let out = cmd.output().context("cannot run molt")?;
     for line in String::from_utf8_lossy(&out.stdout)
@@ -146,19 +131,25 @@ fn molt(
     Ok(())
 }
 
-fn show_tree(root: &Path) -> anyhow::Result<()> {
-    let current = std::fs::read_link(root.join("current"))?;
-    let version = std::fs::read_to_string(root.join("installed-version"))?;
-    let mut releases: Vec<String> = std::fs::read_dir(root.join("releases"))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+fn show(inst: &Path) -> anyhow::Result<()> {
+    let current = std::fs::read_link(inst.join("current"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "(none)".into());
+    let version = std::fs::read_to_string(inst.join("installed-version")).unwrap_or_default();
+    let mut releases: Vec<String> = std::fs::read_dir(inst.join("releases"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     releases.sort();
+    let env = std::fs::read_to_string(inst.join("shared/.env")).unwrap_or_default();
     println!(
-        "    current -> {}   installed-version: {}   releases/: {}",
-        current.display(),
+        "    current -> {current}   installed-version: {}   releases/: {}   shared/.env: {:?}",
         version.trim(),
-        releases.join(", ")
+        releases.join(", "),
+        env.trim()
     );
     Ok(())
 }
@@ -168,50 +159,122 @@ fn heading(text: &str) {
 }
 
 pub fn run(dir: Option<PathBuf>) -> anyhow::Result<u8> {
-    let root = match dir {
+    let base = match dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("molt-demo-{}", std::process::id())),
     };
-    if root.exists() && std::fs::read_dir(&root)?.next().is_some() {
+    if base.exists() && std::fs::read_dir(&base)?.next().is_some() {
         anyhow::bail!(
             "demo directory {} exists and is not empty; give another --dir",
-            root.display()
+            base.display()
         );
     }
-    std::fs::create_dir_all(&root)?;
-    let root = std::path::absolute(&root)?;
-    scaffold(&root)?;
-    println!("scratch installation: {}", root.display());
-    show_tree(&root)?;
+    std::fs::create_dir_all(&base)?;
+    let base = std::path::absolute(&base)?;
+    let vendor = base.join("vendor");
+    let inst = base.join("installation");
+    vendor_releases(&vendor)?;
+    let pubdir = vendor.join("pub");
+    write(
+        &inst,
+        "molt.toml",
+        &format!(
+            "manifest_url = \"{}\"\npublic_key = \"vendor.pub\"\n",
+            pubdir.join("manifest.json").display()
+        ),
+    )?;
+    write(&inst, "shared/.env", "DB_PASSWORD=operator-secret\n")?;
+    write(&inst, "shared/data/orders.db", "order 1\norder 2\n")?;
+    plans(&inst)?;
+    println!(
+        "vendor: {}\ninstallation: {}",
+        vendor.display(),
+        inst.display()
+    );
 
-    heading("1. an upgrade killed half-way (a real process abort just before `current` moves)");
+    heading("1. the vendor packs and signs release 1.0.0");
     molt(
-        &root,
+        &vendor,
+        &[
+            "keygen",
+            "--secret-key",
+            "vendor.sec",
+            "--public-key",
+            "vendor.pub",
+        ],
+        None,
+        Some(0),
+    )?;
+    std::fs::copy(vendor.join("vendor.pub"), inst.join("vendor.pub"))?;
+    molt(
+        &vendor,
+        &[
+            "pack",
+            "release-1.0.0",
+            "--out",
+            "pub",
+            "--product",
+            "demo",
+            "--secret-key",
+            "vendor.sec",
+        ],
+        None,
+        Some(0),
+    )?;
+
+    heading("2. the operator checks, fetches (download + verified staging) and deploys 1.0.0");
+    molt(&inst, &["check"], None, Some(0))?;
+    molt(&inst, &["fetch"], None, Some(0))?;
+    molt(&inst, &["exec", "deploy-1.0.0.toml"], None, Some(0))?;
+    show(&inst)?;
+
+    heading("3. the vendor publishes 2.0.0, with a patch from 1.0.0");
+    molt(
+        &vendor,
+        &[
+            "pack",
+            "release-2.0.0",
+            "--out",
+            "pub",
+            "--product",
+            "demo",
+            "--previous",
+            "release-1.0.0",
+            "--secret-key",
+            "vendor.sec",
+        ],
+        None,
+        Some(0),
+    )?;
+
+    heading("4. the operator fetches 2.0.0 as a patch and backs up the data");
+    molt(&inst, &["check"], None, Some(0))?;
+    molt(&inst, &["fetch"], None, Some(0))?;
+    molt(&inst, &["backup", "create"], None, Some(0))?;
+    molt(&inst, &["backup", "list"], None, Some(0))?;
+
+    heading("5. the upgrade is killed half-way (a real abort just before `current` moves)");
+    molt(
+        &inst,
         &["exec", "upgrade-2.0.0.toml"],
         Some("steps::switch_link::stashed=return"),
         None,
     )?;
-    molt(&root, &["status"], None, Some(0))?;
-    molt(&root, &["journal", "show", "1"], None, Some(0))?;
-    show_tree(&root)?;
+    show(&inst)?;
+    molt(&inst, &["status"], None, Some(0))?;
 
-    heading("2. boot-time recovery: nothing past a pivot, so the policy rolls back");
-    molt(&root, &["recover"], None, Some(4))?;
-    show_tree(&root)?;
-    molt(&root, &["journal", "show", "1"], None, Some(0))?;
+    heading("6. boot-time recovery: nothing past a pivot, so the policy rolls back");
+    molt(&inst, &["recover"], None, Some(4))?;
+    show(&inst)?;
 
-    heading("3. the same upgrade again, uninterrupted");
-    molt(&root, &["exec", "upgrade-2.0.0.toml"], None, Some(0))?;
-    show_tree(&root)?;
-    molt(&root, &["journal", "show", "2"], None, Some(0))?;
+    heading("7. the same upgrade again, uninterrupted");
+    molt(&inst, &["exec", "upgrade-2.0.0.toml"], None, Some(0))?;
+    show(&inst)?;
 
-    heading("4. a broken release: verification fails, the run rolls back by itself");
-    molt(&root, &["exec", "upgrade-3.0.0.toml"], None, Some(4))?;
-    show_tree(&root)?;
-    molt(&root, &["journal", "show", "3"], None, Some(0))?;
-
-    heading("the audit trail");
-    molt(&root, &["journal", "list"], None, Some(0))?;
-    println!("\nthe scratch installation is left at {}", root.display());
+    heading("the journal");
+    molt(&inst, &["journal", "list"], None, Some(0))?;
+    molt(&inst, &["journal", "show", "5"], None, Some(0))?;
+    molt(&inst, &["journal", "show", "6"], None, Some(0))?;
+    println!("\nthe demo is left at {}", base.display());
     Ok(exit::OK)
 }
