@@ -285,7 +285,7 @@ async fn stream_body(
     progress: &indicatif::ProgressBar,
 ) -> (State, Result<(), Attempt>) {
     progress.set_position(st.written);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
     let fc = f.clone();
     let bar = progress.clone();
     let writer = std::thread::spawn(move || {
@@ -304,7 +304,7 @@ async fn stream_body(
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 // A full channel blocks this thread until the writer catches up (back-pressure).
-                if tx.send(Vec::from(chunk)).is_err() {
+                if tx.send(chunk).is_err() {
                     break; // the writer stopped with an error
                 }
             }
