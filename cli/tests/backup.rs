@@ -395,23 +395,7 @@ fn disk_full_during_backup_fails_cleanly_and_leaves_live_data_alone() {
     let backups = i.root.join("backups");
     std::fs::create_dir_all(&backups).unwrap();
     // A 1 MiB filesystem for 3 MiB of data: the copy hits ENOSPC for real.
-    let mount = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&backups)
-        .output()
-        .expect("cannot run mount");
-    assert!(
-        mount.status.success(),
-        "this test needs to mount a small tmpfs (run as root): {}",
-        text(&mount)
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(backups.clone());
+    let _disk = Tmpfs::mount(&backups, "1m");
     let out = i.molt(&["backup", "create"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let msg = String::from_utf8_lossy(&out.stdout);

@@ -778,23 +778,7 @@ fn a_disk_too_small_for_the_release_is_refused_before_any_download() {
     // The installation on a 2 MiB filesystem: the 6 MiB package cannot fit.
     let small = i.root.join("releases");
     std::fs::create_dir_all(&small).unwrap();
-    let mount = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&i.root)
-        .output()
-        .expect("cannot run mount");
-    assert!(
-        mount.status.success(),
-        "this test needs to mount a small tmpfs (run as root): {}",
-        text(&mount)
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(i.root.clone());
+    let _disk = Tmpfs::mount(&i.root, "2m");
     std::fs::copy(v.path("k.pub"), i.root.join("vendor.pub")).unwrap();
     std::fs::write(
         i.root.join("molt.toml"),

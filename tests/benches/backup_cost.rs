@@ -26,17 +26,6 @@ fn sync() {
     Command::new("sync").status().unwrap();
 }
 
-fn run(cmd: &mut Command) -> f64 {
-    let t = Instant::now();
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    t.elapsed().as_secs_f64()
-}
-
 fn du(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -98,15 +87,16 @@ async fn main() {
     .unwrap();
     let final_sync = t.elapsed().as_secs_f64();
     let cp_dst = dir.path().join("cp");
-    let cp = run(Command::new("cp")
-        .arg("-a")
-        .arg(root.join("shared"))
-        .arg(&cp_dst))
-        + {
-            let t = Instant::now();
-            sync();
-            t.elapsed().as_secs_f64()
-        };
+    let cp = tests::timed(
+        Command::new("cp")
+            .arg("-a")
+            .arg(root.join("shared"))
+            .arg(&cp_dst),
+    ) + {
+        let t = Instant::now();
+        sync();
+        t.elapsed().as_secs_f64()
+    };
     std::fs::remove_dir_all(&cp_dst).unwrap();
     println!("  full copy (molt pre-copy, hashed, + sync)  {full:>8.2} s");
     println!("  full copy (cp -a + sync)                   {cp:>8.2} s");
@@ -137,14 +127,16 @@ async fn main() {
         .unwrap();
     let molt_time = t.elapsed().as_secs_f64();
     let tar_archive = dir.path().join("tar.tar.zst");
-    let tar_time = run(Command::new("tar")
-        .arg("-I")
-        .arg("zstd -T0 -3")
-        .arg("-cf")
-        .arg(&tar_archive)
-        .arg("-C")
-        .arg(layout.data())
-        .arg("shared"));
+    let tar_time = tests::timed(
+        Command::new("tar")
+            .arg("-I")
+            .arg("zstd -T0 -3")
+            .arg("-cf")
+            .arg(&tar_archive)
+            .arg("-C")
+            .arg(layout.data())
+            .arg("shared"),
+    );
     println!("  compress: molt {molt_time:.2} s, tar -I 'zstd -T0 -3' {tar_time:.2} s");
     println!(
         "  ratio speed molt / tar = {:.2}x  (target >= 1.0x)",
@@ -173,18 +165,19 @@ async fn main() {
     let molt_restore = t.elapsed().as_secs_f64();
     let out = dir.path().join("untar");
     std::fs::create_dir_all(&out).unwrap();
-    let tar_restore = run(Command::new("tar")
-        .arg("-I")
-        .arg("zstd")
-        .arg("-xf")
-        .arg(&tar_archive)
-        .arg("-C")
-        .arg(&out))
-        + {
-            let t = Instant::now();
-            sync();
-            t.elapsed().as_secs_f64()
-        };
+    let tar_restore = tests::timed(
+        Command::new("tar")
+            .arg("-I")
+            .arg("zstd")
+            .arg("-xf")
+            .arg(&tar_archive)
+            .arg("-C")
+            .arg(&out),
+    ) + {
+        let t = Instant::now();
+        sync();
+        t.elapsed().as_secs_f64()
+    };
     println!("  restore: molt (hash-verified, synced) {molt_restore:.2} s, tar -I zstd -xf + sync {tar_restore:.2} s");
     println!(
         "  ratio speed molt / tar = {:.2}x",

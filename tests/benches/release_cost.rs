@@ -16,17 +16,6 @@ use std::time::Instant;
 use steps::http::{download, Fetch};
 use steps::package::{pack_full, pack_patch, unpack};
 
-fn timed(cmd: &mut Command) -> f64 {
-    let t = Instant::now();
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    t.elapsed().as_secs_f64()
-}
-
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().len()
 }
@@ -72,7 +61,7 @@ async fn main() {
     let packed = pack_full(&rel, &molt_pkg, 3).unwrap();
     let molt_pack = t.elapsed().as_secs_f64();
     let tar_pkg = dir.path().join("tar.tar.zst");
-    let tar_pack = timed(
+    let tar_pack = tests::timed(
         Command::new("tar")
             .args(["-I", "zstd -T0", "-cf"])
             .arg(&tar_pkg)
@@ -100,7 +89,7 @@ async fn main() {
     .unwrap();
     let molt_unpack = t.elapsed().as_secs_f64();
     std::fs::create_dir_all(dir.path().join("u-tar")).unwrap();
-    let tar_unpack = timed(
+    let tar_unpack = tests::timed(
         Command::new("tar")
             .args(["-I", "zstd", "-xf"])
             .arg(&tar_pkg)
@@ -132,12 +121,12 @@ async fn main() {
         molt_t.push(t.elapsed().as_secs_f64());
         std::fs::remove_file(&dest).unwrap();
         let out = dir.path().join(format!("curl{round}"));
-        curl_t.push(timed(
+        curl_t.push(tests::timed(
             Command::new("curl").args(["-s", "-o"]).arg(&out).arg(&url),
         ));
         std::fs::remove_file(&out).unwrap();
         // curl with the verification molt does: every byte through sha256 on the way to disk.
-        curl_sha_t.push(timed(Command::new("sh").arg("-c").arg(format!(
+        curl_sha_t.push(tests::timed(Command::new("sh").arg("-c").arg(format!(
             "curl -s '{url}' | tee '{}' | sha256sum >/dev/null",
             out.display()
         ))));

@@ -122,6 +122,20 @@ pub fn semi_random(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Run a baseline command to success and return its wall time in seconds (benchmarks).
+pub fn timed(cmd: &mut Command) -> f64 {
+    let t = std::time::Instant::now();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed().as_secs_f64()
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -126,3 +126,28 @@ pub fn molt_in(root: &Path, failpoints: Option<&str>, args: &[&str]) -> Output {
     }
     c.output().unwrap()
 }
+
+/// A small tmpfs mounted over `path` (root only), unmounted when dropped: a real full disk.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("cannot run mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a small tmpfs (run it as root): {}",
+            text(&out)
+        );
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
