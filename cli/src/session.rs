@@ -162,8 +162,9 @@ impl Session {
         })?;
         plan.check_matches(&ledger.plan)
             .map_err(|e| journal_error(run, e))?;
-        let mut machine =
-            Machine::from_records(&log.records, LIMITS).map_err(|e| journal_error(run, e))?;
+        // The ledger was replayed (and validated) above: build the machine from it rather
+        // than replaying the records a second time.
+        let mut machine = Machine::from_parts(ledger, engine::State::Idle, LIMITS);
         let event = match mode {
             Mode::Resume => Event::Resume { forced },
             Mode::Rollback => Event::Rollback { forced },

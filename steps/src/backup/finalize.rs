@@ -143,8 +143,7 @@ impl Step for FinalSync {
         syncfs(&data).map_err(|e| io_err("sync", &data, e))?;
         sync_dir(&l.dir()).map_err(|e| io_err("sync", &l.dir(), e))?;
         engine::failpoint("steps::backup::before_manifest");
-        let files = items.iter().filter(|i| i.kind == Kind::File).count() as u64;
-        let bytes = items.iter().map(|i| i.size).sum();
+        let (files, bytes) = super::totals(&items);
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
             id: l.id.clone(),

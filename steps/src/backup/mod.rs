@@ -68,6 +68,13 @@ pub struct Manifest {
     pub bytes: u64,
 }
 
+/// (files, bytes) of a list of entries: what a backup's receipt and manifest report.
+pub fn totals<'a>(items: impl IntoIterator<Item = &'a Item>) -> (u64, u64) {
+    items.into_iter().fold((0, 0), |(files, bytes), i| {
+        (files + u64::from(i.kind == Kind::File), bytes + i.size)
+    })
+}
+
 /// Where the pieces of backup `id` live.
 #[derive(Clone, Debug)]
 pub struct Layout {

@@ -133,12 +133,6 @@ impl Step for PreCopy {
 }
 
 fn totals(seen: &[Seen]) -> Receipt {
-    let files = seen
-        .iter()
-        .filter(|s| s.item.kind == super::Kind::File)
-        .count() as u64;
-    Receipt {
-        files,
-        bytes: seen.iter().map(|s| s.item.size).sum(),
-    }
+    let (files, bytes) = super::totals(seen.iter().map(|s| &s.item));
+    Receipt { files, bytes }
 }
