@@ -19,6 +19,7 @@ pub mod package;
 pub mod plans;
 pub mod release;
 pub mod remove_path;
+pub mod schema;
 pub mod services;
 pub mod switch_link;
 pub mod verify_file;

@@ -1,0 +1,9 @@
+//! MySQL/MariaDB schema migration: one model ([`model`]), two loaders (SQL text in [`sql`], a
+//! live server in [`live`]), one differ ([`diff`]) with its lint, and the migrate step
+//! ([`migrate`]).
+
+pub mod diff;
+pub mod model;
+pub mod sql;
+
+pub use model::Schema;

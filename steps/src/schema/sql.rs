@@ -1,0 +1,1298 @@
+//! Loader from SQL text: the vendor's schema file or a mysqldump.
+//!
+//! Two stages. molt's own splitter cuts the text into statements the way the `mysql` client
+//! does (`;` outside strings and comments, `DELIMITER` lines, `--`/`#`/`/* */` comments,
+//! executable comments `/*!40101 ... */` and `/*M!... */` unwrapped), keeping each statement's
+//! first line. Each statement is then classified by its leading words: schema statements go to
+//! sqlparser's MySQL dialect and into the model; statements that are not schema (GRANT, SET,
+//! INSERT, views, triggers, routines ...) are reported in [`Loaded::skipped`], never silently
+//! dropped; anything else is an error naming its line.
+
+use super::model::*;
+use sqlparser::ast::{
+    ColumnOption, CreateIndex, CreateTable, CreateTableOptions, Expr, GeneratedExpressionMode,
+    IndexColumn, IndexOption, ObjectName, ObjectType, OrderBySort, SqlOption, Statement,
+    TableConstraint, Use, Value,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+use std::collections::BTreeMap;
+
+/// One statement of a SQL file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawStatement {
+    /// 1-based line of the statement's first character.
+    pub line: usize,
+    pub text: String,
+}
+
+/// A statement the loader read but did not turn into schema.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    pub line: usize,
+    /// What it is: "GRANT", "SET", "INSERT", "CREATE VIEW" ...
+    pub kind: String,
+    /// Its first 80 characters.
+    pub excerpt: String,
+}
+
+/// The result of loading a file.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub schema: Schema,
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Database for tables named without one before any `USE` (a dump of one database).
+    pub default_database: Option<String>,
+    /// Database names to replace while loading (`agent_platform` -> `scratch_1`).
+    pub rename: BTreeMap<String, String>,
+}
+
+/// A statement that could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct SqlError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Split SQL text into statements like the `mysql` command-line client.
+pub fn split(text: &str) -> Result<Vec<RawStatement>, SqlError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut cur_line = 0usize; // 0: statement not started
+    let mut line = 1usize;
+    let mut delimiter: Vec<char> = vec![';'];
+    let mut in_exec_comment = false;
+    let mut exec_comment_line = 0;
+    let mut i = 0;
+    let at_line_start = |cur: &str| cur.trim().is_empty();
+    while i < chars.len() {
+        let c = chars[i];
+        // DELIMITER is a client command, valid only at the start of a statement.
+        if cur_line == 0 && at_line_start(&cur) && starts_word(&chars, i, "DELIMITER") {
+            let end = chars[i..]
+                .iter()
+                .position(|&c| c == '\n')
+                .map_or(chars.len(), |p| i + p);
+            let arg: String = chars[i + 9..end].iter().collect();
+            let arg = arg.trim();
+            if arg.is_empty() {
+                return Err(SqlError {
+                    line,
+                    message: "DELIMITER without a delimiter".into(),
+                });
+            }
+            delimiter = arg.chars().collect();
+            i = end;
+            cur.clear();
+            continue;
+        }
+        if chars[i..].starts_with(&delimiter) {
+            push_statement(&mut out, &mut cur, &mut cur_line);
+            i += delimiter.len();
+            continue;
+        }
+        match c {
+            '\n' => {
+                line += 1;
+                cur.push('\n');
+                i += 1;
+            }
+            '\'' | '"' | '`' => {
+                let start_line = line;
+                if cur_line == 0 {
+                    cur_line = line;
+                }
+                let mut j = i + 1;
+                loop {
+                    let Some(&d) = chars.get(j) else {
+                        return Err(SqlError {
+                            line: start_line,
+                            message: format!("unterminated {c} quote"),
+                        });
+                    };
+                    if d == '\n' {
+                        line += 1;
+                    }
+                    if d == '\\' && c != '`' {
+                        j += 2;
+                        continue;
+                    }
+                    if d == c {
+                        if chars.get(j + 1) == Some(&c) {
+                            j += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    j += 1;
+                }
+                cur.extend(&chars[i..=j]);
+                i = j + 1;
+            }
+            '#' => skip_line_comment(&chars, &mut i),
+            '-' if chars.get(i + 1) == Some(&'-')
+                && chars.get(i + 2).is_none_or(|c| c.is_whitespace()) =>
+            {
+                skip_line_comment(&chars, &mut i)
+            }
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                let exec = chars.get(i + 2) == Some(&'!')
+                    || (chars.get(i + 2) == Some(&'M') && chars.get(i + 3) == Some(&'!'));
+                if exec {
+                    // executable comment: its body is SQL; drop the marker and version
+                    i += if chars[i + 2] == 'M' { 4 } else { 3 };
+                    while i < chars.len() && chars[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    cur.push(' ');
+                    in_exec_comment = true;
+                    exec_comment_line = line;
+                } else {
+                    let start_line = line;
+                    let mut j = i + 2;
+                    loop {
+                        if j + 1 >= chars.len() {
+                            return Err(SqlError {
+                                line: start_line,
+                                message: "unterminated /* comment".into(),
+                            });
+                        }
+                        if chars[j] == '\n' {
+                            line += 1;
+                            cur.push('\n');
+                        }
+                        if chars[j] == '*' && chars[j + 1] == '/' {
+                            break;
+                        }
+                        j += 1;
+                    }
+                    cur.push(' ');
+                    i = j + 2;
+                }
+            }
+            '*' if in_exec_comment && chars.get(i + 1) == Some(&'/') => {
+                in_exec_comment = false;
+                cur.push(' ');
+                i += 2;
+            }
+            c => {
+                if cur_line == 0 && !c.is_whitespace() {
+                    cur_line = line;
+                }
+                cur.push(c);
+                i += 1;
+            }
+        }
+    }
+    if in_exec_comment {
+        return Err(SqlError {
+            line: exec_comment_line,
+            message: "unterminated /*! comment".into(),
+        });
+    }
+    push_statement(&mut out, &mut cur, &mut cur_line);
+    Ok(out)
+}
+
+fn starts_word(chars: &[char], i: usize, word: &str) -> bool {
+    let w: Vec<char> = word.chars().collect();
+    chars.len() >= i + w.len()
+        && chars[i..i + w.len()]
+            .iter()
+            .zip(&w)
+            .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        && chars.get(i + w.len()).is_none_or(|c| c.is_whitespace())
+}
+
+fn skip_line_comment(chars: &[char], i: &mut usize) {
+    while *i < chars.len() && chars[*i] != '\n' {
+        *i += 1;
+    }
+}
+
+fn push_statement(out: &mut Vec<RawStatement>, cur: &mut String, cur_line: &mut usize) {
+    // Text before the first non-blank character (blank lines, comments) is dropped so that
+    // line numbers inside the statement count from its first line.
+    let trimmed = cur.trim();
+    if !trimmed.is_empty() {
+        out.push(RawStatement {
+            line: *cur_line,
+            text: trimmed.to_string(),
+        });
+    }
+    cur.clear();
+    *cur_line = 0;
+}
+
+/// Load SQL text into a schema model.
+pub fn load(text: &str, opts: &LoadOptions) -> Result<Loaded, SqlError> {
+    let mut loader = Loader {
+        opts,
+        current: opts.default_database.as_ref().map(|d| rename(opts, d)),
+        out: Loaded::default(),
+    };
+    for stmt in split(text)? {
+        loader.statement(&stmt)?;
+    }
+    for db in loader.out.schema.databases.values_mut() {
+        for t in db.tables.values_mut() {
+            finish_table(t);
+        }
+    }
+    Ok(loader.out)
+}
+
+fn rename(opts: &LoadOptions, db: &str) -> String {
+    opts.rename
+        .get(db)
+        .cloned()
+        .unwrap_or_else(|| db.to_string())
+}
+
+struct Loader<'a> {
+    opts: &'a LoadOptions,
+    current: Option<String>,
+    out: Loaded,
+}
+
+/// Leading words of a statement, uppercase, skipping `DEFINER=...`, `OR REPLACE`,
+/// `ALGORITHM=...`, `SQL SECURITY ...` so that views and routines classify.
+fn leading_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    for w in text
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+    {
+        let u = w.to_ascii_uppercase();
+        if u.starts_with("DEFINER")
+            || u.starts_with("ALGORITHM")
+            || u == "OR"
+            || u == "REPLACE" && words.len() == 1
+        {
+            continue;
+        }
+        words.push(u);
+        if words.len() == 4 {
+            break;
+        }
+    }
+    words
+}
+
+const NOT_SCHEMA: &[&str] = &[
+    "GRANT",
+    "REVOKE",
+    "FLUSH",
+    "SET",
+    "INSERT",
+    "REPLACE",
+    "UPDATE",
+    "DELETE",
+    "LOCK",
+    "UNLOCK",
+    "START",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "ANALYZE",
+    "OPTIMIZE",
+    "TRUNCATE",
+    "CALL",
+    "DO",
+    "SELECT",
+    "SAVEPOINT",
+    "RELEASE",
+    "CHECKSUM",
+];
+const NOT_SCHEMA_OBJECTS: &[&str] = &[
+    "VIEW",
+    "TRIGGER",
+    "PROCEDURE",
+    "FUNCTION",
+    "EVENT",
+    "USER",
+    "ROLE",
+    "SEQUENCE",
+];
+
+impl Loader<'_> {
+    fn statement(&mut self, stmt: &RawStatement) -> Result<(), SqlError> {
+        let words = leading_words(&stmt.text);
+        let first = words.first().map(String::as_str).unwrap_or("");
+        let second = words.get(1).map(String::as_str).unwrap_or("");
+        let object_word = words
+            .iter()
+            .skip(1)
+            .find(|w| {
+                !matches!(
+                    w.as_str(),
+                    "SQL" | "SECURITY" | "INVOKER" | "DEFINER" | "AGGREGATE" | "TEMPORARY"
+                )
+            })
+            .map(String::as_str)
+            .unwrap_or("");
+        if NOT_SCHEMA.contains(&first)
+            || (matches!(first, "CREATE" | "DROP" | "ALTER")
+                && NOT_SCHEMA_OBJECTS.contains(&object_word))
+        {
+            let kind = if matches!(first, "CREATE" | "DROP" | "ALTER") {
+                format!("{first} {object_word}")
+            } else {
+                first.to_string()
+            };
+            return self.skip(stmt, kind);
+        }
+        if first == "ALTER" && second == "TABLE" {
+            let upper = stmt.text.to_ascii_uppercase();
+            let tail: Vec<&str> = upper.split_whitespace().rev().take(2).collect();
+            if tail.len() == 2 && tail[0] == "KEYS" && (tail[1] == "DISABLE" || tail[1] == "ENABLE")
+            {
+                return self.skip(stmt, format!("ALTER TABLE {} KEYS", tail[1]));
+            }
+            return Err(self.err(stmt, "ALTER TABLE in a schema file is not supported: write the table's final CREATE TABLE".into()));
+        }
+        if first == "CREATE" && matches!(second, "FULLTEXT" | "SPATIAL") {
+            // sqlparser knows CREATE [UNIQUE] INDEX only: parse without the kind, then set it.
+            let pos = stmt.text.to_ascii_uppercase().find(second).unwrap_or(0);
+            let text = format!("{}{}", &stmt.text[..pos], &stmt.text[pos + second.len()..]);
+            let parsed = self.parse(&RawStatement {
+                line: stmt.line,
+                text,
+            })?;
+            let kind = if second == "FULLTEXT" {
+                IndexKind::Fulltext
+            } else {
+                IndexKind::Spatial
+            };
+            return match parsed {
+                Statement::CreateIndex(ci) => self.create_index(stmt, &ci, Some(kind)),
+                _ => Err(self.err(stmt, format!("expected CREATE {second} INDEX"))),
+            };
+        }
+        if has_word_outside_strings(&stmt.text, "PARTITION") {
+            return Err(self.err(
+                stmt,
+                "PARTITION BY is not supported by molt's schema model".into(),
+            ));
+        }
+        match self.parse(stmt)? {
+            Statement::CreateDatabase {
+                db_name,
+                default_charset,
+                default_collation,
+                ..
+            } => {
+                let name = rename(self.opts, &last_name(&db_name));
+                let db = self.database(&name);
+                if let Some(cs) = default_charset {
+                    db.charset = Some(canonical_charset(&cs));
+                }
+                if let Some(co) = default_collation {
+                    let co = canonical_charset(&co);
+                    db.charset = Some(charset_of(&co));
+                    db.collation = Some(co);
+                }
+                Ok(())
+            }
+            Statement::Use(u) => {
+                let name = match u {
+                    Use::Object(n) | Use::Database(n) | Use::Schema(n) => last_name(&n),
+                    other => return Err(self.err(stmt, format!("unsupported USE form: {other}"))),
+                };
+                let name = rename(self.opts, &name);
+                self.database(&name);
+                self.current = Some(name);
+                Ok(())
+            }
+            Statement::CreateTable(ct) => self.create_table(stmt, &ct),
+            Statement::CreateIndex(ci) => self.create_index(stmt, &ci, None),
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                if_exists,
+                ..
+            } => {
+                for n in names {
+                    let (db, table) = self.qualify(stmt, &n)?;
+                    let removed = self
+                        .out
+                        .schema
+                        .databases
+                        .get_mut(&db)
+                        .and_then(|d| d.tables.remove(&table));
+                    if removed.is_none() && !if_exists {
+                        return Err(self.err(
+                            stmt,
+                            format!("DROP TABLE {db}.{table}: no such table earlier in the file"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            other => Err(self.err(
+                stmt,
+                format!(
+                    "unsupported statement in a schema file: {}",
+                    excerpt(&other.to_string())
+                ),
+            )),
+        }
+    }
+
+    fn skip(&mut self, stmt: &RawStatement, kind: String) -> Result<(), SqlError> {
+        self.out.skipped.push(Skipped {
+            line: stmt.line,
+            kind,
+            excerpt: excerpt(&stmt.text),
+        });
+        Ok(())
+    }
+
+    fn err(&self, stmt: &RawStatement, message: String) -> SqlError {
+        SqlError {
+            line: stmt.line,
+            message,
+        }
+    }
+
+    fn parse(&self, stmt: &RawStatement) -> Result<Statement, SqlError> {
+        let mut parsed = Parser::parse_sql(&MySqlDialect {}, &stmt.text).map_err(|e| {
+            // sqlparser counts lines from the statement's start; make them the file's.
+            let msg = e.to_string();
+            let (line, msg) = absolute_location(&msg, stmt.line);
+            SqlError {
+                line,
+                message: format!("cannot parse: {msg}"),
+            }
+        })?;
+        if parsed.len() != 1 {
+            return Err(self.err(
+                stmt,
+                format!("expected one statement, found {}", parsed.len()),
+            ));
+        }
+        Ok(parsed.remove(0))
+    }
+
+    fn database(&mut self, name: &str) -> &mut Database {
+        self.out
+            .schema
+            .databases
+            .entry(name.to_string())
+            .or_insert_with(|| Database {
+                name: name.to_string(),
+                charset: None,
+                collation: None,
+                tables: BTreeMap::new(),
+            })
+    }
+
+    fn qualify(
+        &self,
+        stmt: &RawStatement,
+        name: &ObjectName,
+    ) -> Result<(String, String), SqlError> {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| p.to_string())
+            .map(|s| unquote_ident(&s))
+            .collect();
+        match parts.as_slice() {
+            [t] => match &self.current {
+                Some(db) => Ok((db.clone(), t.clone())),
+                None => Err(self.err(
+                    stmt,
+                    format!("table {t} has no database: add USE or CREATE DATABASE before it"),
+                )),
+            },
+            [db, t] => Ok((rename(self.opts, db), t.clone())),
+            _ => Err(self.err(stmt, format!("unexpected name {name}"))),
+        }
+    }
+
+    fn create_table(&mut self, stmt: &RawStatement, ct: &CreateTable) -> Result<(), SqlError> {
+        if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
+            return Err(self.err(
+                stmt,
+                "CREATE TABLE ... AS/LIKE is not supported: write the columns out".into(),
+            ));
+        }
+        if ct.temporary {
+            return self.skip(stmt, "CREATE TEMPORARY TABLE".into());
+        }
+        let (db_name, name) = self.qualify(stmt, &ct.name)?;
+        let (db_charset, db_collation) = {
+            let db = self.database(&db_name);
+            (db.charset.clone(), db.collation.clone())
+        };
+        let mut options = TableOptions::default();
+        if let Some(c) = &ct.comment {
+            options.comment = c.to_string();
+        }
+        let opts: &[SqlOption] = match &ct.table_options {
+            CreateTableOptions::None => &[],
+            CreateTableOptions::With(o)
+            | CreateTableOptions::Options(o)
+            | CreateTableOptions::Plain(o)
+            | CreateTableOptions::TableProperties(o) => o,
+        };
+        for o in opts {
+            match o {
+                SqlOption::KeyValue { key, value } => {
+                    let k = key.to_string().to_ascii_uppercase().replace('`', "");
+                    let k = k.strip_prefix("DEFAULT ").unwrap_or(&k).to_string();
+                    let v = unquote_value(&value.to_string());
+                    match k.as_str() {
+                        "ENGINE" => options.engine = Some(v.to_ascii_lowercase()),
+                        "CHARSET" | "CHARACTER SET" => {
+                            options.charset = Some(canonical_charset(&v))
+                        }
+                        "COLLATE" => options.collation = Some(canonical_charset(&v)),
+                        "ROW_FORMAT" => options.row_format = Some(v.to_ascii_lowercase()),
+                        "COMMENT" => options.comment = v,
+                        _ => {} // AUTO_INCREMENT, KEY_BLOCK_SIZE, STATS_*: not schema shape
+                    }
+                }
+                SqlOption::NamedParenthesizedList(l)
+                    if l.key.value.eq_ignore_ascii_case("ENGINE") =>
+                {
+                    options.engine = l.name.as_ref().map(|n| n.value.to_ascii_lowercase());
+                }
+                SqlOption::Comment(c) => options.comment = c.to_string(),
+                _ => {}
+            }
+        }
+        if let Some(co) = &options.collation {
+            options.charset = Some(charset_of(co));
+        } else if options.charset.is_none() {
+            options.charset = db_charset;
+            options.collation = db_collation;
+        } else if options.charset == db_charset {
+            // CHARSET alone means that charset's default collation, which only the server knows
+        }
+        let mut table = Table {
+            name: name.clone(),
+            columns: Vec::new(),
+            primary_key: None,
+            indexes: BTreeMap::new(),
+            foreign_keys: BTreeMap::new(),
+            options,
+        };
+        let mut pending_unique: Vec<(Option<String>, Vec<KeyPart>, IndexKind, String)> = Vec::new();
+        let mut json_cols = Vec::new();
+        for cd in &ct.columns {
+            let cname = cd.name.value.clone();
+            let ty_text = cd.data_type.to_string();
+            let mut ty = ColumnType::parse(&ty_text)
+                .map_err(|m| self.err(stmt, format!("column {cname}: {m}")))?;
+            let mut col = Column {
+                name: cname.clone(),
+                ty: ty.clone(),
+                nullable: true,
+                default: None,
+                on_update: None,
+                auto_increment: false,
+                generated: None,
+                comment: String::new(),
+                charset: None,
+                collation: None,
+            };
+            let mut explicit_null = false;
+            for od in &cd.options {
+                match &od.option {
+                    ColumnOption::Null => {
+                        col.nullable = true;
+                        explicit_null = true;
+                    }
+                    ColumnOption::NotNull => col.nullable = false,
+                    ColumnOption::Default(e) => col.default = Some(default_from_expr(e)),
+                    ColumnOption::OnUpdate(e) => {
+                        col.on_update = Some(canonical_expr(&e.to_string()))
+                    }
+                    ColumnOption::Comment(c) => col.comment = c.clone(),
+                    ColumnOption::CharacterSet(n) => {
+                        col.charset = Some(canonical_charset(&unquote_ident(&n.to_string())))
+                    }
+                    ColumnOption::Collation(n) => {
+                        col.collation = Some(canonical_charset(&unquote_ident(&n.to_string())))
+                    }
+                    ColumnOption::PrimaryKey(_) => {
+                        table.primary_key = Some(vec![KeyPart {
+                            column: cname.clone(),
+                            prefix: None,
+                            desc: false,
+                        }]);
+                    }
+                    ColumnOption::Unique(_) => {
+                        pending_unique.push((
+                            None,
+                            vec![KeyPart {
+                                column: cname.clone(),
+                                prefix: None,
+                                desc: false,
+                            }],
+                            IndexKind::Unique,
+                            String::new(),
+                        ));
+                    }
+                    ColumnOption::DialectSpecific(tokens) => {
+                        let t: Vec<String> = tokens
+                            .iter()
+                            .map(|t| t.to_string().to_ascii_uppercase())
+                            .collect();
+                        match t.join(" ").as_str() {
+                            "AUTO_INCREMENT" => col.auto_increment = true,
+                            other => {
+                                return Err(self.err(
+                                    stmt,
+                                    format!("column {cname}: unsupported option {other}"),
+                                ))
+                            }
+                        }
+                    }
+                    ColumnOption::Generated {
+                        generation_expr: Some(e),
+                        generation_expr_mode,
+                        ..
+                    } => {
+                        col.generated = Some(Generated {
+                            expr: canonical_expr(&e.to_string()),
+                            stored: matches!(
+                                generation_expr_mode,
+                                Some(GeneratedExpressionMode::Stored)
+                            ),
+                        });
+                    }
+                    ColumnOption::Check(c) => {
+                        let e = canonical_expr(&c.expr.to_string());
+                        if e == format!("json_valid({})", quote_ident(&cname)) {
+                            json_cols.push(cname.clone());
+                        } else {
+                            return Err(self.err(
+                                stmt,
+                                format!("column {cname}: CHECK constraints are not modelled ({e})"),
+                            ));
+                        }
+                    }
+                    ColumnOption::ForeignKey(fk) => {
+                        let fk = sqlparser::ast::ForeignKeyConstraint {
+                            columns: vec![cd.name.clone()],
+                            ..fk.clone()
+                        };
+                        self.add_fk(stmt, &mut table, &db_name, &fk)?;
+                    }
+                    other => {
+                        return Err(
+                            self.err(stmt, format!("column {cname}: unsupported option {other}"))
+                        )
+                    }
+                }
+            }
+            let _ = explicit_null;
+            if ty.base == "json" {
+                col.charset = None;
+                col.collation = None;
+            } else if ty.is_textual() {
+                if let Some(co) = &col.collation {
+                    col.charset = Some(charset_of(co));
+                } else if col.charset.is_none() {
+                    col.charset = table.options.charset.clone();
+                    col.collation = table.options.collation.clone();
+                }
+            } else {
+                col.charset = None;
+                col.collation = None;
+            }
+            if let Some(DefaultValue::Literal(v)) = &col.default {
+                col.default = Some(DefaultValue::Literal(canonical_literal(&ty, v)));
+            }
+            ty = col.ty.clone();
+            let _ = ty;
+            table.columns.push(col);
+        }
+        for c in &json_cols {
+            if let Some(col) = table.columns.iter_mut().find(|x| &x.name == c) {
+                if col.ty.base == "longtext" {
+                    col.ty = ColumnType::parse("json").expect("json parses");
+                    col.charset = None;
+                    col.collation = None;
+                }
+            }
+        }
+        for tc in &ct.constraints {
+            match tc {
+                TableConstraint::PrimaryKey(pk) => {
+                    table.primary_key = Some(self.key_parts(stmt, &pk.columns)?);
+                }
+                TableConstraint::Unique(u) => {
+                    let name = u
+                        .name
+                        .as_ref()
+                        .or(u.index_name.as_ref())
+                        .map(|i| i.value.clone());
+                    pending_unique.push((
+                        name,
+                        self.key_parts(stmt, &u.columns)?,
+                        IndexKind::Unique,
+                        index_comment(&u.index_options),
+                    ));
+                }
+                TableConstraint::Index(ix) => {
+                    let name = ix.name.as_ref().map(|i| i.value.clone());
+                    pending_unique.push((
+                        name,
+                        self.key_parts(stmt, &ix.columns)?,
+                        IndexKind::Index,
+                        index_comment(&ix.index_options),
+                    ));
+                }
+                TableConstraint::FulltextOrSpatial(f) => {
+                    let kind = if f.fulltext {
+                        IndexKind::Fulltext
+                    } else {
+                        IndexKind::Spatial
+                    };
+                    let name = f.opt_index_name.as_ref().map(|i| i.value.clone());
+                    pending_unique.push((
+                        name,
+                        self.key_parts(stmt, &f.columns)?,
+                        kind,
+                        String::new(),
+                    ));
+                }
+                TableConstraint::ForeignKey(fk) => self.add_fk(stmt, &mut table, &db_name, fk)?,
+                TableConstraint::Check(c) => {
+                    let e = canonical_expr(&c.expr.to_string());
+                    return Err(self.err(
+                        stmt,
+                        format!("table {name}: CHECK constraints are not modelled ({e})"),
+                    ));
+                }
+                other => {
+                    return Err(self.err(
+                        stmt,
+                        format!("table {name}: unsupported constraint {other}"),
+                    ))
+                }
+            }
+        }
+        for (name, parts, kind, comment) in pending_unique {
+            let name = name.unwrap_or_else(|| auto_index_name(&table, &parts[0].column));
+            if table.indexes.contains_key(&name) {
+                return Err(self.err(
+                    stmt,
+                    format!("table {}: duplicate index name {name}", table.name),
+                ));
+            }
+            table.indexes.insert(
+                name.clone(),
+                Index {
+                    name,
+                    kind,
+                    parts,
+                    comment,
+                },
+            );
+        }
+        // Primary key columns are NOT NULL whatever the text says.
+        if let Some(pk) = &table.primary_key {
+            for part in pk {
+                if let Some(c) = table
+                    .columns
+                    .iter_mut()
+                    .find(|c| c.name.eq_ignore_ascii_case(&part.column))
+                {
+                    c.nullable = false;
+                }
+            }
+        }
+        for part in table
+            .primary_key
+            .iter()
+            .flatten()
+            .chain(table.indexes.values().flat_map(|i| i.parts.iter()))
+        {
+            if table.column(&part.column).is_none() {
+                return Err(self.err(
+                    stmt,
+                    format!(
+                        "table {}: key names unknown column {}",
+                        table.name, part.column
+                    ),
+                ));
+            }
+        }
+        let db = self.database(&db_name);
+        if db.tables.contains_key(&name) && !ct.if_not_exists {
+            return Err(self.err(stmt, format!("table {db_name}.{name} is created twice")));
+        }
+        db.tables.entry(name).or_insert(table);
+        Ok(())
+    }
+
+    fn add_fk(
+        &self,
+        stmt: &RawStatement,
+        table: &mut Table,
+        db: &str,
+        fk: &sqlparser::ast::ForeignKeyConstraint,
+    ) -> Result<(), SqlError> {
+        let n = table.foreign_keys.len() + 1;
+        let name = fk
+            .name
+            .as_ref()
+            .map(|i| i.value.clone())
+            .unwrap_or_else(|| format!("{}_ibfk_{n}", table.name));
+        let (ref_db, ref_table) = {
+            let parts: Vec<String> = fk
+                .foreign_table
+                .0
+                .iter()
+                .map(|p| unquote_ident(&p.to_string()))
+                .collect();
+            match parts.as_slice() {
+                [t] => (db.to_string(), t.clone()),
+                [d, t] => (rename(self.opts, d), t.clone()),
+                _ => return Err(self.err(stmt, format!("unexpected name {}", fk.foreign_table))),
+            }
+        };
+        let action = |a: &Option<sqlparser::ast::ReferentialAction>| {
+            a.as_ref()
+                .and_then(|a| RefAction::parse(&a.to_string()))
+                .unwrap_or(RefAction::Restrict)
+        };
+        let columns: Vec<String> = fk.columns.iter().map(|c| c.value.clone()).collect();
+        // InnoDB needs an index whose leading columns are the foreign key's; it creates one
+        // named after the constraint (or the given index name) when there is none.
+        let index_name = fk.index_name.as_ref().map(|i| i.value.clone());
+        let fk = ForeignKey {
+            name: name.clone(),
+            columns: columns.clone(),
+            ref_database: ref_db,
+            ref_table,
+            ref_columns: fk
+                .referred_columns
+                .iter()
+                .map(|c| c.value.clone())
+                .collect(),
+            on_delete: action(&fk.on_delete),
+            on_update: action(&fk.on_update),
+        };
+        if table.foreign_keys.insert(name.clone(), fk).is_some() {
+            return Err(self.err(
+                stmt,
+                format!("table {}: duplicate foreign key {name}", table.name),
+            ));
+        }
+        if let Some(ix) = index_name {
+            table.indexes.insert(
+                ix.clone(),
+                Index {
+                    name: ix,
+                    kind: IndexKind::Index,
+                    parts: columns
+                        .iter()
+                        .map(|c| KeyPart {
+                            column: c.clone(),
+                            prefix: None,
+                            desc: false,
+                        })
+                        .collect(),
+                    comment: String::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn key_parts(
+        &self,
+        stmt: &RawStatement,
+        cols: &[IndexColumn],
+    ) -> Result<Vec<KeyPart>, SqlError> {
+        cols.iter()
+            .map(|ic| {
+                let desc = matches!(ic.column.options.sort, Some(OrderBySort::Desc));
+                let (column, prefix) = match &ic.column.expr {
+                    Expr::Identifier(i) => (i.value.clone(), None),
+                    Expr::Function(f) => {
+                        let args = f.args.to_string();
+                        let n: Option<u32> = args
+                            .trim_matches(|c| c == '(' || c == ')')
+                            .trim()
+                            .parse()
+                            .ok();
+                        match n {
+                            Some(n) => (unquote_ident(&f.name.to_string()), Some(n)),
+                            None => {
+                                return Err(self
+                                    .err(stmt, format!("unsupported key part {}", ic.column.expr)))
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(self.err(
+                            stmt,
+                            format!("functional key parts are not supported: {other}"),
+                        ))
+                    }
+                };
+                Ok(KeyPart {
+                    column,
+                    prefix,
+                    desc,
+                })
+            })
+            .collect()
+    }
+
+    fn create_index(
+        &mut self,
+        stmt: &RawStatement,
+        ci: &CreateIndex,
+        kind: Option<IndexKind>,
+    ) -> Result<(), SqlError> {
+        let (db, table) = self.qualify(stmt, &ci.table_name)?;
+        let parts = self.key_parts(stmt, &ci.columns)?;
+        let Some(t) = self
+            .out
+            .schema
+            .databases
+            .get_mut(&db)
+            .and_then(|d| d.tables.get_mut(&table))
+        else {
+            return Err(self.err(
+                stmt,
+                format!("CREATE INDEX on {db}.{table}, which no earlier statement creates"),
+            ));
+        };
+        let Some(name) = ci.name.as_ref().map(|n| unquote_ident(&n.to_string())) else {
+            return Err(self.err(stmt, "CREATE INDEX without a name".into()));
+        };
+        for p in &parts {
+            if t.column(&p.column).is_none() {
+                return Err(SqlError {
+                    line: stmt.line,
+                    message: format!("index {name} names unknown column {}.{}", table, p.column),
+                });
+            }
+        }
+        if t.indexes.contains_key(&name) {
+            if ci.if_not_exists {
+                return Ok(());
+            }
+            return Err(SqlError {
+                line: stmt.line,
+                message: format!("index {name} on {table} is created twice"),
+            });
+        }
+        let kind = kind.unwrap_or(if ci.unique {
+            IndexKind::Unique
+        } else {
+            IndexKind::Index
+        });
+        t.indexes.insert(
+            name.clone(),
+            Index {
+                name,
+                kind,
+                parts,
+                comment: index_comment(&ci.index_options),
+            },
+        );
+        Ok(())
+    }
+}
+
+/// After the whole file: the indexes InnoDB adds for foreign keys without one.
+fn finish_table(t: &mut Table) {
+    for c in &mut t.columns {
+        c.canonicalize();
+    }
+    let fks: Vec<ForeignKey> = t.foreign_keys.values().cloned().collect();
+    for fk in fks {
+        let covered = t
+            .primary_key
+            .iter()
+            .chain(
+                t.indexes
+                    .values()
+                    .filter(|i| matches!(i.kind, IndexKind::Index | IndexKind::Unique))
+                    .map(|i| &i.parts),
+            )
+            .any(|parts| {
+                parts.len() >= fk.columns.len()
+                    && parts
+                        .iter()
+                        .zip(&fk.columns)
+                        .all(|(p, c)| p.column.eq_ignore_ascii_case(c) && p.prefix.is_none())
+            });
+        if !covered {
+            t.indexes.insert(
+                fk.name.clone(),
+                Index {
+                    name: fk.name.clone(),
+                    kind: IndexKind::Index,
+                    parts: fk
+                        .columns
+                        .iter()
+                        .map(|c| KeyPart {
+                            column: c.clone(),
+                            prefix: None,
+                            desc: false,
+                        })
+                        .collect(),
+                    comment: String::new(),
+                },
+            );
+        }
+    }
+}
+
+/// MySQL names an unnamed index after its first column, then `_2`, `_3` ...
+fn auto_index_name(t: &Table, first: &str) -> String {
+    if !t.indexes.contains_key(first) && !first.eq_ignore_ascii_case("PRIMARY") {
+        return first.to_string();
+    }
+    (2..)
+        .map(|n| format!("{first}_{n}"))
+        .find(|n| !t.indexes.contains_key(n))
+        .expect("some suffix is free")
+}
+
+fn index_comment(opts: &[IndexOption]) -> String {
+    opts.iter()
+        .find_map(|o| match o {
+            IndexOption::Comment(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn default_from_expr(e: &Expr) -> DefaultValue {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Null => DefaultValue::Null,
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {
+                DefaultValue::Literal(s.clone())
+            }
+            Value::Number(n, _) => DefaultValue::Literal(n.to_string()),
+            Value::Boolean(b) => DefaultValue::Literal(if *b { "1" } else { "0" }.into()),
+            other => DefaultValue::Expr(canonical_expr(&other.to_string())),
+        },
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => match default_from_expr(expr) {
+            DefaultValue::Literal(n) => DefaultValue::Literal(format!("-{n}")),
+            _ => DefaultValue::Expr(canonical_expr(&e.to_string())),
+        },
+        Expr::Nested(inner) => match inner.as_ref() {
+            Expr::Value(_) => default_from_expr(inner),
+            _ => DefaultValue::Expr(canonical_expr(&inner.to_string())),
+        },
+        other => DefaultValue::Expr(canonical_expr(&other.to_string())),
+    }
+}
+
+fn last_name(n: &ObjectName) -> String {
+    n.0.last()
+        .map(|p| unquote_ident(&p.to_string()))
+        .unwrap_or_default()
+}
+
+fn unquote_ident(s: &str) -> String {
+    let s = s.trim();
+    if s.len() >= 2
+        && (s.starts_with('`') && s.ends_with('`') || s.starts_with('"') && s.ends_with('"'))
+    {
+        s[1..s.len() - 1].replace("``", "`")
+    } else {
+        s.to_string()
+    }
+}
+
+fn unquote_value(s: &str) -> String {
+    let chars: Vec<char> = s.trim().chars().collect();
+    if chars.first().is_some_and(|c| *c == '\'' || *c == '"') {
+        if let Some((v, _)) = read_quoted(&chars, 0) {
+            return v;
+        }
+    }
+    unquote_ident(s)
+}
+
+fn excerpt(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 80 {
+        format!("{}...", one_line.chars().take(77).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+/// Whether `word` occurs as a bare word outside quotes.
+fn has_word_outside_strings(text: &str, word: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' || c == '"' || c == '`' {
+            match read_quoted(&chars, i) {
+                Some((_, next)) => i = next,
+                None => return false,
+            }
+        } else if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let w: String = chars[start..i].iter().collect();
+            if w.eq_ignore_ascii_case(word) {
+                return true;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Rewrite sqlparser's "Line: L, Column: C" (relative to the statement) into the file's line.
+fn absolute_location(msg: &str, first_line: usize) -> (usize, String) {
+    if let Some(pos) = msg.find("Line: ") {
+        let rest = &msg[pos + 6..];
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if let Ok(rel) = digits.parse::<usize>() {
+            let abs = first_line + rel.saturating_sub(1);
+            let fixed = format!("{}Line: {abs}{}", &msg[..pos], &rest[digits.len()..]);
+            return (abs, fixed);
+        }
+    }
+    (first_line, msg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitter_handles_comments_strings_delimiters_and_executable_comments() {
+        let text = "-- a comment; with a semicolon\n\
+                    /*!40101 SET @OLD=@@SQL_MODE */;\n\
+                    CREATE TABLE t (a varchar(3) DEFAULT 'x;y' COMMENT \"it's\") # trailing ; comment\n;\n\
+                    DELIMITER ;;\n\
+                    CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW BEGIN SET NEW.a = 'b'; END ;;\n\
+                    DELIMITER ;\n\
+                    /* block\n comment */ USE db;";
+        let st = split(text).unwrap();
+        let texts: Vec<&str> = st.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(st.len(), 4, "{texts:#?}");
+        assert!(texts[0].starts_with("SET @OLD"));
+        assert_eq!(st[0].line, 2);
+        assert!(texts[1].contains("'x;y'"));
+        assert_eq!(st[1].line, 3);
+        assert!(texts[2].starts_with("CREATE TRIGGER") && texts[2].contains("END"));
+        assert_eq!(texts[3], "USE db");
+        assert_eq!(st[3].line, 9);
+        assert!(split("SELECT 'abc")
+            .unwrap_err()
+            .message
+            .contains("unterminated"));
+    }
+
+    #[test]
+    fn nuwax_files_load_with_their_grants_reported() {
+        for v in 1..=4 {
+            let path = format!(
+                "{}/../../shared/fixtures/nuwax/mysql/v{v}_init_mysql.sql",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).unwrap();
+            let loaded =
+                load(&text, &LoadOptions::default()).unwrap_or_else(|e| panic!("v{v}: {e}"));
+            let kinds: Vec<&str> = loaded.skipped.iter().map(|s| s.kind.as_str()).collect();
+            assert_eq!(kinds, ["GRANT", "GRANT", "FLUSH"], "v{v}");
+            let p = &loaded.schema.databases["agent_platform"];
+            assert_eq!(p.collation.as_deref(), Some("utf8mb4_unicode_ci"));
+            assert!(p.tables.len() > 40, "v{v}: {} tables", p.tables.len());
+            let t = &p.tables["agent_config"];
+            assert_eq!(t.primary_key.as_ref().unwrap()[0].column, "id");
+            assert!(t.indexes.contains_key("idx_space_id"));
+            let modified = t.column("modified").unwrap();
+            assert_eq!(modified.on_update.as_deref(), Some("current_timestamp()"));
+            assert_eq!(
+                modified.default,
+                Some(DefaultValue::Expr("current_timestamp()".into()))
+            );
+            let tenant = t.column("_tenant_id").unwrap();
+            assert_eq!(tenant.default, Some(DefaultValue::Literal("-1".into())));
+            assert_eq!(
+                t.column("uid").unwrap().collation.as_deref(),
+                Some("utf8mb4_unicode_ci")
+            );
+        }
+    }
+
+    #[test]
+    fn not_schema_is_reported_and_unsupported_is_an_error_with_its_line() {
+        let text = "CREATE DATABASE d;\nUSE d;\nSET NAMES utf8mb4;\nINSERT INTO t VALUES (1);\n\
+                    CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW v AS SELECT 1;\n\
+                    LOCK TABLES t WRITE;\nUNLOCK TABLES;\n";
+        let l = load(text, &LoadOptions::default()).unwrap();
+        let kinds: Vec<&str> = l.skipped.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["SET", "INSERT", "CREATE VIEW", "LOCK", "UNLOCK"]);
+        let e = load(
+            "USE d;\n\ncreate table t (a int)\npartition by hash(a);",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("PARTITION"), "{e}");
+        let e = load(
+            "USE d;\ncreate table t (\n  a int,\n  b nonsense type here\n);",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        let e = load("create table t (a int);", &LoadOptions::default()).unwrap_err();
+        assert!(e.message.contains("no database"), "{e}");
+    }
+
+    #[test]
+    fn mysqldump_output_loads() {
+        let text = "/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\n\
+            DROP TABLE IF EXISTS `parent`;\n\
+            CREATE TABLE `parent` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  `name` varchar(20) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `name` (`name`(10))\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;\n\
+            CREATE TABLE `child` (\n  `id` int(11) NOT NULL,\n  `pid` int(11) DEFAULT NULL,\n  `doc` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL CHECK (json_valid(`doc`)),\n  PRIMARY KEY (`id`),\n  KEY `fk_p` (`pid`),\n  CONSTRAINT `fk_p` FOREIGN KEY (`pid`) REFERENCES `parent` (`id`) ON DELETE CASCADE\n) ENGINE=InnoDB;\n\
+            /*!40000 ALTER TABLE `child` DISABLE KEYS */;\n\
+            INSERT INTO `child` VALUES (1,NULL,NULL);\n";
+        let opts = LoadOptions {
+            default_database: Some("app".into()),
+            ..Default::default()
+        };
+        let l = load(text, &opts).unwrap();
+        let app = &l.schema.databases["app"];
+        let child = &app.tables["child"];
+        assert_eq!(child.column("doc").unwrap().ty.base, "json");
+        assert_eq!(child.foreign_keys["fk_p"].on_delete, RefAction::Cascade);
+        assert_eq!(
+            child.indexes.len(),
+            1,
+            "the explicit index serves the foreign key"
+        );
+        assert_eq!(
+            app.tables["parent"].indexes["name"].parts[0].prefix,
+            Some(10)
+        );
+        let kinds: Vec<&str> = l.skipped.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["SET", "ALTER TABLE DISABLE KEYS", "INSERT"]);
+    }
+}
