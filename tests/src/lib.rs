@@ -2,6 +2,7 @@
 //! locally (no registry is reachable) from a static busybox, saved as tarballs the way a
 //! vendor ships them, and release directories that use them.
 
+pub mod db;
 pub mod http;
 pub mod proxy;
 

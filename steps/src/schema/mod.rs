@@ -3,6 +3,7 @@
 //! ([`migrate`]).
 
 pub mod diff;
+pub mod live;
 pub mod model;
 pub mod sql;
 

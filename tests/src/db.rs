@@ -1,0 +1,100 @@
+//! A real MariaDB for the schema tests: the URL `scripts/test.sh` made for this run, scratch
+//! databases with unique names, and running a SQL file verbatim the way `mysql < file` would.
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use steps::schema::sql::{split, LoadOptions};
+
+/// The test server's URL (no database in it). Fails loudly when there is none: the schema
+/// tests never pass by skipping.
+pub fn database_url() -> String {
+    if let Ok(url) = std::env::var("MOLT_TEST_DATABASE_URL") {
+        return url;
+    }
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/molt-test-database.url");
+    match std::fs::read_to_string(&file) {
+        Ok(url) => url.trim().to_string(),
+        Err(_) => panic!(
+            "no test database: set MOLT_TEST_DATABASE_URL or run `bash scripts/test.sh`, which installs and starts MariaDB \
+             and writes {}",
+            file.display()
+        ),
+    }
+}
+
+pub async fn connect() -> Conn {
+    let url = database_url();
+    Conn::new(mysql_async::Opts::from_url(&url).expect("test URL parses"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test MariaDB ({e}); is it running? `bash scripts/test.sh` starts it"))
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh database name unique to this process: `molt_t<pid>_<n>_<tag>`.
+pub fn scratch_name(tag: &str) -> String {
+    format!("molt_t{}_{}_{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+pub async fn drop_databases(conn: &mut Conn, names: &[String]) {
+    for n in names {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{n}`")).await.unwrap();
+    }
+}
+
+/// Run a schema file statement by statement, as the `mysql` client would, with database names
+/// replaced; statements that are not schema (GRANT, SET ...) are left out, as the loader
+/// reports them.
+pub async fn run_file(conn: &mut Conn, text: &str, rename: &BTreeMap<String, String>) {
+    let loaded = steps::schema::sql::load(text, &LoadOptions { rename: rename.clone(), ..Default::default() }).unwrap();
+    let skipped: Vec<usize> = loaded.skipped.iter().map(|s| s.line).collect();
+    for st in split(text).unwrap() {
+        if skipped.contains(&st.line) {
+            continue;
+        }
+        let mut sql = st.text.clone();
+        let upper = sql.to_ascii_uppercase();
+        if upper.starts_with("CREATE DATABASE") || upper.starts_with("USE") {
+            for (from, to) in rename {
+                sql = sql.replace(from.as_str(), to);
+            }
+        }
+        conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("line {}: {e}: {sql}", st.line));
+    }
+}
+
+/// `SHOW CREATE TABLE` of every table of a database, normalised: the AUTO_INCREMENT counter is
+/// dropped and the key and constraint lines are sorted (their order is creation order).
+pub async fn show_create_all(conn: &mut Conn, db: &str) -> BTreeMap<String, String> {
+    let tables: Vec<String> = conn
+        .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", (db,))
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let row: Option<(String, String)> = conn.query_first(format!("SHOW CREATE TABLE `{db}`.`{t}`")).await.unwrap();
+        let text = row.unwrap().1;
+        let mut cols = Vec::new();
+        let mut keys = Vec::new();
+        let mut tail = String::new();
+        for line in text.lines().skip(1) {
+            let l = line.trim().trim_end_matches(',').to_string();
+            if l.starts_with(')') {
+                tail = l
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            } else if l.starts_with('`') {
+                cols.push(l);
+            } else {
+                keys.push(l);
+            }
+        }
+        keys.sort();
+        out.insert(t, format!("{}\n{}\n{tail}", cols.join("\n"), keys.join("\n")));
+    }
+    out
+}
