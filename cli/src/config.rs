@@ -15,6 +15,9 @@ pub struct Config {
     pub manifest_url: Option<String>,
     /// The vendor's minisign public key: a path to its `.pub` file, or the key itself.
     pub public_key: Option<String>,
+    /// The release's database (`mysql://user:password@host:port/db`), for the schema
+    /// migration; `MOLT_DATABASE_URL` and `--database-url` take precedence.
+    pub database_url: Option<String>,
     pub backup: Backup,
     pub retention: Retention,
     pub download: Download,

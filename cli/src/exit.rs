@@ -10,6 +10,7 @@
 //! | 5 | incomplete: the run is unfinished; `molt resume` or `molt rollback` continues it |
 //! | 6 | stuck: the loop breaker stopped the run; fix the cause, then `--force` |
 //! | 7 | journal: a record is damaged, newer than this molt, or names an unknown plan; nothing done |
+//! | 8 | refused: the schema migration is destructive and not allowed; nothing was applied |
 
 use std::fmt;
 
@@ -20,6 +21,7 @@ pub const ROLLED_BACK: u8 = 4;
 pub const INCOMPLETE: u8 = 5;
 pub const STUCK: u8 = 6;
 pub const JOURNAL: u8 = 7;
+pub const REFUSED: u8 = 8;
 
 /// An error with a specific exit code; anything else exits with [`ERROR`].
 #[derive(Debug)]

@@ -130,6 +130,11 @@ enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// The database schema: compare files, plan or apply a migration.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Backups of the persistent paths.
     Backup {
         #[command(subcommand)]
@@ -147,6 +152,41 @@ enum Command {
 enum CacheCommand {
     /// Remove downloaded packages and partial downloads (except what an unfinished run needs).
     Clean,
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// The statements that turn OLD.sql's schema into NEW.sql's (offline).
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Database for tables the files name without one.
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// The statements that would bring the live database to FILE's schema (changes nothing).
+    Plan {
+        #[arg(long, env = "MOLT_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long)]
+        desired: PathBuf,
+        /// Show destructive changes as allowed.
+        #[arg(long)]
+        allow_destructive: bool,
+    },
+    /// Migrate the live database to FILE's schema, as a journaled run.
+    Apply {
+        #[arg(long, env = "MOLT_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long)]
+        desired: PathBuf,
+        /// Allow dropping tables, columns, indexes and narrowing types.
+        #[arg(long)]
+        allow_destructive: bool,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +358,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Images { command } => match command {
             ImagesCommand::Load => cmd::services::load(&inst()?, json).await,
             ImagesCommand::Prune { dry_run } => cmd::services::prune(&inst()?, dry_run, json).await,
+        },
+        Command::Schema { command } => match command {
+            SchemaCommand::Diff { old, new, database } => {
+                cmd::schema::diff_files(&old, &new, database, json)
+            }
+            SchemaCommand::Plan {
+                database_url,
+                desired,
+                allow_destructive,
+            } => cmd::schema::plan(&inst()?, database_url, &desired, allow_destructive, json).await,
+            SchemaCommand::Apply {
+                database_url,
+                desired,
+                allow_destructive,
+                dry_run,
+            } => {
+                cmd::schema::apply(
+                    &inst()?,
+                    database_url,
+                    &desired,
+                    allow_destructive,
+                    dry_run,
+                    json,
+                )
+                .await
+            }
         },
         Command::Backup { command } => match command {
             BackupCommand::Create { paths, no_compress } => {

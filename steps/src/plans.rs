@@ -11,6 +11,7 @@
 //! - `switch-services`: load images, stop one release, start another, verify ([`SwitchServices`]).
 //! - `images-load`, `images-prune`: [`ImagesLoad`], [`ImagesPrune`].
 //! - `fetch`: download a package and stage the release it holds ([`FetchRelease`]).
+//! - `schema-migrate`: bring a live database to a schema file ([`SchemaMigrate`], a pivot).
 
 use crate::copy_tree::CopyTree;
 use crate::error::Error;
@@ -32,6 +33,7 @@ pub const SWITCH_SERVICES: &str = "switch-services";
 pub const IMAGES_LOAD: &str = "images-load";
 pub const IMAGES_PRUNE: &str = "images-prune";
 pub const FETCH: &str = "fetch";
+pub const SCHEMA_MIGRATE: &str = "schema-migrate";
 const KNOWN: &[&str] = &[
     FS_SCRIPT,
     BACKUP_CREATE,
@@ -42,6 +44,7 @@ const KNOWN: &[&str] = &[
     IMAGES_LOAD,
     IMAGES_PRUNE,
     FETCH,
+    SCHEMA_MIGRATE,
 ];
 
 /// Where a plan's steps act.
@@ -436,6 +439,46 @@ impl ImagesPrune {
     }
 }
 
+/// `molt schema apply`: migrate a live database to a schema file, as one pivot step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaMigrate {
+    /// The database URL without its password (see [`crate::schema::migrate`]).
+    pub database_url: String,
+    /// The desired schema (absolute path) and its sha256 when the plan was made.
+    pub desired: PathBuf,
+    pub desired_sha256: String,
+    #[serde(default)]
+    pub allow: crate::schema::diff::Allow,
+    /// Seconds to wait for another migration's `GET_LOCK`.
+    #[serde(default = "default_lock_wait")]
+    pub lock_wait_secs: u64,
+}
+
+fn default_lock_wait() -> u64 {
+    30
+}
+
+impl SchemaMigrate {
+    pub fn plan(&self, env: &Env) -> Result<Plan, Error> {
+        if self.database_url != crate::schema::migrate::redact(&self.database_url) {
+            return Err(Error::BadSpec {
+                id: SCHEMA_MIGRATE.into(),
+                reason: "the plan must not hold the database password".into(),
+            });
+        }
+        let steps: Vec<Box<dyn DynStep>> = vec![Box::new(crate::schema::migrate::MigrateSchema {
+            database_url: self.database_url.clone(),
+            desired: self.desired.clone(),
+            desired_sha256: self.desired_sha256.clone(),
+            allow: self.allow.clone(),
+            root: env.root.clone(),
+            stash: crate::fsutil::Stash::new(&env.scratch, 0),
+            lock_wait: std::time::Duration::from_secs(self.lock_wait_secs),
+        })];
+        Ok(Plan::new(SCHEMA_MIGRATE, to_spec(self), steps)?)
+    }
+}
+
 /// `molt fetch`: download the chosen package (already resolved to a URL) and stage it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRelease {
@@ -537,6 +580,7 @@ pub fn build(id: &str, spec: &serde_json::Value, env: &Env) -> Result<Plan, Erro
         IMAGES_LOAD => from_spec::<ImagesLoad>(id, spec)?.plan(env),
         IMAGES_PRUNE => from_spec::<ImagesPrune>(id, spec)?.plan(env),
         FETCH => from_spec::<FetchRelease>(id, spec)?.plan(env),
+        SCHEMA_MIGRATE => from_spec::<SchemaMigrate>(id, spec)?.plan(env),
         _ => Err(Error::UnknownPlan {
             id: id.into(),
             known: KNOWN.join(", "),

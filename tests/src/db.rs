@@ -13,7 +13,8 @@ pub fn database_url() -> String {
     if let Ok(url) = std::env::var("MOLT_TEST_DATABASE_URL") {
         return url;
     }
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/molt-test-database.url");
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/molt-test-database.url");
     match std::fs::read_to_string(&file) {
         Ok(url) => url.trim().to_string(),
         Err(_) => panic!(
@@ -35,12 +36,18 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh database name unique to this process: `molt_t<pid>_<n>_<tag>`.
 pub fn scratch_name(tag: &str) -> String {
-    format!("molt_t{}_{}_{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "molt_t{}_{}_{tag}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub async fn drop_databases(conn: &mut Conn, names: &[String]) {
     for n in names {
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{n}`")).await.unwrap();
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{n}`"))
+            .await
+            .unwrap();
     }
 }
 
@@ -48,7 +55,14 @@ pub async fn drop_databases(conn: &mut Conn, names: &[String]) {
 /// replaced; statements that are not schema (GRANT, SET ...) are left out, as the loader
 /// reports them.
 pub async fn run_file(conn: &mut Conn, text: &str, rename: &BTreeMap<String, String>) {
-    let loaded = steps::schema::sql::load(text, &LoadOptions { rename: rename.clone(), ..Default::default() }).unwrap();
+    let loaded = steps::schema::sql::load(
+        text,
+        &LoadOptions {
+            rename: rename.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let skipped: Vec<usize> = loaded.skipped.iter().map(|s| s.line).collect();
     for st in split(text).unwrap() {
         if skipped.contains(&st.line) {
@@ -61,7 +75,9 @@ pub async fn run_file(conn: &mut Conn, text: &str, rename: &BTreeMap<String, Str
                 sql = sql.replace(from.as_str(), to);
             }
         }
-        conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("line {}: {e}: {sql}", st.line));
+        conn.query_drop(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("line {}: {e}: {sql}", st.line));
     }
 }
 
@@ -74,7 +90,10 @@ pub async fn show_create_all(conn: &mut Conn, db: &str) -> BTreeMap<String, Stri
         .unwrap();
     let mut out = BTreeMap::new();
     for t in tables {
-        let row: Option<(String, String)> = conn.query_first(format!("SHOW CREATE TABLE `{db}`.`{t}`")).await.unwrap();
+        let row: Option<(String, String)> = conn
+            .query_first(format!("SHOW CREATE TABLE `{db}`.`{t}`"))
+            .await
+            .unwrap();
         let text = row.unwrap().1;
         let mut cols = Vec::new();
         let mut keys = Vec::new();
@@ -94,7 +113,10 @@ pub async fn show_create_all(conn: &mut Conn, db: &str) -> BTreeMap<String, Stri
             }
         }
         keys.sort();
-        out.insert(t, format!("{}\n{}\n{tail}", cols.join("\n"), keys.join("\n")));
+        out.insert(
+            t,
+            format!("{}\n{}\n{tail}", cols.join("\n"), keys.join("\n")),
+        );
     }
     out
 }

@@ -21,14 +21,23 @@ pub enum LiveError {
     #[error("cannot connect to the database: {0}")]
     Connect(mysql_async::Error),
     #[error("{what}: {source}")]
-    Query { what: String, source: mysql_async::Error },
+    Query {
+        what: String,
+        source: mysql_async::Error,
+    },
     #[error("another migration holds the schema lock ({LOCK_NAME}) after {0:?}")]
     Locked(Duration),
     #[error("refused: the migration would {}; allow it with --allow-destructive or in release.toml's allow_destructive", .0.join("; "))]
     Destructive(Vec<String>),
     #[error("statement {index} failed: {sql}: {source}")]
-    Statement { index: usize, sql: String, source: mysql_async::Error },
-    #[error("after the migration the live schema still differs from the desired one; remaining: {0}")]
+    Statement {
+        index: usize,
+        sql: String,
+        source: mysql_async::Error,
+    },
+    #[error(
+        "after the migration the live schema still differs from the desired one; remaining: {0}"
+    )]
     Diverged(String),
     #[error("{0}")]
     Model(String),
@@ -48,8 +57,12 @@ pub async fn connect(url: &str) -> Result<Conn, LiveError> {
     let opts = parse_url(url)?;
     let mut conn = Conn::new(opts).await.map_err(LiveError::Connect)?;
     // Same rules for every migration, whatever the server's defaults.
-    conn.query_drop("SET SESSION foreign_key_checks = 1").await.map_err(q("set foreign_key_checks"))?;
-    let _ = conn.query_drop("SET SESSION explicit_defaults_for_timestamp = 1").await;
+    conn.query_drop("SET SESSION foreign_key_checks = 1")
+        .await
+        .map_err(q("set foreign_key_checks"))?;
+    let _ = conn
+        .query_drop("SET SESSION explicit_defaults_for_timestamp = 1")
+        .await;
     Ok(conn)
 }
 
@@ -66,20 +79,30 @@ fn params(dbs: &[String]) -> Vec<mysql_async::Value> {
     if dbs.is_empty() {
         return vec![mysql_async::Value::from("")];
     }
-    dbs.iter().map(|d| mysql_async::Value::from(d.as_str())).collect()
+    dbs.iter()
+        .map(|d| mysql_async::Value::from(d.as_str()))
+        .collect()
 }
 
 fn get_str(row: &Row, i: usize) -> Option<String> {
-    row.get_opt::<Option<String>, _>(i).and_then(|r| r.ok()).flatten()
+    row.get_opt::<Option<String>, _>(i)
+        .and_then(|r| r.ok())
+        .flatten()
 }
 
 fn get_u64(row: &Row, i: usize) -> Option<u64> {
-    row.get_opt::<Option<u64>, _>(i).and_then(|r| r.ok()).flatten()
+    row.get_opt::<Option<u64>, _>(i)
+        .and_then(|r| r.ok())
+        .flatten()
 }
 
 /// Read the schema of `databases` (those that exist) from the server.
 pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, LiveError> {
-    let version: String = conn.query_first("SELECT VERSION()").await.map_err(q("read the server version"))?.unwrap_or_default();
+    let version: String = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(q("read the server version"))?
+        .unwrap_or_default();
     let mariadb = version.to_ascii_lowercase().contains("mariadb");
     let list = in_list(databases.len());
     let p = params(databases);
@@ -93,7 +116,12 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
         let name = get_str(&r, 0).unwrap_or_default();
         schema.databases.insert(
             name.clone(),
-            Database { name, charset: get_str(&r, 1).map(|c| canonical_charset(&c)), collation: get_str(&r, 2).map(|c| canonical_charset(&c)), tables: BTreeMap::new() },
+            Database {
+                name,
+                charset: get_str(&r, 1).map(|c| canonical_charset(&c)),
+                collation: get_str(&r, 2).map(|c| canonical_charset(&c)),
+                tables: BTreeMap::new(),
+            },
         );
     }
 
@@ -108,10 +136,17 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
         .await
         .map_err(q("read information_schema.TABLES"))?;
     for r in rows {
-        let (db, name) = (get_str(&r, 0).unwrap_or_default(), get_str(&r, 1).unwrap_or_default());
+        let (db, name) = (
+            get_str(&r, 0).unwrap_or_default(),
+            get_str(&r, 1).unwrap_or_default(),
+        );
         let collation = get_str(&r, 3).map(|c| canonical_charset(&c));
         let row_format = get_str(&r, 5).and_then(|o| {
-            o.split_whitespace().find_map(|kv| kv.to_ascii_lowercase().strip_prefix("row_format=").map(str::to_string))
+            o.split_whitespace().find_map(|kv| {
+                kv.to_ascii_lowercase()
+                    .strip_prefix("row_format=")
+                    .map(str::to_string)
+            })
         });
         let table = Table {
             name: name.clone(),
@@ -140,8 +175,15 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
     if let Ok(rows) = checks {
         for r in rows {
             let clause = canonical_expr(&get_str(&r, 2).unwrap_or_default());
-            if let Some(col) = clause.strip_prefix("json_valid(`").and_then(|s| s.strip_suffix("`)")) {
-                json_checks.insert((get_str(&r, 0).unwrap_or_default(), get_str(&r, 1).unwrap_or_default(), col.replace("``", "`")));
+            if let Some(col) = clause
+                .strip_prefix("json_valid(`")
+                .and_then(|s| s.strip_suffix("`)"))
+            {
+                json_checks.insert((
+                    get_str(&r, 0).unwrap_or_default(),
+                    get_str(&r, 1).unwrap_or_default(),
+                    col.replace("``", "`"),
+                ));
             }
         }
     }
@@ -158,17 +200,32 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
         .await
         .map_err(q("read information_schema.COLUMNS"))?;
     for r in rows {
-        let (db, tname, cname) = (get_str(&r, 0).unwrap_or_default(), get_str(&r, 1).unwrap_or_default(), get_str(&r, 2).unwrap_or_default());
-        let Some(t) = schema.databases.get_mut(&db).and_then(|d| d.tables.get_mut(&tname)) else { continue };
+        let (db, tname, cname) = (
+            get_str(&r, 0).unwrap_or_default(),
+            get_str(&r, 1).unwrap_or_default(),
+            get_str(&r, 2).unwrap_or_default(),
+        );
+        let Some(t) = schema
+            .databases
+            .get_mut(&db)
+            .and_then(|d| d.tables.get_mut(&tname))
+        else {
+            continue;
+        };
         let type_text = get_str(&r, 3).unwrap_or_default();
-        let mut ty = ColumnType::parse(&type_text).map_err(|e| LiveError::Model(format!("{db}.{tname}.{cname}: {e}")))?;
+        let mut ty = ColumnType::parse(&type_text)
+            .map_err(|e| LiveError::Model(format!("{db}.{tname}.{cname}: {e}")))?;
         let extra = get_str(&r, 6).unwrap_or_default().to_ascii_lowercase();
-        let is_json = ty.base == "longtext" && json_checks.contains(&(db.clone(), tname.clone(), cname.clone()));
+        let is_json = ty.base == "longtext"
+            && json_checks.contains(&(db.clone(), tname.clone(), cname.clone()));
         if is_json {
             ty = ColumnType::parse("json").expect("json parses");
         }
         let generated = if extra.contains("generated") && !extra.contains("default_generated") {
-            Some(Generated { expr: canonical_expr(&get_str(&r, 10).unwrap_or_default()), stored: extra.contains("stored") || extra.contains("persistent") })
+            Some(Generated {
+                expr: canonical_expr(&get_str(&r, 10).unwrap_or_default()),
+                stored: extra.contains("stored") || extra.contains("persistent"),
+            })
         } else {
             None
         };
@@ -178,7 +235,12 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
                 let _ = d;
                 None
             }
-            Some(d) => Some(parse_live_default(&d, &ty, mariadb, extra.contains("default_generated"))),
+            Some(d) => Some(parse_live_default(
+                &d,
+                &ty,
+                mariadb,
+                extra.contains("default_generated"),
+            )),
         };
         let on_update = extra.find("on update ").map(|i| {
             let rest = &extra[i + "on update ".len()..];
@@ -194,8 +256,16 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
             auto_increment: extra.contains("auto_increment"),
             generated,
             comment: get_str(&r, 9).unwrap_or_default(),
-            charset: if textual { get_str(&r, 7).map(|c| canonical_charset(&c)) } else { None },
-            collation: if textual { get_str(&r, 8).map(|c| canonical_charset(&c)) } else { None },
+            charset: if textual {
+                get_str(&r, 7).map(|c| canonical_charset(&c))
+            } else {
+                None
+            },
+            collation: if textual {
+                get_str(&r, 8).map(|c| canonical_charset(&c))
+            } else {
+                None
+            },
         };
         col.canonicalize();
         t.columns.push(col);
@@ -212,8 +282,18 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
         .await
         .map_err(q("read information_schema.STATISTICS"))?;
     for r in rows {
-        let (db, tname, iname) = (get_str(&r, 0).unwrap_or_default(), get_str(&r, 1).unwrap_or_default(), get_str(&r, 2).unwrap_or_default());
-        let Some(t) = schema.databases.get_mut(&db).and_then(|d| d.tables.get_mut(&tname)) else { continue };
+        let (db, tname, iname) = (
+            get_str(&r, 0).unwrap_or_default(),
+            get_str(&r, 1).unwrap_or_default(),
+            get_str(&r, 2).unwrap_or_default(),
+        );
+        let Some(t) = schema
+            .databases
+            .get_mut(&db)
+            .and_then(|d| d.tables.get_mut(&tname))
+        else {
+            continue;
+        };
         let part = KeyPart {
             column: get_str(&r, 4).unwrap_or_default(),
             prefix: get_u64(&r, 5).map(|n| n as u32),
@@ -231,7 +311,16 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
             _ => IndexKind::Index,
         };
         let comment = get_str(&r, 8).unwrap_or_default();
-        t.indexes.entry(iname.clone()).or_insert_with(|| Index { name: iname, kind, parts: Vec::new(), comment }).parts.push(part);
+        t.indexes
+            .entry(iname.clone())
+            .or_insert_with(|| Index {
+                name: iname,
+                kind,
+                parts: Vec::new(),
+                comment,
+            })
+            .parts
+            .push(part);
     }
 
     let rows: Vec<Row> = conn
@@ -249,18 +338,35 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
         .await
         .map_err(q("read information_schema.KEY_COLUMN_USAGE"))?;
     for r in rows {
-        let (db, tname, fname) = (get_str(&r, 0).unwrap_or_default(), get_str(&r, 1).unwrap_or_default(), get_str(&r, 2).unwrap_or_default());
-        let Some(t) = schema.databases.get_mut(&db).and_then(|d| d.tables.get_mut(&tname)) else { continue };
-        let action = |i: usize| get_str(&r, i).and_then(|a| RefAction::parse(&a)).unwrap_or(RefAction::Restrict);
-        let fk = t.foreign_keys.entry(fname.clone()).or_insert_with(|| ForeignKey {
-            name: fname,
-            columns: Vec::new(),
-            ref_database: get_str(&r, 4).unwrap_or_default(),
-            ref_table: get_str(&r, 5).unwrap_or_default(),
-            ref_columns: Vec::new(),
-            on_delete: action(7),
-            on_update: action(8),
-        });
+        let (db, tname, fname) = (
+            get_str(&r, 0).unwrap_or_default(),
+            get_str(&r, 1).unwrap_or_default(),
+            get_str(&r, 2).unwrap_or_default(),
+        );
+        let Some(t) = schema
+            .databases
+            .get_mut(&db)
+            .and_then(|d| d.tables.get_mut(&tname))
+        else {
+            continue;
+        };
+        let action = |i: usize| {
+            get_str(&r, i)
+                .and_then(|a| RefAction::parse(&a))
+                .unwrap_or(RefAction::Restrict)
+        };
+        let fk = t
+            .foreign_keys
+            .entry(fname.clone())
+            .or_insert_with(|| ForeignKey {
+                name: fname,
+                columns: Vec::new(),
+                ref_database: get_str(&r, 4).unwrap_or_default(),
+                ref_table: get_str(&r, 5).unwrap_or_default(),
+                ref_columns: Vec::new(),
+                on_delete: action(7),
+                on_update: action(8),
+            });
         fk.columns.push(get_str(&r, 3).unwrap_or_default());
         fk.ref_columns.push(get_str(&r, 6).unwrap_or_default());
     }
@@ -269,7 +375,12 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
 
 /// `COLUMN_DEFAULT` as MariaDB (10.2.7+: literals quoted, expressions bare, `NULL`) or MySQL
 /// (literals bare, expressions marked `DEFAULT_GENERATED`) shows it.
-fn parse_live_default(d: &str, ty: &ColumnType, mariadb: bool, generated_expr: bool) -> DefaultValue {
+fn parse_live_default(
+    d: &str,
+    ty: &ColumnType,
+    mariadb: bool,
+    generated_expr: bool,
+) -> DefaultValue {
     let chars: Vec<char> = d.chars().collect();
     if mariadb {
         if d == "NULL" {
@@ -295,11 +406,17 @@ fn parse_live_default(d: &str, ty: &ColumnType, mariadb: bool, generated_expr: b
 }
 
 /// Which of the tables a migration finds destructive hold rows.
-async fn rows_of(conn: &mut Conn, tables: &BTreeSet<(String, String)>) -> Result<BTreeMap<(String, String), bool>, LiveError> {
+async fn rows_of(
+    conn: &mut Conn,
+    tables: &BTreeSet<(String, String)>,
+) -> Result<BTreeMap<(String, String), bool>, LiveError> {
     let mut out = BTreeMap::new();
     for (db, t) in tables {
         let sql = format!("SELECT 1 FROM {} LIMIT 1", super::diff::qualified(db, t));
-        let any: Option<u8> = conn.query_first(sql).await.map_err(q(format!("count rows of {db}.{t}")))?;
+        let any: Option<u8> = conn
+            .query_first(sql)
+            .await
+            .map_err(q(format!("count rows of {db}.{t}")))?;
         out.insert((db.clone(), t.clone()), any.is_some());
     }
     Ok(out)
@@ -321,16 +438,29 @@ pub async fn plan(conn: &mut Conn, desired: &Schema) -> Result<(Schema, Migratio
         return Ok((live, first));
     }
     let rows = rows_of(conn, &risky).await?;
-    let m = diff(&live, desired, &|d, t| rows.get(&(d.to_string(), t.to_string())).copied());
+    let m = diff(&live, desired, &|d, t| {
+        rows.get(&(d.to_string(), t.to_string())).copied()
+    });
     Ok((live, m))
 }
 
 /// What happens around each statement, for the audit.
 #[derive(Clone, Debug)]
 pub enum Event<'a> {
-    Before { index: usize, change: &'a Change },
-    After { index: usize, change: &'a Change, elapsed: Duration },
-    Failed { index: usize, change: &'a Change, error: String },
+    Before {
+        index: usize,
+        change: &'a Change,
+    },
+    After {
+        index: usize,
+        change: &'a Change,
+        elapsed: Duration,
+    },
+    Failed {
+        index: usize,
+        change: &'a Change,
+        error: String,
+    },
 }
 
 /// Take the server-wide migration lock, waiting up to `wait`.
@@ -361,16 +491,31 @@ pub async fn apply(
     let (_, migration) = plan(conn, desired).await?;
     let refused = migration.refused(allow);
     if !refused.is_empty() {
-        return Err(LiveError::Destructive(refused.iter().map(|d| d.reason.clone()).collect()));
+        return Err(LiveError::Destructive(
+            refused.iter().map(|d| d.reason.clone()).collect(),
+        ));
     }
     for (index, change) in migration.changes.iter().enumerate() {
         audit(Event::Before { index, change }).map_err(LiveError::Model)?;
         let started = Instant::now();
         if let Err(e) = conn.query_drop(&change.sql).await {
-            let _ = audit(Event::Failed { index, change, error: e.to_string() });
-            return Err(LiveError::Statement { index, sql: change.sql.clone(), source: e });
+            let _ = audit(Event::Failed {
+                index,
+                change,
+                error: e.to_string(),
+            });
+            return Err(LiveError::Statement {
+                index,
+                sql: change.sql.clone(),
+                source: e,
+            });
         }
-        audit(Event::After { index, change, elapsed: started.elapsed() }).map_err(LiveError::Model)?;
+        audit(Event::After {
+            index,
+            change,
+            elapsed: started.elapsed(),
+        })
+        .map_err(LiveError::Model)?;
     }
     let (_, remaining) = plan(conn, desired).await?;
     if !remaining.is_empty() {

@@ -4,6 +4,7 @@
 
 pub mod diff;
 pub mod live;
+pub mod migrate;
 pub mod model;
 pub mod sql;
 

@@ -1,0 +1,217 @@
+//! `molt schema diff|plan|apply`: the schema migration from the command line.
+//!
+//! `diff` compares two files offline; `plan` (and `apply --dry-run`) read the live database
+//! and change nothing; `apply` runs the migration as a journaled run of one pivot step, so a
+//! crash half-way is finished by `molt resume` (or `molt recover`), which re-diffs.
+
+use super::print_json;
+use crate::config::Config;
+use crate::exit;
+use crate::install::Installation;
+use crate::session::Session;
+use serde_json::json;
+use std::path::Path;
+use steps::plans::SchemaMigrate;
+use steps::schema::diff::{diff, Allow, Migration};
+use steps::schema::live;
+use steps::schema::migrate::{redact, sha256_file, URL_ENV};
+use steps::schema::sql::{load, LoadOptions, Loaded};
+
+fn load_file(path: &Path, default_db: Option<String>) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| exit::coded(exit::ERROR, format!("cannot read {}: {e}", path.display())))?;
+    load(
+        &text,
+        &LoadOptions {
+            default_database: default_db,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| exit::coded(exit::ERROR, format!("{}: {e}", path.display())))
+}
+
+/// Statements that are not schema: reported on stderr (they are never run or dropped).
+fn report_skipped(path: &Path, loaded: &Loaded, as_json: bool) {
+    if as_json {
+        return;
+    }
+    for s in &loaded.skipped {
+        eprintln!(
+            "molt: {}: line {}: {} is not schema; ignored: {}",
+            path.display(),
+            s.line,
+            s.kind,
+            s.excerpt
+        );
+    }
+}
+
+fn print_migration(m: &Migration, allow: &Allow) {
+    if m.is_empty() {
+        println!("-- the schemas are the same: nothing to do");
+        return;
+    }
+    for c in &m.changes {
+        for d in &c.destructive {
+            let mark = if allow.permits(d) {
+                "allowed"
+            } else {
+                "REFUSED"
+            };
+            println!("-- destructive ({mark}): {}", d.reason);
+        }
+        println!("{};", c.sql);
+    }
+    let refused = m.refused(allow);
+    if !refused.is_empty() {
+        println!("-- {} destructive change(s) not allowed: apply refuses this plan without --allow-destructive", refused.len());
+    }
+}
+
+fn migration_json(m: &Migration, allow: &Allow, skipped: serde_json::Value) -> serde_json::Value {
+    json!({
+        "changes": m.changes,
+        "statements": m.statements(),
+        "destructive": m.destructive(),
+        "refused": m.refused(allow),
+        "skipped": skipped,
+    })
+}
+
+pub fn diff_files(
+    old: &Path,
+    new: &Path,
+    database: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<u8> {
+    let a = load_file(old, database.clone())?;
+    let b = load_file(new, database)?;
+    report_skipped(old, &a, as_json);
+    report_skipped(new, &b, as_json);
+    let m = diff(&a.schema, &b.schema, &|_, _| None);
+    let allow = Allow::default();
+    if as_json {
+        print_json(&migration_json(
+            &m,
+            &allow,
+            json!({ "old": a.skipped, "new": b.skipped }),
+        ));
+    } else {
+        print_migration(&m, &allow);
+    }
+    Ok(exit::OK)
+}
+
+/// The URL from the flag, `MOLT_DATABASE_URL` (clap reads it into the flag) or `molt.toml`.
+fn database_url(inst: &Installation, flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(u) = flag {
+        return Ok(u);
+    }
+    Config::load(&inst.root)?.database_url.ok_or_else(|| {
+        exit::coded(
+            exit::ERROR,
+            format!(
+                "no database: pass --database-url, set {URL_ENV}, or set database_url in molt.toml"
+            ),
+        )
+    })
+}
+
+async fn live_plan(url: &str, desired: &steps::schema::Schema) -> anyhow::Result<Migration> {
+    let mut conn = live::connect(url)
+        .await
+        .map_err(|e| exit::coded(exit::ERROR, e.to_string()))?;
+    let (_, m) = live::plan(&mut conn, desired)
+        .await
+        .map_err(|e| exit::coded(exit::ERROR, e.to_string()))?;
+    let _ = conn.disconnect().await;
+    Ok(m)
+}
+
+pub async fn plan(
+    inst: &Installation,
+    url: Option<String>,
+    desired: &Path,
+    allow_destructive: bool,
+    as_json: bool,
+) -> anyhow::Result<u8> {
+    let url = database_url(inst, url)?;
+    let loaded = load_file(
+        desired,
+        live::url_database(&url).map_err(|e| exit::coded(exit::ERROR, e.to_string()))?,
+    )?;
+    report_skipped(desired, &loaded, as_json);
+    let m = live_plan(&url, &loaded.schema).await?;
+    let allow = Allow {
+        all: allow_destructive,
+        subjects: Vec::new(),
+    };
+    if as_json {
+        print_json(&migration_json(&m, &allow, json!(loaded.skipped)));
+    } else {
+        print_migration(&m, &allow);
+    }
+    Ok(if m.refused(&allow).is_empty() {
+        exit::OK
+    } else {
+        exit::REFUSED
+    })
+}
+
+pub async fn apply(
+    inst: &Installation,
+    url: Option<String>,
+    desired: &Path,
+    allow_destructive: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> anyhow::Result<u8> {
+    if dry_run {
+        return plan(inst, url, desired, allow_destructive, as_json).await;
+    }
+    let url = database_url(inst, url)?;
+    let desired = std::fs::canonicalize(desired).map_err(|e| {
+        exit::coded(
+            exit::ERROR,
+            format!("cannot read {}: {e}", desired.display()),
+        )
+    })?;
+    let loaded = load_file(
+        &desired,
+        live::url_database(&url).map_err(|e| exit::coded(exit::ERROR, e.to_string()))?,
+    )?;
+    report_skipped(&desired, &loaded, as_json);
+    // Refuse before a run exists: nothing journaled, nothing touched.
+    let allow = Allow {
+        all: allow_destructive,
+        subjects: Vec::new(),
+    };
+    let m = live_plan(&url, &loaded.schema).await?;
+    let refused = m.refused(&allow);
+    if !refused.is_empty() {
+        let reasons: Vec<String> = refused.iter().map(|d| d.reason.clone()).collect();
+        return Err(exit::coded(
+            exit::REFUSED,
+            format!("refused, nothing applied: the migration would {}; pass --allow-destructive to allow it", reasons.join("; ")),
+        ));
+    }
+    let spec = SchemaMigrate {
+        database_url: redact(&url),
+        desired_sha256: sha256_file(&desired).map_err(|e| exit::coded(exit::ERROR, e))?,
+        desired: desired.clone(),
+        allow,
+        lock_wait_secs: 30,
+    };
+    // The step finds the password again in the environment, never in the journal.
+    if redact(&url) != url {
+        std::env::set_var(URL_ENV, &url);
+    }
+    let mut session = Session::open(inst, "molt schema apply")?;
+    let r = session.start(|env| spec.plan(env)).await?;
+    if as_json {
+        print_json(&r.to_json());
+    } else {
+        println!("{}", r.summary());
+    }
+    Ok(r.exit_code())
+}
