@@ -25,6 +25,11 @@ pub fn database_url() -> String {
     }
 }
 
+/// A connection with molt's session settings (foreign key checks on), as a migration has.
+pub async fn connect_for_migration() -> Conn {
+    steps::schema::live::connect(&database_url()).await.expect("connect to the test MariaDB")
+}
+
 pub async fn connect() -> Conn {
     let url = database_url();
     Conn::new(mysql_async::Opts::from_url(&url).expect("test URL parses"))
@@ -55,15 +60,29 @@ pub async fn drop_databases(conn: &mut Conn, names: &[String]) {
 /// replaced; statements that are not schema (GRANT, SET ...) are left out, as the loader
 /// reports them.
 pub async fn run_file(conn: &mut Conn, text: &str, rename: &BTreeMap<String, String>) {
-    let loaded = steps::schema::sql::load(
-        text,
-        &LoadOptions {
-            rename: rename.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let skipped: Vec<usize> = loaded.skipped.iter().map(|s| s.line).collect();
+    if let Err(e) = try_run_file(conn, text, rename).await {
+        panic!("{e}");
+    }
+}
+
+/// [`run_file`], returning what failed (with the whole file) instead of panicking.
+pub async fn try_run_file(
+    conn: &mut Conn,
+    text: &str,
+    rename: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let opts = LoadOptions {
+        rename: rename.clone(),
+        ..Default::default()
+    };
+    let loaded = steps::schema::sql::load(text, &opts)
+        .map_err(|e| format!("molt cannot load the file: {e}\n{text}"))?;
+    let skipped: Vec<usize> = loaded
+        .skipped
+        .iter()
+        .filter(|s| matches!(s.kind.as_str(), "GRANT" | "REVOKE" | "FLUSH"))
+        .map(|s| s.line)
+        .collect();
     for st in split(text).unwrap() {
         if skipped.contains(&st.line) {
             continue;
@@ -75,10 +94,11 @@ pub async fn run_file(conn: &mut Conn, text: &str, rename: &BTreeMap<String, Str
                 sql = sql.replace(from.as_str(), to);
             }
         }
-        conn.query_drop(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("line {}: {e}: {sql}", st.line));
+        if let Err(e) = conn.query_drop(&sql).await {
+            return Err(format!("line {}: {e}: {sql}\nin:\n{text}", st.line));
+        }
     }
+    Ok(())
 }
 
 /// `SHOW CREATE TABLE` of every table of a database, normalised: the AUTO_INCREMENT counter is

@@ -431,6 +431,19 @@ impl TablePlan {
                         p.needs_rows.push((c.name.clone(), format!("adds NOT NULL column {}.{} without a default: existing rows get an invented value", want.name, c.name)));
                     }
                 }
+                Some(old) if old.generated != c.generated => {
+                    // MariaDB cannot turn a column into (or out of) a generated one, nor change
+                    // a generated column's kind, in place: drop it and add it back.
+                    p.clauses.push(format!("DROP COLUMN {}", quote_ident(&c.name)));
+                    p.clauses.push(format!("ADD COLUMN {}{position}", column_sql(c)));
+                    p.modified.insert(c.name.clone());
+                    if old.generated.is_none() {
+                        p.destructive.push(Destructive {
+                            subject: format!(".{}", c.name),
+                            reason: format!("replaces the values of {}.{} with a generated column", want.name, c.name),
+                        });
+                    }
+                }
                 Some(old) => {
                     let differs = column_differs(old, c);
                     let moved = !stable.contains(c.name.as_str());
@@ -480,14 +493,10 @@ impl TablePlan {
         if o.1.comment != o.0.comment {
             opts.push(format!("COMMENT={}", quote_str(&o.1.comment)));
         }
-        if o.1.row_format.is_some() && o.1.row_format != o.0.row_format {
-            opts.push(format!(
-                "ROW_FORMAT={}",
-                o.1.row_format
-                    .as_deref()
-                    .unwrap_or_default()
-                    .to_ascii_uppercase()
-            ));
+        // An unstated row format is the engine's default, as in a fresh install.
+        if o.1.row_format != o.0.row_format {
+            let format = o.1.row_format.as_deref().unwrap_or("default");
+            opts.push(format!("ROW_FORMAT={}", format.to_ascii_uppercase()));
         }
         p.clauses.extend(opts);
         for c in &have.columns {

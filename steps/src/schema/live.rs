@@ -422,8 +422,38 @@ async fn rows_of(
     Ok(out)
 }
 
+/// Fill in what SQL text leaves to the server: the collation a `CHARACTER SET` alone means
+/// (that charset's default collation on this server).
+pub async fn resolve_server_defaults(conn: &mut Conn, desired: &Schema) -> Result<Schema, LiveError> {
+    let rows: Vec<(String, String)> = conn
+        .query("SELECT CHARACTER_SET_NAME, DEFAULT_COLLATE_NAME FROM information_schema.CHARACTER_SETS")
+        .await
+        .map_err(q("read information_schema.CHARACTER_SETS"))?;
+    let defaults: BTreeMap<String, String> = rows
+        .into_iter()
+        .map(|(c, d)| (canonical_charset(&c), canonical_charset(&d)))
+        .collect();
+    let fill = |charset: &Option<String>, collation: &mut Option<String>| {
+        if let (Some(cs), None) = (charset, &collation) {
+            *collation = defaults.get(cs).cloned();
+        }
+    };
+    let mut out = desired.clone();
+    for db in out.databases.values_mut() {
+        fill(&db.charset, &mut db.collation);
+        for t in db.tables.values_mut() {
+            fill(&t.options.charset, &mut t.options.collation);
+            for c in &mut t.columns {
+                fill(&c.charset, &mut c.collation);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The migration from the live server to `desired`, its lint informed by which tables hold rows.
 pub async fn plan(conn: &mut Conn, desired: &Schema) -> Result<(Schema, Migration), LiveError> {
+    let desired = &resolve_server_defaults(conn, desired).await?;
     let dbs: Vec<String> = desired.databases.keys().cloned().collect();
     let live = inspect(conn, &dbs).await?;
     let first = diff(&live, desired, &|_, _| None);

@@ -105,17 +105,20 @@ pub struct Index {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RefAction {
+    /// Also what an unstated action means.
     Restrict,
+    /// Checked like `RESTRICT` by InnoDB, but shown (and kept) as written.
+    NoAction,
     Cascade,
     SetNull,
     SetDefault,
 }
 
 impl RefAction {
-    /// `NO ACTION` is `RESTRICT` in InnoDB (both check immediately).
     pub fn parse(s: &str) -> Option<RefAction> {
         match s.to_ascii_uppercase().as_str() {
-            "RESTRICT" | "NO ACTION" => Some(RefAction::Restrict),
+            "RESTRICT" => Some(RefAction::Restrict),
+            "NO ACTION" => Some(RefAction::NoAction),
             "CASCADE" => Some(RefAction::Cascade),
             "SET NULL" => Some(RefAction::SetNull),
             "SET DEFAULT" => Some(RefAction::SetDefault),
@@ -126,6 +129,7 @@ impl RefAction {
     pub fn sql(self) -> &'static str {
         match self {
             RefAction::Restrict => "RESTRICT",
+            RefAction::NoAction => "NO ACTION",
             RefAction::Cascade => "CASCADE",
             RefAction::SetNull => "SET NULL",
             RefAction::SetDefault => "SET DEFAULT",
@@ -636,12 +640,28 @@ pub fn canonical_literal(ty: &ColumnType, value: &str) -> String {
             };
             let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
             if int.chars().all(|c| c.is_ascii_digit()) && frac.chars().all(|c| c.is_ascii_digit()) {
-                let int = int.trim_start_matches('0');
-                let int = if int.is_empty() { "0" } else { int };
-                let mut frac: String = frac.chars().take(scale).collect();
-                while frac.len() < scale {
-                    frac.push('0');
+                // Round half away from zero to the scale, as the server stores it.
+                let mut digits: Vec<u8> = int.bytes().chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale)).collect();
+                if frac.as_bytes().get(scale).is_some_and(|d| *d >= b'5') {
+                    let mut i = digits.len();
+                    loop {
+                        if i == 0 {
+                            digits.insert(0, b'1');
+                            break;
+                        }
+                        i -= 1;
+                        if digits[i] == b'9' {
+                            digits[i] = b'0';
+                        } else {
+                            digits[i] += 1;
+                            break;
+                        }
+                    }
                 }
+                let split = digits.len() - scale;
+                let int_part = String::from_utf8_lossy(&digits[..split]).trim_start_matches('0').to_string();
+                let int = if int_part.is_empty() { "0".to_string() } else { int_part };
+                let frac = String::from_utf8_lossy(&digits[split..]).to_string();
                 let sign = if neg && (int != "0" || frac.chars().any(|c| c != '0')) {
                     "-"
                 } else {
@@ -810,6 +830,10 @@ mod tests {
         let dec = ColumnType::parse("decimal(10,2)").unwrap();
         assert_eq!(canonical_literal(&dec, "1"), "1.00");
         assert_eq!(canonical_literal(&dec, "-0.5"), "-0.50");
+        assert_eq!(canonical_literal(&dec, "9.995"), "10.00");
+        let dec0 = ColumnType::parse("decimal(10,0)").unwrap();
+        assert_eq!(canonical_literal(&dec0, "1.5"), "2");
+        assert_eq!(canonical_literal(&dec0, "-1.4"), "-1");
         let int = ColumnType::parse("int").unwrap();
         assert_eq!(canonical_literal(&int, "007"), "7");
         let dt = ColumnType::parse("datetime(3)").unwrap();
