@@ -27,14 +27,45 @@ pub fn database_url() -> String {
 
 /// A connection with molt's session settings (foreign key checks on), as a migration has.
 pub async fn connect_for_migration() -> Conn {
-    steps::schema::live::connect(&database_url()).await.expect("connect to the test MariaDB")
+    steps::schema::live::connect(&database_url())
+        .await
+        .expect("connect to the test MariaDB")
 }
 
 pub async fn connect() -> Conn {
     let url = database_url();
-    Conn::new(mysql_async::Opts::from_url(&url).expect("test URL parses"))
+    let mut conn = Conn::new(mysql_async::Opts::from_url(&url).expect("test URL parses"))
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to the test MariaDB ({e}); is it running? `bash scripts/test.sh` starts it"))
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to the test MariaDB ({e}); is it running? `bash scripts/test.sh` starts it")
+        });
+    if !CLEANED.swap(true, Ordering::SeqCst) {
+        drop_stale(&mut conn).await;
+    }
+    conn
+}
+
+static CLEANED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drop scratch databases left by test processes that are gone (a failed or killed run).
+async fn drop_stale(conn: &mut Conn) {
+    let names: Vec<String> = conn
+        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'molt\\_t%'")
+        .await
+        .unwrap();
+    for name in names {
+        let pid = name
+            .trim_start_matches("molt_t")
+            .split('_')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                .await
+                .unwrap();
+        }
+    }
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use steps::schema::diff::Allow;
 use steps::schema::live;
 use steps::schema::sql::{load, LoadOptions};
-use tests::db::{connect, connect_for_migration, drop_databases, try_run_file, scratch_name, show_create_all};
+use tests::db::{
+    connect, connect_for_migration, drop_databases, scratch_name, show_create_all, try_run_file,
+};
 
 #[derive(Clone, Debug)]
 struct Col {
@@ -24,12 +26,14 @@ struct Col {
     fulltext: bool,
 }
 
+/// (name number, kind: 0 index / 1 unique / 2 fulltext, (column number, desc) parts, comment)
+type IndexSpec = (usize, u8, Vec<(usize, bool)>, String);
+
 #[derive(Clone, Debug)]
 struct TableSpec {
     name: usize,
     cols: Vec<Col>,
-    /// (name, kind, column indexes, desc flags, comment)
-    indexes: Vec<(usize, u8, Vec<(usize, bool)>, String)>,
+    indexes: Vec<IndexSpec>,
     /// parent table numbers (a `ref_tN bigint null` column and a foreign key each)
     fks: Vec<(usize, u8, u8)>,
     comment: String,
@@ -42,74 +46,210 @@ const COMMENTS: &[&str] = &["", "", "plain", "it's quoted", "注释", "back\\sla
 
 fn column(i: usize) -> impl Strategy<Value = Col> {
     let name = format!("c{i}");
-    let textual_coll = prop_oneof![Just(""), Just(" collate utf8mb4_bin"), Just(" character set utf8mb4")];
+    let textual_coll = prop_oneof![
+        Just(""),
+        Just(" collate utf8mb4_bin"),
+        Just(" character set utf8mb4")
+    ];
     let null = prop_oneof![Just(" null"), Just(" not null"), Just("")];
-    let comment = proptest::sample::select(COMMENTS).prop_map(|c| if c.is_empty() { String::new() } else { format!(" comment '{}'", c.replace('\\', "\\\\").replace('\'', "''")) });
+    let comment = proptest::sample::select(COMMENTS).prop_map(|c| {
+        if c.is_empty() {
+            String::new()
+        } else {
+            format!(" comment '{}'", c.replace('\\', "\\\\").replace('\'', "''"))
+        }
+    });
     let ty = prop_oneof![
-        (prop_oneof![Just("tinyint"), Just("smallint"), Just("int"), Just("INTEGER"), Just("bigint")], any::<bool>(), prop_oneof![Just(None), (-5i32..100).prop_map(Some)])
+        (
+            prop_oneof![
+                Just("tinyint"),
+                Just("smallint"),
+                Just("int"),
+                Just("INTEGER"),
+                Just("bigint")
+            ],
+            any::<bool>(),
+            prop_oneof![Just(None), (-5i32..100).prop_map(Some)]
+        )
             .prop_map(|(t, u, d)| {
                 let d = d.map(|d| if u { d.abs() } else { d });
-                (format!("{t}{}", if u { " unsigned" } else { "" }), d.map(|d| format!(" default {d}")), Some(None), false)
+                (
+                    format!("{t}{}", if u { " unsigned" } else { "" }),
+                    d.map(|d| format!(" default {d}")),
+                    Some(None),
+                    false,
+                )
             }),
-        ((4u32..12), (0u32..4), prop_oneof![Just(None), Just(Some("1.5")), Just(Some("0")), Just(Some("'-2'"))])
-            .prop_map(|(p, s, d)| (format!("decimal({p},{s})"), d.map(|d| format!(" default {d}")), Some(None), false)),
-        prop_oneof![Just("float"), Just("double"), Just("real")].prop_map(|t| (t.to_string(), None, None, false)),
-        ((5u32..40), textual_coll.clone(), prop_oneof![Just(None), Just(Some("''")), Just(Some("'x y'")), Just(Some("'it''s'"))], any::<bool>())
+        (
+            (4u32..12),
+            (0u32..4),
+            prop_oneof![
+                Just(None),
+                Just(Some("1.5")),
+                Just(Some("0")),
+                Just(Some("'-2'"))
+            ]
+        )
+            .prop_map(|(p, s, d)| (
+                format!("decimal({p},{s})"),
+                d.map(|d| format!(" default {d}")),
+                Some(None),
+                false
+            )),
+        prop_oneof![Just("float"), Just("double"), Just("real")].prop_map(|t| (
+            t.to_string(),
+            None,
+            None,
+            false
+        )),
+        (
+            (5u32..40),
+            textual_coll.clone(),
+            prop_oneof![
+                Just(None),
+                Just(Some("''")),
+                Just(Some("'x y'")),
+                Just(Some("'it''s'"))
+            ],
+            any::<bool>()
+        )
             .prop_map(|(n, coll, d, prefix)| {
-                let key = if prefix && n > 4 { Some(Some(n / 2)) } else { Some(None) };
-                (format!("varchar({n}){coll}"), d.map(|d| format!(" default {d}")), key, true)
+                let key = if prefix && n > 4 {
+                    Some(Some(n / 2))
+                } else {
+                    Some(None)
+                };
+                (
+                    format!("varchar({n}){coll}"),
+                    d.map(|d| format!(" default {d}")),
+                    key,
+                    true,
+                )
             }),
-        ((1u32..10), textual_coll.clone()).prop_map(|(n, coll)| (format!("char({n}){coll}"), None, Some(None), false)),
-        prop_oneof![Just("text"), Just("mediumtext")].prop_map(|t| (t.to_string(), None, None, true)),
-        (prop_oneof![Just("datetime"), Just("datetime(3)"), Just("timestamp")], 0u8..3).prop_map(|(t, d)| {
-            let p = if t.contains('3') { "(3)" } else { "" };
-            let d = match d {
-                0 => None,
-                1 => Some(format!(" default CURRENT_TIMESTAMP{p} on update CURRENT_TIMESTAMP{p}")),
-                _ => Some(" default '2020-01-02 03:04:05'".to_string()),
-            };
-            (t.to_string(), d, Some(None), false)
-        }),
-        Just(("date".to_string(), Some(" default '2021-06-30'".to_string()), Some(None), false)),
-        (prop_oneof![Just("enum('a','b')"), Just("enum('a','b','c')"), Just("set('x','y')")], any::<bool>())
+        ((1u32..10), textual_coll.clone()).prop_map(|(n, coll)| (
+            format!("char({n}){coll}"),
+            None,
+            Some(None),
+            false
+        )),
+        prop_oneof![Just("text"), Just("mediumtext")].prop_map(|t| (
+            t.to_string(),
+            None,
+            None,
+            true
+        )),
+        (
+            prop_oneof![Just("datetime"), Just("datetime(3)"), Just("timestamp")],
+            0u8..3
+        )
+            .prop_map(|(t, d)| {
+                let p = if t.contains('3') { "(3)" } else { "" };
+                let d = match d {
+                    0 => None,
+                    1 => Some(format!(
+                        " default CURRENT_TIMESTAMP{p} on update CURRENT_TIMESTAMP{p}"
+                    )),
+                    _ => Some(" default '2020-01-02 03:04:05'".to_string()),
+                };
+                (t.to_string(), d, Some(None), false)
+            }),
+        Just((
+            "date".to_string(),
+            Some(" default '2021-06-30'".to_string()),
+            Some(None),
+            false
+        )),
+        (
+            prop_oneof![
+                Just("enum('a','b')"),
+                Just("enum('a','b','c')"),
+                Just("set('x','y')")
+            ],
+            any::<bool>()
+        )
             .prop_map(|(t, d)| {
                 let v = if t.starts_with("set") { "x" } else { "a" };
-                (t.to_string(), d.then(|| format!(" default '{v}'")), Some(None), false)
+                (
+                    t.to_string(),
+                    d.then(|| format!(" default '{v}'")),
+                    Some(None),
+                    false,
+                )
             }),
         Just(("json".to_string(), None, None, false)),
     ];
     (ty, null, comment).prop_map(move |((ty, default, key, fulltext), null, comment)| {
         // `default NULL` only on nullable columns; a NOT NULL column keeps its literal default
         let def = format!("{ty}{null}{}{comment}", default.unwrap_or_default());
-        Col { name: name.clone(), def, key, fulltext }
+        Col {
+            name: name.clone(),
+            def,
+            key,
+            fulltext,
+        }
     })
 }
 
 fn table(name: usize, ntables: usize) -> impl Strategy<Value = TableSpec> {
     (
         proptest::collection::vec(any::<bool>(), 7),
-        proptest::collection::vec((0usize..4, 0u8..3, proptest::collection::vec((0usize..7, any::<bool>()), 1..3), proptest::sample::select(COMMENTS)), 0..3),
+        proptest::collection::vec(
+            (
+                0usize..4,
+                0u8..3,
+                proptest::collection::vec((0usize..7, any::<bool>()), 1..3),
+                proptest::sample::select(COMMENTS),
+            ),
+            0..3,
+        ),
         proptest::collection::vec((0..ntables, 0u8..3, 0u8..2), 0..2),
         proptest::sample::select(COMMENTS),
-        prop_oneof![Just(None), Just(Some("utf8mb4_bin")), Just(Some("utf8mb4_general_ci"))],
+        prop_oneof![
+            Just(None),
+            Just(Some("utf8mb4_bin")),
+            Just(Some("utf8mb4_general_ci"))
+        ],
         prop_oneof![Just(None), Just(Some("DYNAMIC")), Just(Some("COMPACT"))],
         any::<bool>(),
     )
-        .prop_flat_map(move |(present, indexes, fks, comment, collation, row_format, standalone)| {
-            let cols: Vec<usize> = (0..7).filter(|i| present[*i]).collect();
-            let col_strats: Vec<_> = cols.iter().map(|&i| column(i)).collect();
-            (col_strats, Just(indexes.clone()), Just(fks.clone()), Just(comment), Just(collation), Just(row_format), Just(standalone))
-                .prop_map(move |(cols, indexes, fks, comment, collation, row_format, standalone_index)| TableSpec {
-                    name,
-                    cols,
-                    indexes: indexes.into_iter().map(|(n, k, parts, c)| (n, k, parts, c.to_string())).collect(),
-                    fks,
-                    comment: comment.to_string(),
-                    collation,
-                    row_format,
-                    standalone_index,
-                })
-        })
+        .prop_flat_map(
+            move |(present, indexes, fks, comment, collation, row_format, standalone)| {
+                let cols: Vec<usize> = (0..7).filter(|i| present[*i]).collect();
+                let col_strats: Vec<_> = cols.iter().map(|&i| column(i)).collect();
+                (
+                    col_strats,
+                    Just(indexes.clone()),
+                    Just(fks.clone()),
+                    Just(comment),
+                    Just(collation),
+                    Just(row_format),
+                    Just(standalone),
+                )
+                    .prop_map(
+                        move |(
+                            cols,
+                            indexes,
+                            fks,
+                            comment,
+                            collation,
+                            row_format,
+                            standalone_index,
+                        )| TableSpec {
+                            name,
+                            cols,
+                            indexes: indexes
+                                .into_iter()
+                                .map(|(n, k, parts, c)| (n, k, parts, c.to_string()))
+                                .collect(),
+                            fks,
+                            comment: comment.to_string(),
+                            collation,
+                            row_format,
+                            standalone_index,
+                        },
+                    )
+            },
+        )
         .prop_shuffle_cols()
 }
 
@@ -132,8 +272,14 @@ impl<S: Strategy<Value = TableSpec> + 'static> ShuffleCols for S {
 }
 
 fn schema(ntables: usize) -> impl Strategy<Value = Vec<TableSpec>> {
-    proptest::sample::subsequence((0..ntables).collect::<Vec<_>>(), 1..=ntables)
-        .prop_flat_map(move |names| names.into_iter().map(|n| table(n, ntables)).collect::<Vec<_>>())
+    proptest::sample::subsequence((0..ntables).collect::<Vec<_>>(), 1..=ntables).prop_flat_map(
+        move |names| {
+            names
+                .into_iter()
+                .map(|n| table(n, ntables))
+                .collect::<Vec<_>>()
+        },
+    )
 }
 
 /// The SQL text of a generated schema.
@@ -154,7 +300,15 @@ fn sql_text(db: &str, tables: &[TableSpec]) -> String {
         // generated columns over `id`
         if t.name % 2 == 0 {
             lines.push("base int null".into());
-            lines.push(format!("gen bigint as (base + {}) {}", t.name + 1, if t.standalone_index { "stored" } else { "virtual" }));
+            lines.push(format!(
+                "gen bigint as (base + {}) {}",
+                t.name + 1,
+                if t.standalone_index {
+                    "stored"
+                } else {
+                    "virtual"
+                }
+            ));
         }
         let mut standalone = Vec::new();
         let mut used_names = Vec::new();
@@ -167,7 +321,9 @@ fn sql_text(db: &str, tables: &[TableSpec]) -> String {
             let mut cols = Vec::new();
             let mut used_cols = Vec::new();
             for (ci, desc) in parts {
-                let Some(c) = t.cols.iter().find(|c| c.name == format!("c{ci}")) else { continue };
+                let Some(c) = t.cols.iter().find(|c| c.name == format!("c{ci}")) else {
+                    continue;
+                };
                 if used_cols.contains(&c.name) {
                     continue;
                 }
@@ -198,13 +354,27 @@ fn sql_text(db: &str, tables: &[TableSpec]) -> String {
             }
             used_names.push(name.clone());
             // sqlparser 0.64 does not take a COMMENT on an inline FULLTEXT key
-            let comment = if comment.is_empty() || *kind == 2 { String::new() } else { format!(" comment '{}'", comment.replace('\\', "\\\\").replace('\'', "''")) };
+            let comment = if comment.is_empty() || *kind == 2 {
+                String::new()
+            } else {
+                format!(
+                    " comment '{}'",
+                    comment.replace('\\', "\\\\").replace('\'', "''")
+                )
+            };
             let kw = ["index", "unique", "fulltext"][*kind as usize];
             if t.standalone_index && *kind != 2 {
                 let kw = if *kind == 1 { "unique index" } else { "index" };
-                standalone.push(format!("create {kw} {name} on t{} ({}){comment};\n", t.name, cols.join(", ")));
+                standalone.push(format!(
+                    "create {kw} {name} on t{} ({}){comment};\n",
+                    t.name,
+                    cols.join(", ")
+                ));
             } else if *kind == 1 {
-                lines.push(format!("constraint {name} unique ({}){comment}", cols.join(", ")));
+                lines.push(format!(
+                    "constraint {name} unique ({}){comment}",
+                    cols.join(", ")
+                ));
             } else {
                 lines.push(format!("{kw} {name} ({}){comment}", cols.join(", ")));
             }
@@ -230,9 +400,16 @@ fn sql_text(db: &str, tables: &[TableSpec]) -> String {
             opts.push_str(&format!(" row_format={r}"));
         }
         if !t.comment.is_empty() {
-            opts.push_str(&format!(" comment='{}'", t.comment.replace('\\', "\\\\").replace('\'', "''")));
+            opts.push_str(&format!(
+                " comment='{}'",
+                t.comment.replace('\\', "\\\\").replace('\'', "''")
+            ));
         }
-        out.push_str(&format!("create table t{} (\n  {}\n){opts};\n", t.name, lines.join(",\n  ")));
+        out.push_str(&format!(
+            "create table t{} (\n  {}\n){opts};\n",
+            t.name,
+            lines.join(",\n  ")
+        ));
         out.extend(standalone);
     }
     out
@@ -240,9 +417,21 @@ fn sql_text(db: &str, tables: &[TableSpec]) -> String {
 
 #[test]
 fn random_schema_pairs_migrate_to_exactly_the_fresh_schema() {
-    let cases: u32 = std::env::var("MOLT_SCHEMA_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, max_shrink_iters: 60, ..Config::default() });
+    let cases: u32 = std::env::var("MOLT_SCHEMA_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 60,
+        ..Config::default()
+    });
     let stats = std::cell::Cell::new((0usize, 0usize));
     runner
         .run(&(schema(4), schema(4)), |(a, b)| {

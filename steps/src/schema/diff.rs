@@ -434,13 +434,18 @@ impl TablePlan {
                 Some(old) if old.generated != c.generated => {
                     // MariaDB cannot turn a column into (or out of) a generated one, nor change
                     // a generated column's kind, in place: drop it and add it back.
-                    p.clauses.push(format!("DROP COLUMN {}", quote_ident(&c.name)));
-                    p.clauses.push(format!("ADD COLUMN {}{position}", column_sql(c)));
+                    p.clauses
+                        .push(format!("DROP COLUMN {}", quote_ident(&c.name)));
+                    p.clauses
+                        .push(format!("ADD COLUMN {}{position}", column_sql(c)));
                     p.modified.insert(c.name.clone());
                     if old.generated.is_none() {
                         p.destructive.push(Destructive {
                             subject: format!(".{}", c.name),
-                            reason: format!("replaces the values of {}.{} with a generated column", want.name, c.name),
+                            reason: format!(
+                                "replaces the values of {}.{} with a generated column",
+                                want.name, c.name
+                            ),
                         });
                     }
                 }

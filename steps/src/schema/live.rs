@@ -97,7 +97,19 @@ fn get_u64(row: &Row, i: usize) -> Option<u64> {
 }
 
 /// Read the schema of `databases` (those that exist) from the server.
+///
+/// One database at a time: MariaDB's catalog answers `TABLE_SCHEMA = ?` by opening that
+/// database only, but `TABLE_SCHEMA IN (?, ?)` by scanning every database on the server.
 pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, LiveError> {
+    let mut schema = Schema::default();
+    for db in databases {
+        let one = inspect_in(conn, std::slice::from_ref(db)).await?;
+        schema.databases.extend(one.databases);
+    }
+    Ok(schema)
+}
+
+async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, LiveError> {
     let version: String = conn
         .query_first("SELECT VERSION()")
         .await
@@ -424,7 +436,10 @@ async fn rows_of(
 
 /// Fill in what SQL text leaves to the server: the collation a `CHARACTER SET` alone means
 /// (that charset's default collation on this server).
-pub async fn resolve_server_defaults(conn: &mut Conn, desired: &Schema) -> Result<Schema, LiveError> {
+pub async fn resolve_server_defaults(
+    conn: &mut Conn,
+    desired: &Schema,
+) -> Result<Schema, LiveError> {
     let rows: Vec<(String, String)> = conn
         .query("SELECT CHARACTER_SET_NAME, DEFAULT_COLLATE_NAME FROM information_schema.CHARACTER_SETS")
         .await

@@ -222,12 +222,9 @@ impl ColumnType {
             unsigned = true;
         }
         match base.as_str() {
-            b if INT_TYPES.contains(&b) => {
-                // Display widths mean nothing (MySQL 8 drops them) unless zero-filling.
-                if !zerofill {
-                    args.clear();
-                }
-            }
+            // Display widths mean nothing (MySQL 8 drops them) unless zero-filling.
+            b if INT_TYPES.contains(&b) && !zerofill => args.clear(),
+            b if INT_TYPES.contains(&b) => {}
             "decimal" => match args.len() {
                 0 => args = vec!["10".into(), "0".into()],
                 1 => args.push("0".into()),
@@ -641,7 +638,10 @@ pub fn canonical_literal(ty: &ColumnType, value: &str) -> String {
             let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
             if int.chars().all(|c| c.is_ascii_digit()) && frac.chars().all(|c| c.is_ascii_digit()) {
                 // Round half away from zero to the scale, as the server stores it.
-                let mut digits: Vec<u8> = int.bytes().chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale)).collect();
+                let mut digits: Vec<u8> = int
+                    .bytes()
+                    .chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale))
+                    .collect();
                 if frac.as_bytes().get(scale).is_some_and(|d| *d >= b'5') {
                     let mut i = digits.len();
                     loop {
@@ -659,8 +659,14 @@ pub fn canonical_literal(ty: &ColumnType, value: &str) -> String {
                     }
                 }
                 let split = digits.len() - scale;
-                let int_part = String::from_utf8_lossy(&digits[..split]).trim_start_matches('0').to_string();
-                let int = if int_part.is_empty() { "0".to_string() } else { int_part };
+                let int_part = String::from_utf8_lossy(&digits[..split])
+                    .trim_start_matches('0')
+                    .to_string();
+                let int = if int_part.is_empty() {
+                    "0".to_string()
+                } else {
+                    int_part
+                };
                 let frac = String::from_utf8_lossy(&digits[split..]).to_string();
                 let sign = if neg && (int != "0" || frac.chars().any(|c| c != '0')) {
                     "-"
