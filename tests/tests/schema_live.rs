@@ -111,3 +111,26 @@ async fn nuwax_chain_migrates_to_exactly_what_a_fresh_install_of_each_version_ha
     }
     drop_databases(&mut conn, &cleanup).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_migration_waits_for_the_lock_and_gives_up_clearly() {
+    let url = tests::db::database_url();
+    let mut first = live::connect(&url).await.unwrap();
+    let mut second = live::connect(&url).await.unwrap();
+    live::lock(&mut first, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let err = live::lock(&mut second, std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another migration holds the schema lock"),
+        "{err}"
+    );
+    live::unlock(&mut first).await;
+    live::lock(&mut second, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    live::unlock(&mut second).await;
+}

@@ -1,0 +1,193 @@
+//! Benchmark: the schema differ and live inspection, each against a baseline in the same run.
+//!
+//! - diff of the nuwax chain (v1->v2->v3->v4: load both files, diff) and of a generated
+//!   1,000-table schema pair, against sqlparser alone parsing the same text (the floor any
+//!   SQL loader pays);
+//! - live inspection of a 1,000-table database, against `mariadb-dump --no-data` of it (the
+//!   operator's usual way to read a schema).
+//!
+//! Run: `cargo bench -p tests --bench schema_cost [-- ROUNDS]` with the test MariaDB running
+//! (`scripts/test.sh` starts it).
+
+use mysql_async::prelude::Queryable;
+use std::process::Command;
+use std::time::Instant;
+use steps::schema::diff::diff;
+use steps::schema::live;
+use steps::schema::sql::{load, LoadOptions};
+use tests::db::{connect, database_url, drop_databases, run_file, scratch_name};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn nuwax(v: u32) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../shared/fixtures/nuwax/mysql/v{v}_init_mysql.sql",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// A 1,000-table schema; `variant` 1 changes every tenth table (a column added, one widened,
+/// an index added) and drops one table per hundred.
+fn generated(db: &str, variant: u32) -> String {
+    let mut s = format!("CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\nUSE {db};\n");
+    for t in 0..1000 {
+        if variant == 1 && t % 100 == 99 {
+            continue;
+        }
+        let changed = variant == 1 && t % 10 == 0;
+        let parent = if t > 0 {
+            format!(
+                ",\n  constraint fk_{t} foreign key (parent_id) references t{} (id)",
+                t - 1
+            )
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "create table t{t} (\n  id bigint auto_increment primary key,\n  parent_id bigint null,\n  name varchar({}) not null default '' comment 'name',\n  \
+             status enum('new','done') default 'new' not null,\n  amount decimal(12,2) default 0 not null,\n  body text null,\n  doc json null,\n  \
+             created datetime default CURRENT_TIMESTAMP not null,\n  modified datetime default CURRENT_TIMESTAMP not null on update CURRENT_TIMESTAMP{}{parent}\n) comment 'table {t}';\n\
+             create index idx_name_{t} on t{t} (name);\n{}",
+            if changed { 128 } else { 64 },
+            if changed { ",\n  extra int null" } else { "" },
+            if changed { format!("create index idx_status_{t} on t{t} (status, created);\n") } else { String::new() },
+        ));
+    }
+    // `variant` 1 drops tables t99, t199...; their children's foreign keys go with them
+    if variant == 1 {
+        s = s
+            .lines()
+            .filter(|l| !(0..10).any(|k| l.contains(&format!("references t{} (id)", k * 100 + 99))))
+            .collect::<Vec<_>>()
+            .join("\n");
+        s = s.replace(",\n)", "\n)");
+    }
+    s
+}
+
+fn parse_only(text: &str) -> usize {
+    // the statements sqlparser takes, as molt's splitter hands them over
+    let stmts = steps::schema::sql::split(text).unwrap();
+    let mut n = 0;
+    for st in stmts {
+        let upper = st.text.to_ascii_uppercase();
+        if upper.starts_with("GRANT") || upper.starts_with("FLUSH") {
+            continue;
+        }
+        n += sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, &st.text)
+            .unwrap()
+            .len();
+    }
+    n
+}
+
+fn load_and_diff(a: &str, b: &str) -> usize {
+    let a = load(a, &LoadOptions::default()).unwrap().schema;
+    let b = load(b, &LoadOptions::default()).unwrap().schema;
+    diff(&a, &b, &|_, _| None).changes.len()
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5);
+
+    // 1. the nuwax chain
+    let files: Vec<String> = (1..=4).map(nuwax).collect();
+    let (mut molt, mut base) = (Vec::new(), Vec::new());
+    let mut statements = 0;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        statements = files
+            .windows(2)
+            .map(|w| load_and_diff(&w[0], &w[1]))
+            .sum::<usize>();
+        molt.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let n: usize = files
+            .windows(2)
+            .map(|w| parse_only(&w[0]) + parse_only(&w[1]))
+            .sum();
+        assert!(n > 0);
+        base.push(t.elapsed().as_secs_f64());
+    }
+    let (m, b) = (median(molt), median(base));
+    println!(
+        "nuwax v1->v4 chain: load+diff {:.1} ms ({statements} statements), sqlparser parse alone {:.1} ms, ratio {:.2}x",
+        m * 1e3,
+        b * 1e3,
+        m / b
+    );
+
+    // 2. a generated 1,000-table pair
+    let (ga, gb) = (generated("gen", 0), generated("gen", 1));
+    let (mut molt, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        statements = load_and_diff(&ga, &gb);
+        molt.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        assert!(parse_only(&ga) + parse_only(&gb) > 0);
+        base.push(t.elapsed().as_secs_f64());
+    }
+    let (m, b) = (median(molt), median(base));
+    println!(
+        "1,000 tables: load+diff {:.1} ms ({statements} statements), sqlparser parse alone {:.1} ms, ratio {:.2}x",
+        m * 1e3,
+        b * 1e3,
+        m / b
+    );
+
+    // 3. live inspection of 1,000 tables
+    let db = scratch_name("bench");
+    let mut conn = connect().await;
+    let t = Instant::now();
+    run_file(&mut conn, &generated(&db, 0), &Default::default()).await;
+    println!(
+        "(created {db} with 1,000 tables in {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    let opts = mysql_async::Opts::from_url(&database_url()).unwrap();
+    let (mut molt, mut base) = (Vec::new(), Vec::new());
+    let mut mconn = live::connect(&database_url()).await.unwrap();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let s = live::inspect(&mut mconn, std::slice::from_ref(&db))
+            .await
+            .unwrap();
+        molt.push(t.elapsed().as_secs_f64());
+        assert_eq!(s.table_count(), 1000);
+        let t = Instant::now();
+        let out = Command::new("mariadb-dump")
+            .args([
+                "--no-data",
+                "--skip-triggers",
+                "-h",
+                opts.ip_or_hostname(),
+                "-P",
+                &opts.tcp_port().to_string(),
+                "-u",
+                opts.user().unwrap_or("root"),
+                &db,
+            ])
+            .env("MYSQL_PWD", opts.pass().unwrap_or(""))
+            .output()
+            .expect("mariadb-dump runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        base.push(t.elapsed().as_secs_f64());
+    }
+    let (m, b) = (median(molt), median(base));
+    println!("live inspection of 1,000 tables: molt {:.0} ms, mariadb-dump --no-data {:.0} ms, ratio {:.2}x", m * 1e3, b * 1e3, m / b);
+    let _ = conn.query_drop("SELECT 1").await;
+    drop_databases(&mut conn, &[db]).await;
+}
