@@ -134,3 +134,53 @@ async fn a_second_migration_waits_for_the_lock_and_gives_up_clearly() {
         .unwrap();
     live::unlock(&mut second).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_dump_of_a_live_database_loads_to_the_same_model() {
+    let mut conn = connect().await;
+    let names: Vec<String> = DBS
+        .iter()
+        .map(|d| scratch_name(&format!("dump_{d}")))
+        .collect();
+    run_file(&mut conn, &nuwax(4), &renamed(&names)).await;
+    let opts = mysql_async::Opts::from_url(&tests::db::database_url()).unwrap();
+    let out = std::process::Command::new("mariadb-dump")
+        .args([
+            "--no-data",
+            "--databases",
+            "-h",
+            opts.ip_or_hostname(),
+            "-P",
+            &opts.tcp_port().to_string(),
+            "-u",
+            opts.user().unwrap_or("root"),
+        ])
+        .args(&names)
+        .env("MYSQL_PWD", opts.pass().unwrap_or(""))
+        .output()
+        .expect("mariadb-dump (from mariadb-client) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dump.contains("/*!40101"),
+        "a real dump, with executable comments"
+    );
+    let loaded = load(&dump, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("the dump does not load: {e}"));
+    let kinds: std::collections::BTreeSet<&str> =
+        loaded.skipped.iter().map(|s| s.kind.as_str()).collect();
+    assert!(kinds.contains("SET"), "{kinds:?}");
+    let live = live::inspect(&mut conn, &names).await.unwrap();
+    let (_, m) = live::plan(&mut conn, &loaded.schema).await.unwrap();
+    assert!(
+        m.is_empty(),
+        "the dump's model differs from the live one: {:#?}",
+        m.statements()
+    );
+    assert_eq!(loaded.schema.table_count(), live.table_count());
+    drop_databases(&mut conn, &names).await;
+}

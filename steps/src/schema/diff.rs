@@ -227,7 +227,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
 
     // 4. one ALTER TABLE per changed table
     for ((dbname, tname), plan) in &plans {
-        let mut clauses = plan.clauses.clone();
+        let clauses = &plan.clauses;
         let mut destructive = plan.destructive.clone();
         let rows = has_rows(dbname, tname);
         for d in &mut destructive {
@@ -249,7 +249,6 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             qualified(dbname, tname),
             clauses.join(", ")
         );
-        clauses.clear();
         out.push(Change {
             sql,
             database: dbname.clone(),

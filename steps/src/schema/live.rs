@@ -243,10 +243,7 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         };
         let default = match get_str(&r, 5) {
             None => None,
-            Some(d) if generated.is_some() => {
-                let _ = d;
-                None
-            }
+            Some(_) if generated.is_some() => None,
             Some(d) => Some(parse_live_default(
                 &d,
                 &ty,

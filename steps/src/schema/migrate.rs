@@ -170,7 +170,16 @@ impl MigrateSchema {
     ) -> Result<(), StepError> {
         let url = self.resolve_url()?;
         let fail = |e: LiveError| StepError::new(e.to_string());
-        let mut conn = live::connect(&url).await.map_err(fail)?;
+        let mut conn = live::connect(&url).await.map_err(|e| {
+            let hint = if url == self.database_url && self.database_url.contains('@') {
+                format!(
+                    " (the password is not journaled: set {URL_ENV} or molt.toml's database_url)"
+                )
+            } else {
+                String::new()
+            };
+            StepError::new(format!("{e}{hint}"))
+        })?;
         live::lock(&mut conn, self.lock_wait).await.map_err(fail)?;
         let result = async {
             if record_before && !self.before_path().exists() {

@@ -291,9 +291,8 @@ impl ColumnType {
                 (false, true) => false,
             };
         }
-        if self.unsigned && !new.unsigned && !self.is_integer() {
-            // unsigned decimal into signed decimal of the same size still fits
-        } else if !self.unsigned && new.unsigned {
+        // (an unsigned decimal fits a signed one of the same size)
+        if !self.unsigned && new.unsigned {
             return false;
         }
         let len_a = num(0, self).unwrap_or(0);

@@ -142,8 +142,20 @@ pub fn split(text: &str) -> Result<Vec<RawStatement>, SqlError> {
                 skip_line_comment(&chars, &mut i)
             }
             '/' if chars.get(i + 1) == Some(&'*') => {
-                let exec = chars.get(i + 2) == Some(&'!')
-                    || (chars.get(i + 2) == Some(&'M') && chars.get(i + 3) == Some(&'!'));
+                let marker = if chars.get(i + 2) == Some(&'!') {
+                    3
+                } else if chars.get(i + 2) == Some(&'M') && chars.get(i + 3) == Some(&'!') {
+                    4
+                } else {
+                    0
+                };
+                let version: String = chars[(i + marker).min(chars.len())..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                // A version no server reaches (`/*M!999999\- enable the sandbox mode */`, a
+                // client command in MariaDB's dumps) is an ordinary comment.
+                let exec = marker > 0 && version.parse::<u64>().map_or(true, |v| v < 999_999);
                 if exec {
                     // executable comment: its body is SQL; drop the marker and version
                     i += if chars[i + 2] == 'M' { 4 } else { 3 };
@@ -574,9 +586,9 @@ impl Loader<'_> {
         } else if options.charset.is_none() {
             options.charset = db_charset;
             options.collation = db_collation;
-        } else if options.charset == db_charset {
-            // CHARSET alone means that charset's default collation, which only the server knows
         }
+        // (CHARSET alone means that charset's default collation, which only the server knows:
+        // `live::resolve_server_defaults` fills it in)
         let mut table = Table {
             name: name.clone(),
             columns: Vec::new(),
@@ -590,7 +602,7 @@ impl Loader<'_> {
         for cd in &ct.columns {
             let cname = cd.name.value.clone();
             let ty_text = cd.data_type.to_string();
-            let mut ty = ColumnType::parse(&ty_text)
+            let ty = ColumnType::parse(&ty_text)
                 .map_err(|m| self.err(stmt, format!("column {cname}: {m}")))?;
             let mut col = Column {
                 name: cname.clone(),
@@ -604,13 +616,9 @@ impl Loader<'_> {
                 charset: None,
                 collation: None,
             };
-            let mut explicit_null = false;
             for od in &cd.options {
                 match &od.option {
-                    ColumnOption::Null => {
-                        col.nullable = true;
-                        explicit_null = true;
-                    }
+                    ColumnOption::Null => col.nullable = true,
                     ColumnOption::NotNull => col.nullable = false,
                     ColumnOption::Default(e) => col.default = Some(default_from_expr(e)),
                     ColumnOption::OnUpdate(e) => {
@@ -695,7 +703,6 @@ impl Loader<'_> {
                     }
                 }
             }
-            let _ = explicit_null;
             if ty.base == "json" {
                 col.charset = None;
                 col.collation = None;
@@ -713,8 +720,6 @@ impl Loader<'_> {
             if let Some(DefaultValue::Literal(v)) = &col.default {
                 col.default = Some(DefaultValue::Literal(canonical_literal(&ty, v)));
             }
-            ty = col.ty.clone();
-            let _ = ty;
             table.columns.push(col);
         }
         for c in &json_cols {
@@ -1185,7 +1190,7 @@ mod tests {
 
     #[test]
     fn splitter_handles_comments_strings_delimiters_and_executable_comments() {
-        let text = "-- a comment; with a semicolon\n\
+        let text = "/*M!999999\\- enable the sandbox mode */ \n-- a comment; with a semicolon\n\
                     /*!40101 SET @OLD=@@SQL_MODE */;\n\
                     CREATE TABLE t (a varchar(3) DEFAULT 'x;y' COMMENT \"it's\") # trailing ; comment\n;\n\
                     DELIMITER ;;\n\
@@ -1196,12 +1201,12 @@ mod tests {
         let texts: Vec<&str> = st.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(st.len(), 4, "{texts:#?}");
         assert!(texts[0].starts_with("SET @OLD"));
-        assert_eq!(st[0].line, 2);
+        assert_eq!(st[0].line, 3);
         assert!(texts[1].contains("'x;y'"));
-        assert_eq!(st[1].line, 3);
+        assert_eq!(st[1].line, 4);
         assert!(texts[2].starts_with("CREATE TRIGGER") && texts[2].contains("END"));
         assert_eq!(texts[3], "USE db");
-        assert_eq!(st[3].line, 9);
+        assert_eq!(st[3].line, 10);
         assert!(split("SELECT 'abc")
             .unwrap_err()
             .message
