@@ -171,3 +171,23 @@ pub async fn show_create_all(conn: &mut Conn, db: &str) -> BTreeMap<String, Stri
     }
     out
 }
+
+/// `mariadb-dump --no-data ARGS...` of the test server (from Debian's mariadb-client): the
+/// schema as an operator would dump it. Panics with its stderr when it fails.
+pub fn dump_schema(args: &[&str]) -> String {
+    let opts = mysql_async::Opts::from_url(&database_url()).expect("test URL parses");
+    let port = opts.tcp_port().to_string();
+    let out = std::process::Command::new("mariadb-dump")
+        .args(["--no-data", "-h", opts.ip_or_hostname(), "-P", &port])
+        .args(["-u", opts.user().unwrap_or("root")])
+        .args(args)
+        .env("MYSQL_PWD", opts.pass().unwrap_or(""))
+        .output()
+        .expect("mariadb-dump (Debian's mariadb-client) runs");
+    assert!(
+        out.status.success(),
+        "mariadb-dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the dump is UTF-8")
+}

@@ -143,28 +143,9 @@ async fn a_mariadb_dump_of_a_live_database_loads_to_the_same_model() {
         .map(|d| scratch_name(&format!("dump_{d}")))
         .collect();
     run_file(&mut conn, &nuwax(4), &renamed(&names)).await;
-    let opts = mysql_async::Opts::from_url(&tests::db::database_url()).unwrap();
-    let out = std::process::Command::new("mariadb-dump")
-        .args([
-            "--no-data",
-            "--databases",
-            "-h",
-            opts.ip_or_hostname(),
-            "-P",
-            &opts.tcp_port().to_string(),
-            "-u",
-            opts.user().unwrap_or("root"),
-        ])
-        .args(&names)
-        .env("MYSQL_PWD", opts.pass().unwrap_or(""))
-        .output()
-        .expect("mariadb-dump (from mariadb-client) runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dump = String::from_utf8(out.stdout).unwrap();
+    let mut args = vec!["--databases"];
+    args.extend(names.iter().map(String::as_str));
+    let dump = tests::db::dump_schema(&args);
     assert!(
         dump.contains("/*!40101"),
         "a real dump, with executable comments"

@@ -90,6 +90,19 @@ fn get_str(row: &Row, i: usize) -> Option<String> {
         .flatten()
 }
 
+/// The first three text columns of a catalog row (database, table, and a third name).
+fn first_three(row: &Row) -> (String, String, String) {
+    let s = |i| get_str(row, i).unwrap_or_default();
+    (s(0), s(1), s(2))
+}
+
+fn table_mut<'s>(schema: &'s mut Schema, db: &str, table: &str) -> Option<&'s mut Table> {
+    schema
+        .databases
+        .get_mut(db)
+        .and_then(|d| d.tables.get_mut(table))
+}
+
 fn get_u64(row: &Row, i: usize) -> Option<u64> {
     row.get_opt::<Option<u64>, _>(i)
         .and_then(|r| r.ok())
@@ -212,16 +225,8 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         .await
         .map_err(q("read information_schema.COLUMNS"))?;
     for r in rows {
-        let (db, tname, cname) = (
-            get_str(&r, 0).unwrap_or_default(),
-            get_str(&r, 1).unwrap_or_default(),
-            get_str(&r, 2).unwrap_or_default(),
-        );
-        let Some(t) = schema
-            .databases
-            .get_mut(&db)
-            .and_then(|d| d.tables.get_mut(&tname))
-        else {
+        let (db, tname, cname) = first_three(&r);
+        let Some(t) = table_mut(&mut schema, &db, &tname) else {
             continue;
         };
         let type_text = get_str(&r, 3).unwrap_or_default();
@@ -291,16 +296,8 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         .await
         .map_err(q("read information_schema.STATISTICS"))?;
     for r in rows {
-        let (db, tname, iname) = (
-            get_str(&r, 0).unwrap_or_default(),
-            get_str(&r, 1).unwrap_or_default(),
-            get_str(&r, 2).unwrap_or_default(),
-        );
-        let Some(t) = schema
-            .databases
-            .get_mut(&db)
-            .and_then(|d| d.tables.get_mut(&tname))
-        else {
+        let (db, tname, iname) = first_three(&r);
+        let Some(t) = table_mut(&mut schema, &db, &tname) else {
             continue;
         };
         let part = KeyPart {
@@ -347,16 +344,8 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         .await
         .map_err(q("read information_schema.KEY_COLUMN_USAGE"))?;
     for r in rows {
-        let (db, tname, fname) = (
-            get_str(&r, 0).unwrap_or_default(),
-            get_str(&r, 1).unwrap_or_default(),
-            get_str(&r, 2).unwrap_or_default(),
-        );
-        let Some(t) = schema
-            .databases
-            .get_mut(&db)
-            .and_then(|d| d.tables.get_mut(&tname))
-        else {
+        let (db, tname, fname) = first_three(&r);
+        let Some(t) = table_mut(&mut schema, &db, &tname) else {
             continue;
         };
         let action = |i: usize| {
