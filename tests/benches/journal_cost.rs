@@ -15,6 +15,7 @@ use engine::{
     drive, DriveOptions, Event, Limits, Machine, Plan, RunId, Step, StepClass, StepCtx, StepError,
 };
 use std::time::{Duration, Instant};
+use tests::median;
 
 struct Noop(usize);
 
@@ -83,11 +84,6 @@ fn molt(rt: &tokio::runtime::Runtime, n: u64) -> (Duration, u64) {
         .unwrap();
     }
     (t.elapsed(), plans * per_plan)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {

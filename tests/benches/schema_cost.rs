@@ -15,11 +15,7 @@ use steps::schema::diff::diff;
 use steps::schema::live;
 use steps::schema::sql::{load, LoadOptions};
 use tests::db::{connect, database_url, drop_databases, dump_schema, run_file, scratch_name};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use tests::median;
 
 fn nuwax(v: u32) -> String {
     std::fs::read_to_string(format!(

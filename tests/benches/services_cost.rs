@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 use steps::docker::compose;
 use steps::services::{StartServices, StopServices, Target};
+use tests::median;
 use tests::{free_port, image, write_release, ProjectGuard, ReleaseSpec};
 
 fn ctx() -> StepCtx {
@@ -17,11 +18,6 @@ fn ctx() -> StepCtx {
         step: 0,
         attempt: 1,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "current_thread")]

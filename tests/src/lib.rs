@@ -137,6 +137,12 @@ pub fn timed(cmd: &mut Command) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The median of a benchmark's rounds (the machine is shared: one slow round must not decide).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
