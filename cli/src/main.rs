@@ -168,8 +168,9 @@ enum SchemaCommand {
     Plan {
         #[arg(long, env = "MOLT_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// The schema file (default: the current release's `[database] schema`).
         #[arg(long)]
-        desired: PathBuf,
+        desired: Option<PathBuf>,
         /// Show destructive changes as allowed.
         #[arg(long)]
         allow_destructive: bool,
@@ -178,8 +179,10 @@ enum SchemaCommand {
     Apply {
         #[arg(long, env = "MOLT_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// The schema file (default: the current release's `[database] schema`, with the
+        /// destructive changes its `allow_destructive` names allowed).
         #[arg(long)]
-        desired: PathBuf,
+        desired: Option<PathBuf>,
         /// Allow dropping tables, columns, indexes and narrowing types.
         #[arg(long)]
         allow_destructive: bool,
@@ -367,7 +370,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 database_url,
                 desired,
                 allow_destructive,
-            } => cmd::schema::plan(&inst()?, database_url, &desired, allow_destructive, json).await,
+            } => {
+                cmd::schema::plan(
+                    &inst()?,
+                    database_url,
+                    desired.as_deref(),
+                    allow_destructive,
+                    json,
+                )
+                .await
+            }
             SchemaCommand::Apply {
                 database_url,
                 desired,
@@ -377,7 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 cmd::schema::apply(
                     &inst()?,
                     database_url,
-                    &desired,
+                    desired.as_deref(),
                     allow_destructive,
                     dry_run,
                     json,

@@ -351,3 +351,82 @@ fn diff_of_two_files_lists_statements_and_reports_grants() {
     assert!(v["statements"].as_array().unwrap().len() > 5);
     assert_eq!(v["skipped"]["new"][0]["kind"], "GRANT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_release_names_the_schema_and_what_it_allows_and_the_password_comes_from_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut conn = connect().await;
+    let db = scratch_name("rel");
+    run_file(&mut conn, &schema_a(&db), &BTreeMap::new()).await;
+    // release 2 ships schema B and vouches for dropping account.legacy and its old index
+    let rel = root.join("releases/2");
+    std::fs::create_dir_all(rel.join("schema")).unwrap();
+    std::fs::write(rel.join("schema/init.sql"), schema_b(&db)).unwrap();
+    std::fs::write(
+        rel.join("release.toml"),
+        format!("format = 1\nversion = \"2\"\nallow_destructive = [\"{db}.account.legacy\", \"{db}.account.idx_email\"]\n[database]\nservice = \"db\"\nschema = \"schema/init.sql\"\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("releases/2", root.join("current")).unwrap();
+    // molt.toml names the password through the operator's .env
+    let opts = mysql_async::Opts::from_url(&database_url()).unwrap();
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(
+        root.join("shared/.env"),
+        format!("DB_PASSWORD={}\n", opts.pass().unwrap_or("")),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("molt.toml"),
+        format!(
+            "database_url = \"mysql://{}:${{DB_PASSWORD}}@{}:{}/\"\n",
+            opts.user().unwrap(),
+            opts.ip_or_hostname(),
+            opts.tcp_port()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(MOLT)
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .env("MOLT_LOG", "error")
+            .env_remove("MOLT_DATABASE_URL")
+            .env_remove("MOLT_FAILPOINTS")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["schema", "plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("destructive (allowed): drops column") && stdout.contains("legacy"),
+        "{stdout}"
+    );
+    let out = run(&["schema", "apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (want, _) = {
+        let fresh_db = scratch_name("relwant");
+        let r = fresh(&fresh_db, &schema_b(&fresh_db)).await;
+        drop_databases(&mut conn, &[fresh_db]).await;
+        r
+    };
+    assert_eq!(model(&db).await, want);
+    // the journal holds no password
+    let journal = std::fs::read_dir(root.join("journal"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file());
+    for f in journal {
+        let bytes = std::fs::read(f.path()).unwrap();
+        let pw = opts.pass().unwrap_or("").as_bytes();
+        assert!(
+            pw.is_empty() || !bytes.windows(pw.len()).any(|w| w == pw),
+            "{} holds the password",
+            f.path().display()
+        );
+    }
+    drop_databases(&mut conn, &[db]).await;
+}

@@ -49,7 +49,8 @@ pub struct Release {
     pub images: BTreeMap<String, String>,
     #[serde(default, rename = "probe")]
     pub probes: Vec<Probe>,
-    /// Destructive schema changes the vendor vouches for (e.g. "drop column t.c").
+    /// Destructive schema changes the vendor vouches for, by subject: `"db.table"` (the table
+    /// and anything in it) or `"db.table.column"` (see `steps::schema::diff::Allow`).
     #[serde(default)]
     pub allow_destructive: Vec<String>,
 }

@@ -10,11 +10,12 @@ use crate::exit;
 use crate::install::Installation;
 use crate::session::Session;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use steps::plans::SchemaMigrate;
+use steps::release::Release;
 use steps::schema::diff::{diff, Allow, Migration};
 use steps::schema::live;
-use steps::schema::migrate::{redact, sha256_file, URL_ENV};
+use steps::schema::migrate::{expand_env, redact, sha256_file, URL_ENV};
 use steps::schema::sql::{load, LoadOptions, Loaded};
 
 fn load_file(path: &Path, default_db: Option<String>) -> anyhow::Result<Loaded> {
@@ -102,19 +103,19 @@ pub fn diff_files(
     Ok(exit::OK)
 }
 
-/// The URL from the flag, `MOLT_DATABASE_URL` (clap reads it into the flag) or `molt.toml`.
+/// The URL from the flag, `MOLT_DATABASE_URL` (clap reads it into the flag) or `molt.toml`,
+/// with `${VAR}`s taken from the environment or the installation's `.env`.
 fn database_url(inst: &Installation, flag: Option<String>) -> anyhow::Result<String> {
-    if let Some(u) = flag {
-        return Ok(u);
-    }
-    Config::load(&inst.root)?.database_url.ok_or_else(|| {
-        exit::coded(
-            exit::ERROR,
-            format!(
-                "no database: pass --database-url, set {URL_ENV}, or set database_url in molt.toml"
-            ),
-        )
-    })
+    let url = match flag {
+        Some(u) => u,
+        None => Config::load(&inst.root)?.database_url.ok_or_else(|| {
+            exit::coded(
+                exit::ERROR,
+                format!("no database: pass --database-url, set {URL_ENV}, or set database_url in molt.toml"),
+            )
+        })?,
+    };
+    expand_env(&url, &inst.root).map_err(|e| exit::coded(exit::ERROR, e))
 }
 
 async fn live_plan(url: &str, desired: &steps::schema::Schema) -> anyhow::Result<Migration> {
@@ -128,30 +129,80 @@ async fn live_plan(url: &str, desired: &steps::schema::Schema) -> anyhow::Result
     Ok(m)
 }
 
+/// What a plan or apply works on: the URL, the schema file (given, or the current release's
+/// `[database] schema`), its model, and what is allowed.
+struct Target {
+    url: String,
+    desired: PathBuf,
+    loaded: Loaded,
+    allow: Allow,
+}
+
+fn target(
+    inst: &Installation,
+    url: Option<String>,
+    desired: Option<&Path>,
+    allow_destructive: bool,
+    as_json: bool,
+) -> anyhow::Result<Target> {
+    let url = database_url(inst, url)?;
+    let mut subjects = Vec::new();
+    let desired = match desired {
+        Some(d) => d.to_path_buf(),
+        None => {
+            // the live release's schema, and the destructive changes its vendor vouches for
+            let dir = inst.root.join(super::services::current_release(inst)?);
+            let release = Release::load(&dir).map_err(|e| exit::coded(exit::ERROR, e))?;
+            subjects = release.allow_destructive.clone();
+            let schema = release.database.and_then(|d| d.schema).ok_or_else(|| {
+                exit::coded(
+                    exit::ERROR,
+                    format!(
+                        "{}/release.toml names no [database] schema; pass --desired FILE",
+                        dir.display()
+                    ),
+                )
+            })?;
+            dir.join(schema)
+        }
+    };
+    let desired = std::fs::canonicalize(&desired).map_err(|e| {
+        exit::coded(
+            exit::ERROR,
+            format!("cannot read {}: {e}", desired.display()),
+        )
+    })?;
+    let default_db =
+        live::url_database(&url).map_err(|e| exit::coded(exit::ERROR, e.to_string()))?;
+    let loaded = load_file(&desired, default_db)?;
+    report_skipped(&desired, &loaded, as_json);
+    let allow = Allow {
+        all: allow_destructive,
+        subjects,
+    };
+    Ok(Target {
+        url,
+        desired,
+        loaded,
+        allow,
+    })
+}
+
 pub async fn plan(
     inst: &Installation,
     url: Option<String>,
-    desired: &Path,
+    desired: Option<&Path>,
     allow_destructive: bool,
     as_json: bool,
 ) -> anyhow::Result<u8> {
-    let url = database_url(inst, url)?;
-    let loaded = load_file(
-        desired,
-        live::url_database(&url).map_err(|e| exit::coded(exit::ERROR, e.to_string()))?,
-    )?;
-    report_skipped(desired, &loaded, as_json);
-    let m = live_plan(&url, &loaded.schema).await?;
-    let allow = Allow {
-        all: allow_destructive,
-        subjects: Vec::new(),
-    };
+    let t = target(inst, url, desired, allow_destructive, as_json)?;
+    let m = live_plan(&t.url, &t.loaded.schema).await?;
     if as_json {
-        print_json(&migration_json(&m, &allow, json!(loaded.skipped)));
+        print_json(&migration_json(&m, &t.allow, json!(t.loaded.skipped)));
     } else {
-        print_migration(&m, &allow);
+        print_migration(&m, &t.allow);
     }
-    Ok(if m.refused(&allow).is_empty() {
+    Ok(if m.refused(&t.allow).is_empty() {
         exit::OK
     } else {
         exit::REFUSED
@@ -161,7 +212,7 @@ pub async fn plan(
 pub async fn apply(
     inst: &Installation,
     url: Option<String>,
-    desired: &Path,
+    desired: Option<&Path>,
     allow_destructive: bool,
     dry_run: bool,
     as_json: bool,
@@ -169,30 +220,23 @@ pub async fn apply(
     if dry_run {
         return plan(inst, url, desired, allow_destructive, as_json).await;
     }
-    let url = database_url(inst, url)?;
-    let desired = std::fs::canonicalize(desired).map_err(|e| {
-        exit::coded(
-            exit::ERROR,
-            format!("cannot read {}: {e}", desired.display()),
-        )
-    })?;
-    let loaded = load_file(
-        &desired,
-        live::url_database(&url).map_err(|e| exit::coded(exit::ERROR, e.to_string()))?,
-    )?;
-    report_skipped(&desired, &loaded, as_json);
+    let Target {
+        url,
+        desired,
+        loaded,
+        allow,
+    } = target(inst, url, desired, allow_destructive, as_json)?;
     // Refuse before a run exists: nothing journaled, nothing touched.
-    let allow = Allow {
-        all: allow_destructive,
-        subjects: Vec::new(),
-    };
     let m = live_plan(&url, &loaded.schema).await?;
     let refused = m.refused(&allow);
     if !refused.is_empty() {
         let reasons: Vec<String> = refused.iter().map(|d| d.reason.clone()).collect();
         return Err(exit::coded(
             exit::REFUSED,
-            format!("refused, nothing applied: the migration would {}; pass --allow-destructive to allow it", reasons.join("; ")),
+            format!(
+                "refused, nothing applied: the migration would {}; pass --allow-destructive to allow it",
+                reasons.join("; ")
+            ),
         ));
     }
     let spec = SchemaMigrate {

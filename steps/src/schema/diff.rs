@@ -34,7 +34,7 @@ pub struct Change {
 /// A lint finding: what may be lost, and the subject an allow-list names to permit it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destructive {
-    /// `db.table` or `db.table.column`.
+    /// `db.table`, or `db.table.column` / `db.table.index` for what is inside a table.
     pub subject: String,
     pub reason: String,
 }
@@ -392,7 +392,7 @@ impl TablePlan {
                 p.rekeyed.extend(ix.parts.iter().map(|k| k.column.clone()));
                 if !want.indexes.contains_key(name) {
                     p.destructive.push(Destructive {
-                        subject: String::new(),
+                        subject: format!(".{name}"),
                         reason: format!("drops index {name} on {}", have.name),
                     });
                 }

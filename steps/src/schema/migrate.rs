@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,6 +77,63 @@ pub fn redact(url: &str) -> String {
     url.to_string()
 }
 
+/// Variables of the operator's `.env` (`shared/.env`, then `.env` at the root) as a map:
+/// `KEY=VALUE` lines, `export` allowed, values optionally quoted, `#` comments.
+pub fn read_dotenv(root: &Path) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    for file in [root.join(".env"), root.join("shared").join(".env")] {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = v.trim();
+            let v = if v.len() >= 2
+                && (v.starts_with('"') && v.ends_with('"')
+                    || v.starts_with('\'') && v.ends_with('\''))
+            {
+                &v[1..v.len() - 1]
+            } else {
+                v
+            };
+            vars.insert(k.trim().to_string(), v.to_string());
+        }
+    }
+    vars
+}
+
+/// Replace `${VAR}` in a database URL with the process environment's value, else the
+/// operator's `.env` (see [`read_dotenv`]); an unset variable is an error naming it.
+pub fn expand_env(url: &str, root: &Path) -> Result<String, String> {
+    if !url.contains("${") {
+        return Ok(url.to_string());
+    }
+    let dotenv = read_dotenv(root);
+    let mut out = String::new();
+    let mut rest = url;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            return Err(format!("unclosed ${{ in the database URL {}", redact(url)));
+        };
+        let name = &rest[start + 2..start + len];
+        let value = std::env::var(name).ok().or_else(|| dotenv.get(name).cloned()).ok_or_else(|| {
+            format!("the database URL names ${{{name}}}, which neither the environment nor the installation's .env sets")
+        })?;
+        out.push_str(&value);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 pub fn sha256_file(path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
@@ -96,13 +154,11 @@ impl MigrateSchema {
                 }
             }
         }
-        if let Some(u) = candidates
+        let found = candidates
             .into_iter()
-            .find(|u| redact(u) == self.database_url)
-        {
-            return Ok(u);
-        }
-        Ok(self.database_url.clone())
+            .filter_map(|u| expand_env(&u, &self.root).ok())
+            .find(|u| redact(u) == self.database_url);
+        Ok(found.unwrap_or_else(|| self.database_url.clone()))
     }
 
     fn desired_schema(&self, default_db: Option<String>) -> Result<Schema, StepError> {
@@ -315,5 +371,33 @@ impl Step for MigrateSchema {
             false,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_and_expanded_from_the_operators_env() {
+        assert_eq!(
+            redact("mysql://app:s3cr@t@db:3306/x"),
+            "mysql://app@db:3306/x"
+        );
+        assert_eq!(redact("mysql://app@db/x"), "mysql://app@db/x");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shared")).unwrap();
+        std::fs::write(
+            dir.path().join("shared/.env"),
+            "# comment\nexport MOLT_T_DB_USER=app\nMOLT_T_DB_PASS=\"p w\"\n",
+        )
+        .unwrap();
+        let url = "mysql://${MOLT_T_DB_USER}:${MOLT_T_DB_PASS}@127.0.0.1/app";
+        assert_eq!(
+            expand_env(url, dir.path()).unwrap(),
+            "mysql://app:p w@127.0.0.1/app"
+        );
+        let err = expand_env("mysql://${MOLT_T_NOPE}@h/x", dir.path()).unwrap_err();
+        assert!(err.contains("MOLT_T_NOPE"), "{err}");
     }
 }
