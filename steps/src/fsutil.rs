@@ -150,6 +150,7 @@ pub fn safe_relative(path: &str) -> Result<PathBuf, String> {
 /// anything, what it is about to change (`state.json`, written atomically) and keeps copies of
 /// what it will overwrite. Its presence is what makes `do` and `undo` idempotent across
 /// crashes: `do` writes it once, `undo` restores from it and removes it last.
+#[derive(Clone, Debug)]
 pub struct Stash {
     dir: PathBuf,
 }

@@ -466,15 +466,22 @@ impl SchemaMigrate {
                 reason: "the plan must not hold the database password".into(),
             });
         }
-        let steps: Vec<Box<dyn DynStep>> = vec![Box::new(crate::schema::migrate::MigrateSchema {
+        let migrate = crate::schema::migrate::MigrateSchema {
             database_url: self.database_url.clone(),
             desired: self.desired.clone(),
             desired_sha256: self.desired_sha256.clone(),
             allow: self.allow.clone(),
             root: env.root.clone(),
-            stash: crate::fsutil::Stash::new(&env.scratch, 0),
+            stash: crate::fsutil::Stash::new(&env.scratch, 1),
             lock_wait: std::time::Duration::from_secs(self.lock_wait_secs),
-        })];
+        };
+        // plan (and refuse) before the pivot, as the upgrade does before its downtime
+        let steps: Vec<Box<dyn DynStep>> = vec![
+            Box::new(crate::schema::migrate::PlanSchema {
+                migrate: migrate.clone(),
+            }),
+            Box::new(migrate),
+        ];
         Ok(Plan::new(SCHEMA_MIGRATE, to_spec(self), steps)?)
     }
 }

@@ -20,7 +20,10 @@ use tests::db::{
 #[derive(Clone, Debug)]
 struct Col {
     name: String,
-    def: String,
+    ty: String,
+    null: &'static str,
+    /// default and comment
+    rest: String,
     /// Can be a plain or unique key part (with this prefix length for strings).
     key: Option<Option<u32>>,
     fulltext: bool,
@@ -40,6 +43,10 @@ struct TableSpec {
     collation: Option<&'static str>,
     row_format: Option<&'static str>,
     standalone_index: bool,
+    /// A second primary key column (`c<n>`, when present and keyable): PK (id, c<n>).
+    pk_extra: Option<usize>,
+    /// Where `id` stands among the columns (0: first).
+    id_at: usize,
 }
 
 const COMMENTS: &[&str] = &["", "", "plain", "it's quoted", "注释", "back\\slash"];
@@ -178,15 +185,13 @@ fn column(i: usize) -> impl Strategy<Value = Col> {
             }),
         Just(("json".to_string(), None, None, false)),
     ];
-    (ty, null, comment).prop_map(move |((ty, default, key, fulltext), null, comment)| {
-        // `default NULL` only on nullable columns; a NOT NULL column keeps its literal default
-        let def = format!("{ty}{null}{}{comment}", default.unwrap_or_default());
-        Col {
-            name: name.clone(),
-            def,
-            key,
-            fulltext,
-        }
+    (ty, null, comment).prop_map(move |((ty, default, key, fulltext), null, comment)| Col {
+        name: name.clone(),
+        ty,
+        null,
+        rest: format!("{}{comment}", default.unwrap_or_default()),
+        key,
+        fulltext,
     })
 }
 
@@ -211,9 +216,19 @@ fn table(name: usize, ntables: usize) -> impl Strategy<Value = TableSpec> {
         ],
         prop_oneof![Just(None), Just(Some("DYNAMIC")), Just(Some("COMPACT"))],
         any::<bool>(),
+        (proptest::option::of(0usize..7), 0usize..3),
     )
         .prop_flat_map(
-            move |(present, indexes, fks, comment, collation, row_format, standalone)| {
+            move |(
+                present,
+                indexes,
+                fks,
+                comment,
+                collation,
+                row_format,
+                standalone,
+                (pk_extra, id_at),
+            )| {
                 let cols: Vec<usize> = (0..7).filter(|i| present[*i]).collect();
                 let col_strats: Vec<_> = cols.iter().map(|&i| column(i)).collect();
                 (
@@ -224,6 +239,8 @@ fn table(name: usize, ntables: usize) -> impl Strategy<Value = TableSpec> {
                     Just(collation),
                     Just(row_format),
                     Just(standalone),
+                    Just(pk_extra),
+                    Just(id_at),
                 )
                     .prop_map(
                         move |(
@@ -234,6 +251,8 @@ fn table(name: usize, ntables: usize) -> impl Strategy<Value = TableSpec> {
                             collation,
                             row_format,
                             standalone_index,
+                            pk_extra,
+                            id_at,
                         )| TableSpec {
                             name,
                             cols,
@@ -246,6 +265,8 @@ fn table(name: usize, ntables: usize) -> impl Strategy<Value = TableSpec> {
                             collation,
                             row_format,
                             standalone_index,
+                            pk_extra,
+                            id_at,
                         },
                     )
             },
@@ -287,8 +308,31 @@ fn sql_text(db: &str, tables: &[TableSpec]) -> String {
     let present: Vec<usize> = tables.iter().map(|t| t.name).collect();
     let mut out = format!("SET foreign_key_checks = 0;\nCREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\nUSE {db};\n");
     for t in tables {
-        let mut lines = vec!["id bigint auto_increment primary key".to_string()];
-        lines.extend(t.cols.iter().map(|c| format!("{} {}", c.name, c.def)));
+        let pk2 = t.pk_extra.and_then(|n| {
+            t.cols
+                .iter()
+                .find(|c| c.name == format!("c{n}") && c.key == Some(None))
+        });
+        let mut lines = vec![if pk2.is_some() {
+            "id bigint auto_increment"
+        } else {
+            "id bigint auto_increment primary key"
+        }
+        .to_string()];
+        lines.extend(t.cols.iter().map(|c| {
+            // primary key columns are NOT NULL (MariaDB refuses an explicit NULL there)
+            let null = if pk2.is_some_and(|p| p.name == c.name) {
+                " not null"
+            } else {
+                c.null
+            };
+            format!("{} {}{null}{}", c.name, c.ty, c.rest)
+        }));
+        let id = lines.remove(0);
+        lines.insert(t.id_at.min(lines.len()), id);
+        if let Some(p) = pk2 {
+            lines.push(format!("primary key (id, {})", p.name));
+        }
         let fks: Vec<&(usize, u8, u8)> = t.fks.iter().filter(|f| present.contains(&f.0)).collect();
         let mut seen = Vec::new();
         for (parent, _, _) in &fks {
@@ -415,6 +459,28 @@ fn sql_text(db: &str, tables: &[TableSpec]) -> String {
     out
 }
 
+/// The kinds of clause the differ emits, counted over the cases.
+const KINDS: &[&str] = &[
+    "CREATE TABLE",
+    "DROP TABLE",
+    "ADD COLUMN",
+    "MODIFY COLUMN",
+    "DROP COLUMN",
+    " FIRST",
+    " AFTER ",
+    "DROP PRIMARY KEY",
+    "ADD PRIMARY KEY",
+    "DROP INDEX",
+    "ADD INDEX",
+    "ADD UNIQUE INDEX",
+    "ADD FULLTEXT INDEX",
+    "DROP FOREIGN KEY",
+    "ADD CONSTRAINT",
+    "ROW_FORMAT=",
+    "COMMENT=",
+    "DEFAULT CHARACTER SET",
+];
+
 #[test]
 fn random_schema_pairs_migrate_to_exactly_the_fresh_schema() {
     let cases: u32 = std::env::var("MOLT_SCHEMA_CASES")
@@ -433,11 +499,12 @@ fn random_schema_pairs_migrate_to_exactly_the_fresh_schema() {
         ..Config::default()
     });
     let stats = std::cell::Cell::new((0usize, 0usize));
+    let kinds = std::cell::RefCell::new(BTreeMap::<&str, usize>::new());
     runner
         .run(&(schema(4), schema(4)), |(a, b)| {
             let (db_a, db_b) = (scratch_name("a"), scratch_name("b"));
             let (text_a, text_b) = (sql_text(&db_a, &a), sql_text(&db_b, &b));
-            let result: Result<usize, String> = rt.block_on(async {
+            let result: Result<Vec<String>, String> = rt.block_on(async {
                 let mut conn = connect().await;
                 try_run_file(&mut conn, &text_a, &BTreeMap::new()).await?;
                 try_run_file(&mut conn, &text_b, &BTreeMap::new()).await?;
@@ -488,12 +555,18 @@ fn random_schema_pairs_migrate_to_exactly_the_fresh_schema() {
                     return Err(format!("second migration not empty: {:#?}\nB:\n{text_b}", again.statements()));
                 }
                 drop_databases(&mut conn, &[db_a.clone(), db_b.clone()]).await;
-                Ok(statements)
+                let sql: Vec<String> = changes.iter().map(|c| c.sql.clone()).collect();
+                assert_eq!(sql.len(), statements, "every statement audited");
+                Ok(sql)
             });
             match result {
-                Ok(n) => {
+                Ok(sql) => {
                     let (cases, statements) = stats.get();
-                    stats.set((cases + 1, statements + n));
+                    stats.set((cases + 1, statements + sql.len()));
+                    let mut seen = kinds.borrow_mut();
+                    for k in KINDS {
+                        *seen.entry(*k).or_insert(0) += sql.iter().map(|s| s.matches(k).count()).sum::<usize>();
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -508,6 +581,13 @@ fn random_schema_pairs_migrate_to_exactly_the_fresh_schema() {
         })
         .unwrap();
     let (done, statements) = stats.get();
-    eprintln!("{done} schema pairs migrated, {statements} statements run");
+    let kinds = kinds.into_inner();
+    eprintln!("{done} schema pairs migrated, {statements} statements run; clauses: {kinds:?}");
     assert!(statements > done, "the pairs differ: statements were run");
+    if cases >= 100 {
+        // the generator reaches every kind of change the differ makes
+        for (k, n) in &kinds {
+            assert!(*n > 0, "no {k} in {cases} cases: {kinds:?}");
+        }
+    }
 }

@@ -34,6 +34,7 @@ use std::time::Duration;
 /// Environment variable holding the full database URL (with password).
 pub const URL_ENV: &str = "MOLT_DATABASE_URL";
 
+#[derive(Clone, Debug)]
 pub struct MigrateSchema {
     /// The URL with its password removed.
     pub database_url: String,
@@ -217,16 +218,9 @@ impl MigrateSchema {
             .map_err(|e| format!("write {}: {e}", path.display()))
     }
 
-    async fn run(
-        &self,
-        desired: &Schema,
-        allow: &Allow,
-        attempt: i64,
-        record_before: bool,
-    ) -> Result<(), StepError> {
+    async fn connect(&self) -> Result<mysql_async::Conn, StepError> {
         let url = self.resolve_url()?;
-        let fail = |e: LiveError| StepError::new(e.to_string());
-        let mut conn = live::connect(&url).await.map_err(|e| {
+        live::connect(&url).await.map_err(|e| {
             let hint = if url == self.database_url && self.database_url.contains('@') {
                 format!(
                     " (the password is not journaled: set {URL_ENV} or molt.toml's database_url)"
@@ -235,7 +229,24 @@ impl MigrateSchema {
                 String::new()
             };
             StepError::new(format!("{e}{hint}"))
-        })?;
+        })
+    }
+
+    fn load_desired(&self) -> Result<Schema, StepError> {
+        let default_db =
+            live::url_database(&self.database_url).map_err(|e| StepError::new(e.to_string()))?;
+        self.desired_schema(default_db)
+    }
+
+    async fn run(
+        &self,
+        desired: &Schema,
+        allow: &Allow,
+        attempt: i64,
+        record_before: bool,
+    ) -> Result<(), StepError> {
+        let fail = |e: LiveError| StepError::new(e.to_string());
+        let mut conn = self.connect().await?;
         live::lock(&mut conn, self.lock_wait).await.map_err(fail)?;
         let result = async {
             if record_before && !self.before_path().exists() {
@@ -317,6 +328,55 @@ impl MigrateSchema {
     }
 }
 
+/// The schema check before any downtime: plan the migration against the live database and
+/// refuse destructive findings the [`Allow`] does not permit. Reads only, so `undo` has nothing
+/// to reverse; its receipt is the plan, for the audit.
+pub struct PlanSchema {
+    /// The migration it checks (same URL, file and allow list).
+    pub migrate: MigrateSchema,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanReceipt {
+    pub statements: Vec<String>,
+    /// Destructive findings the allow list permitted.
+    pub allowed: Vec<String>,
+}
+
+#[async_trait]
+impl Step for PlanSchema {
+    type Receipt = PlanReceipt;
+
+    fn name(&self) -> String {
+        "plan schema".into()
+    }
+
+    fn class(&self) -> StepClass {
+        StepClass::Reversible
+    }
+
+    async fn apply(&self, _ctx: &StepCtx) -> Result<PlanReceipt, StepError> {
+        let desired = self.migrate.load_desired()?;
+        let mut conn = self.migrate.connect().await?;
+        let planned = live::plan(&mut conn, &desired).await;
+        let _ = conn.disconnect().await;
+        let (_, m) = planned.map_err(|e| StepError::new(e.to_string()))?;
+        let refused = m.refused(&self.migrate.allow);
+        if !refused.is_empty() {
+            let reasons: Vec<String> = refused.iter().map(|d| d.reason.clone()).collect();
+            return Err(StepError::new(LiveError::Destructive(reasons).to_string()));
+        }
+        Ok(PlanReceipt {
+            statements: m.statements().into_iter().map(str::to_string).collect(),
+            allowed: m.destructive().iter().map(|d| d.reason.clone()).collect(),
+        })
+    }
+
+    async fn undo(&self, _ctx: &StepCtx, _receipt: Option<PlanReceipt>) -> Result<(), StepError> {
+        Ok(()) // planning changed nothing
+    }
+}
+
 #[async_trait]
 impl Step for MigrateSchema {
     type Receipt = MigrateReceipt;
@@ -336,9 +396,7 @@ impl Step for MigrateSchema {
     }
 
     async fn apply(&self, ctx: &StepCtx) -> Result<MigrateReceipt, StepError> {
-        let default_db =
-            live::url_database(&self.database_url).map_err(|e| StepError::new(e.to_string()))?;
-        let desired = self.desired_schema(default_db)?;
+        let desired = self.load_desired()?;
         self.run(&desired, &self.allow, ctx.attempt as i64, true)
             .await?;
         if let Some(dir) = self.audit_path().parent() {
