@@ -456,9 +456,16 @@ impl TablePlan {
                         p.lint_column(want, old, c);
                     }
                     if differs || moved {
+                        // What the desired schema leaves unsaid stays as it is: MODIFY without
+                        // a charset would reset the column to the table's default.
+                        let mut kept = c.clone();
+                        if kept.charset.is_none() && kept.collation.is_none() {
+                            kept.charset.clone_from(&old.charset);
+                            kept.collation.clone_from(&old.collation);
+                        }
                         p.clauses.push(format!(
                             "MODIFY COLUMN {}{}",
-                            column_sql(c),
+                            column_sql(&kept),
                             if moved { position } else { String::new() }
                         ));
                     }
@@ -865,6 +872,14 @@ mod tests {
         // on an empty table, the NOT NULL column is harmless
         let m = diff(&a, &b, &|_, _| Some(false));
         assert!(!m.destructive().iter().any(|d| d.subject == "d.keep.extra"));
+    }
+
+    #[test]
+    fn an_unstated_collation_is_kept_when_a_column_is_modified() {
+        let live = schema("USE d; create table t (a varchar(10) collate utf8mb4_bin, b int);");
+        let want = schema("USE d; create table t (a varchar(20), b int);");
+        let m = diff(&live, &want, &unknown);
+        assert_eq!(m.statements(), ["ALTER TABLE `d`.`t` MODIFY COLUMN `a` varchar(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL DEFAULT NULL"]);
     }
 
     /// Apply `ALTER TABLE` column clauses the way MySQL does, on a list of names.
