@@ -1,8 +1,9 @@
 //! `molt schema diff|plan|apply`: the schema migration from the command line.
 //!
 //! `diff` compares two files offline; `plan` (and `apply --dry-run`) read the live database
-//! and change nothing; `apply` runs the migration as a journaled run of one pivot step, so a
-//! crash half-way is finished by `molt resume` (or `molt recover`), which re-diffs.
+//! and change nothing; `apply` runs the migration as a journaled run (plan schema, then the
+//! migrate pivot), so a crash half-way is finished by `molt resume` (or `molt recover`), which
+//! re-diffs.
 
 use super::print_json;
 use crate::config::Config;

@@ -275,39 +275,32 @@ impl MigrateSchema {
                 .prepare()
                 .map_err(|e| crate::io_err("create", &self.audit_path(), e))?;
             let mut audit = |e: Event<'_>| -> Result<(), String> {
-                let line = match e {
-                    Event::Before { index, change } => AuditLine {
-                        attempt,
-                        index,
-                        phase: "intent".into(),
-                        sql: change.sql.clone(),
-                        ms: None,
-                        error: None,
-                    },
+                let (index, phase, change, ms, error) = match e {
+                    Event::Before { index, change } => (index, "intent", change, None, None),
                     Event::After {
                         index,
                         change,
                         elapsed,
-                    } => AuditLine {
-                        attempt,
+                    } => (
                         index,
-                        phase: "done".into(),
-                        sql: change.sql.clone(),
-                        ms: Some(elapsed.as_millis() as u64),
-                        error: None,
-                    },
+                        "done",
+                        change,
+                        Some(elapsed.as_millis() as u64),
+                        None,
+                    ),
                     Event::Failed {
                         index,
                         change,
                         error,
-                    } => AuditLine {
-                        attempt,
-                        index,
-                        phase: "failed".into(),
-                        sql: change.sql.clone(),
-                        ms: None,
-                        error: Some(error),
-                    },
+                    } => (index, "failed", change, None, Some(error)),
+                };
+                let line = AuditLine {
+                    attempt,
+                    index,
+                    phase: phase.into(),
+                    sql: change.sql.clone(),
+                    ms,
+                    error,
                 };
                 let done = line.phase == "done";
                 self.append_audit(&line)?;
