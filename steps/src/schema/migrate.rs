@@ -137,7 +137,11 @@ pub fn expand_env(url: &str, root: &Path) -> Result<String, String> {
 
 pub fn sha256_file(path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    Ok(sha256_hex(&bytes))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 impl MigrateSchema {
@@ -163,7 +167,10 @@ impl MigrateSchema {
     }
 
     fn desired_schema(&self, default_db: Option<String>) -> Result<Schema, StepError> {
-        let got = sha256_file(&self.desired).map_err(StepError::new)?;
+        // One read: the bytes hashed are the bytes loaded.
+        let bytes =
+            std::fs::read(&self.desired).map_err(|e| crate::io_err("read", &self.desired, e))?;
+        let got = sha256_hex(&bytes);
         if got != self.desired_sha256 {
             return Err(StepError::new(format!(
                 "{} changed since the plan was made (sha256 {got}, planned {}); start a new run",
@@ -171,8 +178,8 @@ impl MigrateSchema {
                 self.desired_sha256
             )));
         }
-        let text = std::fs::read_to_string(&self.desired)
-            .map_err(|e| crate::io_err("read", &self.desired, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| StepError::new(format!("{}: not UTF-8: {e}", self.desired.display())))?;
         load(
             &text,
             &LoadOptions {

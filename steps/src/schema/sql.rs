@@ -597,7 +597,8 @@ impl Loader<'_> {
             foreign_keys: BTreeMap::new(),
             options,
         };
-        let mut pending_unique: Vec<(Option<String>, Vec<KeyPart>, IndexKind, String)> = Vec::new();
+        let mut pending_indexes: Vec<(Option<String>, Vec<KeyPart>, IndexKind, String)> =
+            Vec::new();
         let mut json_cols = Vec::new();
         for cd in &ct.columns {
             let cname = cd.name.value.clone();
@@ -639,7 +640,7 @@ impl Loader<'_> {
                         }]);
                     }
                     ColumnOption::Unique(_) => {
-                        pending_unique.push((
+                        pending_indexes.push((
                             None,
                             vec![KeyPart {
                                 column: cname.clone(),
@@ -742,7 +743,7 @@ impl Loader<'_> {
                         .as_ref()
                         .or(u.index_name.as_ref())
                         .map(|i| i.value.clone());
-                    pending_unique.push((
+                    pending_indexes.push((
                         name,
                         self.key_parts(stmt, &u.columns)?,
                         IndexKind::Unique,
@@ -751,7 +752,7 @@ impl Loader<'_> {
                 }
                 TableConstraint::Index(ix) => {
                     let name = ix.name.as_ref().map(|i| i.value.clone());
-                    pending_unique.push((
+                    pending_indexes.push((
                         name,
                         self.key_parts(stmt, &ix.columns)?,
                         IndexKind::Index,
@@ -765,7 +766,7 @@ impl Loader<'_> {
                         IndexKind::Spatial
                     };
                     let name = f.opt_index_name.as_ref().map(|i| i.value.clone());
-                    pending_unique.push((
+                    pending_indexes.push((
                         name,
                         self.key_parts(stmt, &f.columns)?,
                         kind,
@@ -788,7 +789,7 @@ impl Loader<'_> {
                 }
             }
         }
-        for (name, parts, kind, comment) in pending_unique {
+        for (name, parts, kind, comment) in pending_indexes {
             let name = name.unwrap_or_else(|| auto_index_name(&table, &parts[0].column));
             if table.indexes.contains_key(&name) {
                 return Err(self.err(
