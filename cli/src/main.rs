@@ -4,9 +4,8 @@
 //! errors to the exit codes documented in [`exit`].
 
 mod cmd;
-mod config;
 mod exit;
-mod install;
+mod progress;
 mod session;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +59,20 @@ enum Command {
         /// Choose the full package even when a patch applies.
         #[arg(long)]
         force_full: bool,
+    },
+    /// Upgrade to the release `check` chooses (or install the first one): one journaled run
+    /// that ends exactly-old or exactly-new.
+    Upgrade {
+        /// Choose the full package even when a patch applies.
+        #[arg(long)]
+        force_full: bool,
+        /// Print the plan (versions, package, bytes, disk, images, schema statements,
+        /// services to stop) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Download and stage the release `check` chooses, without cutting over.
     Fetch {
@@ -284,7 +297,7 @@ fn init_failpoints() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let json = cli.json;
     let root = cli.root;
-    let inst = || install::Installation::new(&root);
+    let inst = || steps::Installation::open(&root).map_err(|e| exit::coded(exit::ERROR, e));
     match cli.command {
         Command::Demo { dir } => cmd::demo::run(dir),
         Command::Exec { file } => cmd::run::exec(&inst()?, &file, json).await,
@@ -300,6 +313,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             command: CacheCommand::Clean,
         } => cmd::release::cache_clean(&inst()?, json),
         Command::Check { force_full } => cmd::release::check(&inst()?, force_full, json).await,
+        Command::Upgrade {
+            force_full,
+            dry_run,
+            yes,
+        } => cmd::upgrade::upgrade(&inst()?, force_full, dry_run, yes, json).await,
         Command::Fetch { force_full } => cmd::release::fetch(&inst()?, force_full, json).await,
         Command::Pack {
             release,

@@ -2,9 +2,15 @@
 //! an unfinished one, and the housekeeping after a run ends.
 
 use crate::exit::{self, coded};
-use crate::install::Installation;
 use anyhow::Context;
 use engine::{DriveOptions, Event, Finish, Ledger, Limits, Machine, Mode, Outcome, Plan, RunId};
+use steps::{Installation, PlanSpec};
+
+struct Silent;
+
+impl engine::Observer for Silent {
+    fn progress(&mut self, _event: engine::Progress<'_>) {}
+}
 use journal::{Holder, Lock, RunLog, Store};
 
 /// The engine limits molt runs with.
@@ -69,6 +75,8 @@ pub fn journal_error(run: RunId, e: engine::Error) -> anyhow::Error {
 pub struct Session {
     pub inst: Installation,
     pub store: Store,
+    /// Told when each step begins and ends (progress lines, `--json` events).
+    pub observer: Option<Box<dyn engine::Observer>>,
     _lock: Lock,
 }
 
@@ -83,16 +91,22 @@ impl Session {
         let session = Session {
             inst: inst.clone(),
             store,
+            observer: None,
             _lock: lock,
         };
         session.sweep_scratch()?;
         Ok(session)
     }
 
-    /// Start a new run of `build`'s plan, refusing while another run is unfinished.
-    pub async fn start(
+    /// Start a new run of `spec`, refusing while another run is unfinished.
+    pub async fn start(&mut self, spec: PlanSpec) -> anyhow::Result<RunReport> {
+        self.start_with(|_| spec).await
+    }
+
+    /// Start a new run of the plan `spec` makes for the new run's id.
+    pub async fn start_with(
         &mut self,
-        build: impl FnOnce(&steps::Env) -> Result<Plan, steps::Error>,
+        spec: impl FnOnce(RunId) -> PlanSpec,
     ) -> anyhow::Result<RunReport> {
         if let Some((run, ledger)) = unfinished(&self.store)? {
             return Err(coded(
@@ -105,8 +119,8 @@ impl Session {
             ));
         }
         let run = self.store.next_run_id()?;
-        let env = steps::Env::new(&self.inst.root, run);
-        let plan = build(&env).context("cannot build the plan")?;
+        let env = steps::Env::new(&self.inst, run);
+        let plan = spec(run).plan(&env).context("cannot build the plan")?;
         let mut machine = Machine::new(run, plan.meta.clone(), LIMITS);
         self.drive(&mut machine, Event::Start, &plan, Mode::Resume, false)
             .await
@@ -152,7 +166,7 @@ impl Session {
                 }
             },
         };
-        let env = steps::Env::new(&self.inst.root, run);
+        let env = steps::Env::new(&self.inst, run);
         let plan = steps::build(&ledger.plan.id, &ledger.plan.spec, &env).map_err(|e| {
             let code = match e {
                 steps::Error::UnknownPlan { .. } => exit::JOURNAL,
@@ -183,12 +197,18 @@ impl Session {
         requested: bool,
     ) -> anyhow::Result<RunReport> {
         let run = machine.ledger().run;
-        let finish = match engine::drive(
+        let mut silent = Silent;
+        let observer: &mut dyn engine::Observer = match &mut self.observer {
+            Some(o) => o.as_mut(),
+            None => &mut silent,
+        };
+        let finish = match engine::drive_observed(
             machine,
             event,
             &plan.steps,
             &mut self.store,
             DriveOptions::default(),
+            observer,
         )
         .await
         {
@@ -215,7 +235,7 @@ impl Session {
     }
 
     fn remove_scratch(&self, run: RunId) -> anyhow::Result<()> {
-        let dir = steps::plans::scratch_dir(&self.inst.root, run);
+        let dir = self.inst.scratch(run);
         steps::fsutil::remove_path(&dir)
             .with_context(|| format!("cannot remove scratch directory {}", dir.display()))
     }

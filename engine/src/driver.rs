@@ -62,6 +62,39 @@ pub fn failpoint(name: &str) {
     });
 }
 
+/// What the driver tells an observer (the cli's progress lines, `--json` events). Observers
+/// see a step after its intent is durable and after it returned; they cannot change the run.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// A step's `do` (or `undo`, when `undo` is true) begins.
+    Started {
+        step: usize,
+        name: &'a str,
+        undo: bool,
+        attempt: u32,
+    },
+    /// It returned: `error` is `None` on success.
+    Ended {
+        step: usize,
+        name: &'a str,
+        undo: bool,
+        elapsed: Duration,
+        error: Option<&'a str>,
+        receipt: Option<&'a serde_json::Value>,
+    },
+}
+
+/// Receives [`Progress`] from [`drive_observed`].
+pub trait Observer: Send {
+    fn progress(&mut self, event: Progress<'_>);
+}
+
+struct Silent;
+
+impl Observer for Silent {
+    fn progress(&mut self, _event: Progress<'_>) {}
+}
+
 /// Run the machine to the end of this session, starting with `first`
 /// ([`Event::Start`], [`Event::Resume`] or [`Event::Rollback`]).
 pub async fn drive(
@@ -70,6 +103,18 @@ pub async fn drive(
     steps: &[Box<dyn DynStep>],
     journal: &mut dyn Journal,
     options: DriveOptions,
+) -> Result<Finish, Error> {
+    drive_observed(machine, first, steps, journal, options, &mut Silent).await
+}
+
+/// [`drive`], telling `observer` when each step begins and ends.
+pub async fn drive_observed(
+    machine: &mut Machine,
+    first: Event,
+    steps: &[Box<dyn DynStep>],
+    journal: &mut dyn Journal,
+    options: DriveOptions,
+    observer: &mut dyn Observer,
 ) -> Result<Finish, Error> {
     if steps.len() != machine.ledger().plan.steps.len() {
         return Err(Error::InvalidPlan(format!(
@@ -104,14 +149,31 @@ pub async fn drive(
             Command::Apply { step, attempt } => {
                 let ctx = StepCtx { run, step, attempt };
                 let s = &steps[step];
-                tracing::info!(run = %run, step, attempt, name = %s.name(), "do");
-                match s.apply_json(&ctx).await {
+                let name = s.name();
+                tracing::info!(run = %run, step, attempt, name = %name, "do");
+                observer.progress(Progress::Started {
+                    step,
+                    name: &name,
+                    undo: false,
+                    attempt,
+                });
+                let began = std::time::Instant::now();
+                let result = s.apply_json(&ctx).await;
+                observer.progress(Progress::Ended {
+                    step,
+                    name: &name,
+                    undo: false,
+                    elapsed: began.elapsed(),
+                    error: result.as_ref().err().map(|e| e.message.as_str()),
+                    receipt: result.as_ref().ok().and_then(|r| r.as_ref()),
+                });
+                match result {
                     Ok(receipt) => {
                         failpoint("engine::after_apply");
                         Event::Applied { receipt }
                     }
                     Err(e) => {
-                        tracing::info!(run = %run, step, name = %s.name(), error = %e, "do failed");
+                        tracing::info!(run = %run, step, name = %name, error = %e, "do failed");
                         Event::ApplyFailed { error: e.message }
                     }
                 }
@@ -127,14 +189,31 @@ pub async fn drive(
                     let factor = 1u32 << (attempt - 2).min(8);
                     tokio::time::sleep(options.undo_backoff * factor).await;
                 }
-                tracing::info!(run = %run, step, attempt, name = %s.name(), "undo");
-                match s.undo_json(&ctx, receipt).await {
+                let name = s.name();
+                tracing::info!(run = %run, step, attempt, name = %name, "undo");
+                observer.progress(Progress::Started {
+                    step,
+                    name: &name,
+                    undo: true,
+                    attempt,
+                });
+                let began = std::time::Instant::now();
+                let result = s.undo_json(&ctx, receipt).await;
+                observer.progress(Progress::Ended {
+                    step,
+                    name: &name,
+                    undo: true,
+                    elapsed: began.elapsed(),
+                    error: result.as_ref().err().map(|e| e.message.as_str()),
+                    receipt: None,
+                });
+                match result {
                     Ok(()) => {
                         failpoint("engine::after_undo");
                         Event::Undone
                     }
                     Err(e) => {
-                        tracing::warn!(run = %run, step, name = %s.name(), error = %e, "undo failed; will retry");
+                        tracing::warn!(run = %run, step, name = %name, error = %e, "undo failed; will retry");
                         Event::UndoFailed { error: e.message }
                     }
                 }

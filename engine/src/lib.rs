@@ -21,7 +21,9 @@ mod record;
 mod step;
 
 pub use decide::{decide, decide_ledger, Decision};
-pub use driver::{drive, failpoint, BoxError, DriveOptions, Finish, Journal};
+pub use driver::{
+    drive, drive_observed, failpoint, BoxError, DriveOptions, Finish, Journal, Observer, Progress,
+};
 pub use error::Error;
 pub use ledger::{Direction, Ledger, Open, StepState};
 pub use machine::{Command, Event, Halt, Limits, Machine, State};

@@ -118,6 +118,7 @@ impl Stage {
                 release.version, self.version
             ));
         }
+        link_persistent(&partial, &release)?;
         Ok(())
     }
 
@@ -138,10 +139,13 @@ impl Stage {
             ));
         }
         let base_dir = self.root.join(base);
-        // The base must be exactly what the patch was made against.
+        // The base must be exactly what the patch was made against; the links molt made to
+        // the persistent paths are not the vendor's files.
+        let base_persistent = Release::load(&base_dir)?.persistent;
         let found: BTreeMap<String, TreeEntry> = tree(&base_dir)
             .map_err(|e| format!("cannot read {}: {e}", base_dir.display()))?
             .into_iter()
+            .filter(|e| !(e.kind == Kind::Symlink && base_persistent.contains(&e.path)))
             .map(|e| (e.path.clone(), e))
             .collect();
         for want in &patch.base {
@@ -245,6 +249,24 @@ impl Stage {
         }
         Ok(())
     }
+}
+
+/// Link each persistent path of a staged release to the installation's `shared/`
+/// (`releases/<v>/<p> -> ../../shared/<p>`), so the compose file's relative paths (`./data`,
+/// `.env`) reach the operator's data. A package that ships a persistent path is refused: the
+/// link would hide it.
+pub fn link_persistent(dir: &Path, release: &Release) -> Result<(), String> {
+    for p in &release.persistent {
+        let at = dir.join(p);
+        if std::fs::symlink_metadata(&at).is_ok() {
+            return Err(format!(
+                "the package ships {p}, which release.toml names persistent (it lives in shared/)"
+            ));
+        }
+        std::os::unix::fs::symlink(Path::new("../../shared").join(p), &at)
+            .map_err(|e| format!("cannot link {}: {e}", at.display()))?;
+    }
+    Ok(())
 }
 
 #[async_trait]

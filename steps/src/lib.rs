@@ -8,12 +8,14 @@
 //! (`cache/runs/<run>/step-<i>/`, see [`fsutil::Stash`]), written before they change anything.
 
 pub mod backup;
+pub mod config;
 pub mod copy_tree;
 pub mod docker;
 mod error;
 pub mod fetch;
 pub mod fsutil;
 pub mod http;
+pub mod install;
 pub mod manifest;
 pub mod package;
 pub mod plans;
@@ -22,12 +24,21 @@ pub mod remove_path;
 pub mod schema;
 pub mod services;
 pub mod switch_link;
+pub mod upgrade;
 pub mod verify_file;
 pub mod version;
 pub mod write_file;
 
 pub use error::Error;
-pub use plans::{build, Env, FsOp, FsScript};
+pub use install::Installation;
+pub use plans::{build, Env, FsOp, FsScript, PlanSpec};
+
+/// Milliseconds since the epoch (journal and marker times).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Turn an I/O error into a step error naming the operation and path.
 pub(crate) fn io_err(op: &str, path: &std::path::Path, e: std::io::Error) -> engine::StepError {

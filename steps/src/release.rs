@@ -5,6 +5,7 @@
 //! version = "2.0.0"
 //! compose_file = "docker-compose.yml"
 //! persistent = ["data", "uploads", "logs", ".env"]
+//! env_template = "env.template"
 //! health_timeout_secs = 120
 //!
 //! [database]
@@ -53,6 +54,10 @@ pub struct Release {
     /// and anything in it) or `"db.table.column"` (see `steps::schema::diff::Allow`).
     #[serde(default)]
     pub allow_destructive: Vec<String>,
+    /// The vendor's `.env` template, relative to the release: the upgrade merges it into the
+    /// operator's `shared/.env` (operator values kept, new keys added, removed keys reported).
+    #[serde(default)]
+    pub env_template: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +150,17 @@ impl Release {
             }
         }
         crate::fsutil::safe_relative(&r.compose_file)?;
+        if let Some(t) = &r.env_template {
+            crate::fsutil::safe_relative(t)?;
+        }
+        for p in &r.persistent {
+            let rel = crate::fsutil::safe_relative(p)?;
+            if rel.components().count() != 1 {
+                return Err(format!(
+                    "persistent path {p:?} must be one name at the release's top level"
+                ));
+            }
+        }
         Ok(r)
     }
 

@@ -25,7 +25,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn release(&self) -> Result<Release, StepError> {
+    pub(crate) fn release(&self) -> Result<Release, StepError> {
         Release::load(&self.dir).map_err(StepError::new)
     }
 
@@ -66,7 +66,7 @@ impl Target {
     /// Stop the project's running containers of `only` (all when empty) through the API:
     /// works even when the compose file no longer parses, and names that match nothing stop
     /// nothing.
-    async fn stop_containers(&self, only: &[String]) -> Result<(), StepError> {
+    pub(crate) async fn stop_containers(&self, only: &[String]) -> Result<(), StepError> {
         let docker = Docker::connect().await.map_err(StepError::new)?;
         for c in docker
             .containers(&self.project)
@@ -80,7 +80,7 @@ impl Target {
         Ok(())
     }
 
-    async fn up(&self, only: &[String]) -> Result<(), StepError> {
+    pub(crate) async fn up(&self, only: &[String]) -> Result<(), StepError> {
         let release = self.release()?;
         self.compose(&release)
             .await?
@@ -259,6 +259,9 @@ impl Step for LoadImages {
 pub struct StopServices {
     pub target: Target,
     pub only: Vec<String>,
+    /// A file that receives the time the stop began (ms since the epoch), once: the start of
+    /// an upgrade's downtime window.
+    pub mark: Option<PathBuf>,
 }
 
 #[async_trait]
@@ -274,6 +277,15 @@ impl Step for StopServices {
     }
 
     async fn apply(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        if let Some(mark) = &self.mark {
+            if !mark.exists() {
+                if let Some(dir) = mark.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| crate::io_err("create", dir, e))?;
+                }
+                crate::fsutil::write_atomic(mark, crate::now_ms().to_string().as_bytes())
+                    .map_err(|e| crate::io_err("write", mark, e))?;
+            }
+        }
         self.target.stop(&self.only).await
     }
 

@@ -73,6 +73,7 @@ async fn main() {
     let stop = StopServices {
         target,
         only: vec![],
+        mark: None,
     };
     start.apply(&ctx()).await.unwrap();
     let (mut molt, mut base) = (Vec::new(), Vec::new());

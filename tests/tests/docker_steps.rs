@@ -86,6 +86,7 @@ async fn start_and_stop_undo_what_they_did() {
     let stop = StopServices {
         target: t.clone(),
         only: vec![],
+        mark: None,
     };
     assert!(running(&s.project).await.is_empty());
     start.apply(&ctx(0)).await.unwrap();

@@ -2,14 +2,13 @@
 //! journaled runs (create, restore, prune) and read-only checks (list, verify).
 
 use super::{print_json, time};
-use crate::config::Config;
 use crate::exit;
-use crate::install::Installation;
 use crate::session::{unfinished, RunReport, Session};
 use serde_json::json;
 use std::collections::BTreeSet;
 use steps::backup::{self, retention};
-use steps::plans::{BackupCreate, BackupPrune, BackupRestore};
+use steps::plans::{BackupCreate, BackupPrune, BackupRestore, PlanSpec};
+use steps::Installation;
 
 fn report(r: &RunReport, as_json: bool, extra: serde_json::Value) -> u8 {
     if as_json {
@@ -37,23 +36,21 @@ pub async fn create(
     compress: bool,
     as_json: bool,
 ) -> anyhow::Result<u8> {
-    let config = Config::load(&inst.root)?;
     let paths = if paths.is_empty() {
-        config.backup.paths
+        inst.config.backup.paths.clone()
     } else {
         paths
     };
     let mut session = Session::open(inst, "molt backup create")?;
     let mut id = String::new();
     let r = session
-        .start(|env| {
-            id = format!("{}-r{}", compact_now(), env.run);
-            BackupCreate {
+        .start_with(|run| {
+            id = format!("{}-r{}", compact_now(), run);
+            PlanSpec::BackupCreate(BackupCreate {
                 id: id.clone(),
                 paths,
                 compress,
-            }
-            .plan(env)
+            })
         })
         .await?;
     if !as_json && r.exit_code() == exit::OK {
@@ -76,7 +73,7 @@ fn makers(inst: &Installation) -> std::collections::BTreeMap<String, (u64, Strin
         let Some(engine::Entry::RunStarted { plan }) = log.records.first().map(|r| &r.entry) else {
             continue;
         };
-        if plan.id != steps::plans::BACKUP_CREATE {
+        if plan.id != "backup-create" {
             continue;
         }
         if let Some(id) = plan.spec.get("id").and_then(|v| v.as_str()) {
@@ -181,7 +178,7 @@ pub async fn restore(inst: &Installation, id: &str, as_json: bool) -> anyhow::Re
         id: id.to_string(),
         paths: manifest.paths.clone(),
     };
-    let r = session.start(|env| spec.plan(env)).await?;
+    let r = session.start(PlanSpec::BackupRestore(spec)).await?;
     if !as_json && r.exit_code() == exit::OK {
         println!(
             "restored {} from backup {id} (taken {})",
@@ -211,7 +208,7 @@ pub async fn prune(
     dry_run: bool,
     as_json: bool,
 ) -> anyhow::Result<u8> {
-    let config = Config::load(&inst.root)?;
+    let config = &inst.config;
     let policy = retention::Policy {
         keep_last: keep_last.unwrap_or(config.retention.keep_backups),
         keep_days: keep_days.unwrap_or(config.retention.keep_backup_days),
@@ -239,7 +236,7 @@ pub async fn prune(
     let spec = BackupPrune {
         ids: doomed.clone(),
     };
-    let r = session.start(|env| spec.plan(env)).await?;
+    let r = session.start(PlanSpec::BackupPrune(spec)).await?;
     if !as_json && r.exit_code() == exit::OK {
         println!("deleted: {}", doomed.join(", "));
     }

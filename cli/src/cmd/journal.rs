@@ -2,11 +2,11 @@
 
 use super::{print_json, time};
 use crate::exit;
-use crate::install::Installation;
 use crate::session::open_for_reading;
 use engine::{Entry, Ledger, Record, RunId};
 use journal::RunLog;
 use serde_json::json;
+use steps::Installation;
 
 /// One line per run: id, plan, start time, state.
 pub fn list(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {

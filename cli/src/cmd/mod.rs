@@ -8,6 +8,7 @@ pub mod run;
 pub mod schema;
 pub mod services;
 pub mod status;
+pub mod upgrade;
 
 /// Print a JSON value on stdout (the `--json` form of every read command).
 pub fn print_json(value: &serde_json::Value) {

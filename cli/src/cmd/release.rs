@@ -2,17 +2,17 @@
 //! `molt fetch` (download and stage a release without cutting over).
 
 use super::print_json;
-use crate::config::Config;
 use crate::exit;
-use crate::install::Installation;
 use crate::session::Session;
 use anyhow::Context;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use steps::fetch::Source;
 use steps::manifest::{self, Choice, Manifest, Package, Platform};
-use steps::plans::FetchRelease;
+use steps::plans::check::Checked;
+use steps::plans::{FetchRelease, PlanSpec};
 use steps::release::Release;
+use steps::Installation;
 
 fn password(env: &Option<String>) -> anyhow::Result<Option<String>> {
     match env {
@@ -233,104 +233,10 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
 }
 
 /// Fetch a URL (http/https) or read a path.
-async fn get(url: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    manifest::check_url(url).map_err(|e| exit::coded(exit::ERROR, e))?;
-    if url.starts_with("http://") || url.starts_with("https://") {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()?;
-        let resp = client
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("cannot fetch {url}"))?;
-        if resp.status().as_u16() == 404 {
-            return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(exit::coded(
-                exit::ERROR,
-                format!("{url} answered {}", resp.status()),
-            ));
-        }
-        Ok(Some(
-            resp.bytes()
-                .await
-                .with_context(|| format!("cannot read {url}"))?
-                .to_vec(),
-        ))
-    } else {
-        let path = url.strip_prefix("file://").unwrap_or(url);
-        match std::fs::read(path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {path}"))),
-        }
-    }
-}
-
-/// The checked manifest and what to do with it.
-pub struct Checked {
-    pub url: String,
-    pub manifest: Manifest,
-    pub current: Option<String>,
-    pub choice: Choice,
-    pub signed: bool,
-}
-
 pub async fn check_manifest(inst: &Installation, force_full: bool) -> anyhow::Result<Checked> {
-    let config = Config::load(&inst.root)?;
-    let url = config.manifest_url.clone().ok_or_else(|| {
-        exit::coded(
-            exit::ERROR,
-            "molt.toml has no manifest_url: molt does not know where releases are published",
-        )
-    })?;
-    let url = if url.contains("://") || url.starts_with('/') {
-        url
-    } else {
-        inst.root.join(url).to_string_lossy().into_owned()
-    };
-    let bytes = get(&url)
-        .await?
-        .ok_or_else(|| exit::coded(exit::ERROR, format!("no manifest at {url}")))?;
-    let signed = match config.public_key_text(&inst.root)? {
-        Some(key) => {
-            let sig_url = format!("{url}.minisig");
-            let sig = get(&sig_url).await?.ok_or_else(|| {
-                exit::coded(exit::ERROR, format!("the manifest is not signed ({sig_url} is missing) and molt.toml names a public key; refusing it"))
-            })?;
-            manifest::verify_signature(&bytes, &String::from_utf8_lossy(&sig), &key)
-                .map_err(|e| exit::coded(exit::ERROR, format!("manifest {url} refused: {e}")))?;
-            true
-        }
-        None => {
-            tracing::warn!(
-                "molt.toml names no public_key: the manifest's signature is not checked"
-            );
-            false
-        }
-    };
-    let m = Manifest::parse(&bytes)
-        .map_err(|e| exit::coded(exit::ERROR, format!("manifest {url}: {e}")))?;
-    let current = match std::fs::read_link(inst.root.join("current")) {
-        Ok(_) => Some(
-            Release::load(&inst.root.join("current"))
-                .map_err(|e| exit::coded(exit::ERROR, e))?
-                .version,
-        ),
-        Err(_) => None,
-    };
-    let choice = manifest::choose(&m, std::env::consts::ARCH, current.as_deref(), force_full)
-        .map_err(|e| exit::coded(exit::ERROR, e))?;
-    Ok(Checked {
-        url,
-        manifest: m,
-        current,
-        choice,
-        signed,
-    })
+    steps::plans::check::check(inst, force_full)
+        .await
+        .map_err(|e| exit::coded(exit::ERROR, e))
 }
 
 pub async fn check(inst: &Installation, force_full: bool, as_json: bool) -> anyhow::Result<u8> {
@@ -372,20 +278,6 @@ pub async fn check(inst: &Installation, force_full: bool, as_json: bool) -> anyh
     Ok(exit::OK)
 }
 
-/// Refuse to start when the disk cannot hold the download and the staged release.
-fn preflight_space(root: &Path, pkg: &Package) -> anyhow::Result<()> {
-    let st = rustix::fs::statvfs(root).map_err(std::io::Error::from)?;
-    let free = st.f_bavail.saturating_mul(st.f_frsize);
-    let need = pkg.size + pkg.installed_size + pkg.installed_size / 10;
-    if free < need {
-        return Err(exit::coded(
-            exit::ERROR,
-            format!("not enough disk space in {}: {free} bytes free, {need} needed for the download and the staged release", root.display()),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyhow::Result<u8> {
     let c = check_manifest(inst, force_full).await?;
     let (package, source) = match &c.choice {
@@ -409,8 +301,9 @@ pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyh
             )
         }
     };
-    preflight_space(&inst.root, &package)?;
-    let config = Config::load(&inst.root)?;
+    steps::plans::check::preflight_space(inst, &package, 0)
+        .map_err(|e| exit::coded(exit::ERROR, e))?;
+    let config = &inst.config;
     let spec = FetchRelease {
         stall_timeout_secs: config.download.stall_timeout_secs,
         retries: config.download.retries,
@@ -421,7 +314,7 @@ pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyh
         source,
     };
     let mut session = Session::open(inst, "molt fetch")?;
-    let r = session.start(|env| spec.plan(env)).await?;
+    let r = session.start(PlanSpec::Fetch(spec.clone())).await?;
     if as_json {
         print_json(&r.to_json());
     } else {

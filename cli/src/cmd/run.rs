@@ -3,11 +3,11 @@
 
 use super::print_json;
 use crate::exit;
-use crate::install::Installation;
 use crate::session::{RunReport, Session};
 use anyhow::Context;
 use engine::Mode;
 use std::path::Path;
+use steps::Installation;
 
 fn report(r: &RunReport, as_json: bool) -> u8 {
     if as_json {
@@ -25,7 +25,7 @@ pub async fn exec(inst: &Installation, file: &Path, as_json: bool) -> anyhow::Re
     let script = steps::FsScript::from_toml(&text)
         .with_context(|| format!("plan file {}", file.display()))?;
     let mut session = Session::open(inst, "molt exec")?;
-    let r = session.start(|env| script.plan(env)).await?;
+    let r = session.start(steps::PlanSpec::FsScript(script)).await?;
     Ok(report(&r, as_json))
 }
 
@@ -42,8 +42,16 @@ pub async fn attach(
         None => "molt recover",
     };
     let mut session = Session::open(inst, command)?;
+    let printer = std::sync::Arc::new(std::sync::Mutex::new(crate::progress::Printer::new(
+        as_json,
+    )));
+    session.observer = Some(Box::new(super::upgrade::Shared(printer.clone())));
     match session.attach(mode, forced).await? {
-        Some(r) => Ok(report(&r, as_json)),
+        Some(r) => {
+            let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
+            super::upgrade::report(&r, downtime, as_json);
+            Ok(r.exit_code())
+        }
         None => {
             if as_json {
                 print_json(

@@ -6,18 +6,18 @@
 //! re-diffs.
 
 use super::print_json;
-use crate::config::Config;
 use crate::exit;
-use crate::install::Installation;
 use crate::session::Session;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use steps::plans::SchemaMigrate;
+use steps::install::{redact, URL_ENV};
+use steps::plans::{PlanSpec, SchemaMigrate};
 use steps::release::Release;
 use steps::schema::diff::{diff, Allow, Migration};
 use steps::schema::live;
-use steps::schema::migrate::{expand_env, redact, sha256_file, URL_ENV};
+use steps::schema::migrate::sha256_file;
 use steps::schema::sql::{load, LoadOptions, Loaded};
+use steps::Installation;
 
 fn load_file(path: &Path, default_db: Option<String>) -> anyhow::Result<Loaded> {
     let text = std::fs::read_to_string(path)
@@ -109,14 +109,14 @@ pub fn diff_files(
 fn database_url(inst: &Installation, flag: Option<String>) -> anyhow::Result<String> {
     let url = match flag {
         Some(u) => u,
-        None => Config::load(&inst.root)?.database_url.ok_or_else(|| {
+        None => inst.config.database_url.clone().ok_or_else(|| {
             exit::coded(
                 exit::ERROR,
                 format!("no database: pass --database-url, set {URL_ENV}, or set database_url in molt.toml"),
             )
         })?,
     };
-    expand_env(&url, &inst.root).map_err(|e| exit::coded(exit::ERROR, e))
+    inst.expand(&url).map_err(|e| exit::coded(exit::ERROR, e))
 }
 
 async fn live_plan(url: &str, desired: &steps::schema::Schema) -> anyhow::Result<Migration> {
@@ -247,12 +247,11 @@ pub async fn apply(
         allow,
         lock_wait_secs: 30,
     };
-    // The step finds the password again in the environment, never in the journal.
-    if redact(&url) != url {
-        std::env::set_var(URL_ENV, &url);
-    }
-    let mut session = Session::open(inst, "molt schema apply")?;
-    let r = session.start(|env| spec.plan(env)).await?;
+    // The journal gets the URL without its password; the step gets the full one from the
+    // installation the plan is built from.
+    let inst = inst.clone().with_database_url(&url);
+    let mut session = Session::open(&inst, "molt schema apply")?;
+    let r = session.start(PlanSpec::SchemaMigrate(spec)).await?;
     if as_json {
         print_json(&r.to_json());
     } else {

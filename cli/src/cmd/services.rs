@@ -2,15 +2,14 @@
 //! release's Docker services and images.
 
 use super::print_json;
-use crate::config::Config;
 use crate::exit;
-use crate::install::Installation;
 use crate::session::{RunReport, Session};
 use serde_json::json;
 use std::collections::BTreeSet;
 use steps::docker::api::Docker;
-use steps::plans::{ImagesLoad, ImagesPrune, Services, ServicesAction};
+use steps::plans::{ImagesLoad, ImagesPrune, PlanSpec, Services, ServicesAction};
 use steps::release::Release;
+use steps::Installation;
 
 /// The live release: where `current` points, relative to the root (e.g. `releases/2.0.0`).
 pub fn current_release(inst: &Installation) -> anyhow::Result<String> {
@@ -58,7 +57,7 @@ pub async fn action(
     only: Vec<String>,
     as_json: bool,
 ) -> anyhow::Result<u8> {
-    let config = Config::load(&inst.root)?;
+    let config = &inst.config;
     let spec = Services {
         action,
         project: config.project(&inst.root),
@@ -66,12 +65,12 @@ pub async fn action(
         only,
     };
     let mut session = Session::open(inst, "molt services")?;
-    let r = session.start(|env| spec.plan(env)).await?;
+    let r = session.start(PlanSpec::Services(spec)).await?;
     Ok(report(&r, as_json))
 }
 
 pub async fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
-    let config = Config::load(&inst.root)?;
+    let config = &inst.config;
     let project = config.project(&inst.root);
     let release = current_release(inst)?;
     let docker = Docker::connect()
@@ -107,20 +106,20 @@ pub async fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
 }
 
 pub async fn load(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
-    let config = Config::load(&inst.root)?;
+    let config = &inst.config;
     let spec = ImagesLoad {
         project: config.project(&inst.root),
         release: current_release(inst)?,
     };
     let mut session = Session::open(inst, "molt images load")?;
-    let r = session.start(|env| spec.plan(env)).await?;
+    let r = session.start(PlanSpec::ImagesLoad(spec)).await?;
     Ok(report(&r, as_json))
 }
 
 /// Images molt loaded that no release directory still names and no container uses.
 pub async fn prune(inst: &Installation, dry_run: bool, as_json: bool) -> anyhow::Result<u8> {
     let mut session = Session::open(inst, "molt images prune")?;
-    let loaded = steps::services::loaded_images(&steps::plans::images_registry(&inst.root))?;
+    let loaded = steps::services::loaded_images(&inst.images_registry())?;
     let mut kept = BTreeSet::new();
     if let Ok(entries) = std::fs::read_dir(inst.root.join("releases")) {
         for e in entries.flatten() {
@@ -158,6 +157,6 @@ pub async fn prune(inst: &Installation, dry_run: bool, as_json: bool) -> anyhow:
         return Ok(exit::OK);
     }
     let spec = ImagesPrune { ids: doomed };
-    let r = session.start(|env| spec.plan(env)).await?;
+    let r = session.start(PlanSpec::ImagesPrune(spec)).await?;
     Ok(report(&r, as_json))
 }

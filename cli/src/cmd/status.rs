@@ -4,10 +4,10 @@
 use super::journal::run_state;
 use super::print_json;
 use crate::exit;
-use crate::install::Installation;
 use crate::session::{describe_position, open_for_reading, LIMITS};
 use journal::Lock;
 use serde_json::json;
+use steps::Installation;
 
 pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
     let holder = Lock::holder(&inst.lock_path())?;

@@ -355,3 +355,66 @@ impl Step for Cleanup {
         ))
     }
 }
+
+/// Put a complete backup back in place of `paths` in one call, crash-safe and idempotent:
+/// the building block of an upgrade's rollback, which restores the data sealed at the stop.
+///
+/// 1. Unless the stash says a staging is complete: rebuild the backup into the staging
+///    directory, verifying every hash (any difference fails before the live data is touched),
+///    sync, and record the staged trees' inodes in the stash.
+/// 2. Exchange each live path with its staged tree (`renameat2(EXCHANGE)`); a path whose live
+///    inode is already the staged one was exchanged before a crash.
+/// 3. Remove the staging (which now holds the replaced data) and the stash.
+pub fn restore_in_place(layout: &Layout, paths: &[String], stash: &Stash) -> Result<(), StepError> {
+    let root = &layout.root;
+    let staging = staging_dir(root, &layout.id);
+    let plan = match stash
+        .read::<SwapPlan>()
+        .map_err(|e| io_err("read stash for", &staging, e))?
+    {
+        Some(p) => p,
+        None => {
+            let manifest = read_complete(layout)?;
+            remove_path(&staging).map_err(|e| io_err("remove", &staging, e))?;
+            let problems =
+                build(layout, &manifest, &staging).map_err(|e| io_err("stage", &staging, e))?;
+            if !problems.is_empty() {
+                remove_path(&staging).map_err(|e| io_err("remove", &staging, e))?;
+                return Err(StepError::new(format!(
+                    "backup {} does not match its manifest; the data was not restored: {}",
+                    layout.id,
+                    problems.join("; ")
+                )));
+            }
+            syncfs(&staging).map_err(|e| io_err("sync", &staging, e))?;
+            let mut planned = BTreeMap::new();
+            for p in paths {
+                let staged = staging.join(p);
+                if std::fs::symlink_metadata(&staged).is_err() {
+                    std::fs::create_dir_all(&staged).map_err(|e| io_err("create", &staged, e))?;
+                }
+                let i = ino(&staged).unwrap_or_default();
+                planned.insert(p.clone(), (i, root.join(p).exists()));
+            }
+            sync_dir(root).map_err(|e| io_err("sync", root, e))?;
+            let plan = SwapPlan { paths: planned };
+            stash
+                .record(&plan)
+                .map_err(|e| io_err("stash for", &staging, e))?;
+            plan
+        }
+    };
+    for (p, (staged_ino, existed)) in &plan.paths {
+        let live = root.join(p);
+        if ino(&live) == Some(*staged_ino) {
+            continue;
+        }
+        let exists = *existed && std::fs::symlink_metadata(&live).is_ok();
+        exchange(&staging.join(p), &live, exists).map_err(|e| io_err("swap", &live, e))?;
+        engine::failpoint("steps::restore::swapped");
+    }
+    remove_path(&staging).map_err(|e| io_err("remove", &staging, e))?;
+    stash
+        .clear()
+        .map_err(|e| io_err("clear stash for", &staging, e))
+}

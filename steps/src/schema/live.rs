@@ -7,7 +7,8 @@
 use super::diff::{diff, Allow, Change, Migration};
 use super::model::*;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, Row};
+pub use mysql_async::Conn;
+use mysql_async::{Opts, Row};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 

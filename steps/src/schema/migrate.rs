@@ -15,7 +15,7 @@
 //!   dropped comes back only from a backup: the full upgrade pipeline's undo for this pivot is
 //!   the backup restore. No recorded schema means no statement ran: nothing to undo.
 //! - The database password is never journaled: the plan keeps the URL without it, and the step
-//!   takes the full URL from `MOLT_DATABASE_URL` or the installation's `molt.toml`.
+//!   is given the full URL by the [`crate::Installation`] the plan is built from.
 
 use super::diff::Allow;
 use super::live::{self, Event, LiveError};
@@ -26,24 +26,33 @@ use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Environment variable holding the full database URL (with password).
-pub const URL_ENV: &str = "MOLT_DATABASE_URL";
+pub use crate::install::{redact, URL_ENV};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MigrateSchema {
-    /// The URL with its password removed.
+    /// The URL with its password removed (what the journal holds).
     pub database_url: String,
-    pub desired: PathBuf,
-    pub desired_sha256: String,
+    /// The full URL, from the installation (see [`crate::Installation::database_url_for`]).
+    pub full_url: String,
+    pub desired: Desired,
     pub allow: Allow,
-    pub root: PathBuf,
     pub stash: Stash,
     pub lock_wait: Duration,
+}
+
+/// Where the desired schema comes from.
+#[derive(Clone, Debug)]
+pub enum Desired {
+    /// A file given to `molt schema apply`: its sha256 when the plan was made is checked.
+    File { path: PathBuf, sha256: String },
+    /// The `[database] schema` of a staged release (immutable once staged, verified by the
+    /// staging); read when the step runs, since the release may not be staged when the plan
+    /// is built.
+    Release(PathBuf),
 }
 
 /// One line of the audit file.
@@ -67,74 +76,6 @@ pub struct MigrateReceipt {
     pub statements: Vec<AuditLine>,
 }
 
-/// `mysql://user:secret@host/db` -> `mysql://user@host/db`.
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((cred, host)) = rest.rsplit_once('@') {
-            let user = cred.split(':').next().unwrap_or(cred);
-            return format!("{scheme}://{user}@{host}");
-        }
-    }
-    url.to_string()
-}
-
-/// Variables of the operator's `.env` (`shared/.env`, then `.env` at the root) as a map:
-/// `KEY=VALUE` lines, `export` allowed, values optionally quoted, `#` comments.
-pub fn read_dotenv(root: &Path) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    for file in [root.join(".env"), root.join("shared").join(".env")] {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        for line in text.lines() {
-            let line = line.trim();
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            if line.starts_with('#') {
-                continue;
-            }
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            let v = v.trim();
-            let v = if v.len() >= 2
-                && (v.starts_with('"') && v.ends_with('"')
-                    || v.starts_with('\'') && v.ends_with('\''))
-            {
-                &v[1..v.len() - 1]
-            } else {
-                v
-            };
-            vars.insert(k.trim().to_string(), v.to_string());
-        }
-    }
-    vars
-}
-
-/// Replace `${VAR}` in a database URL with the process environment's value, else the
-/// operator's `.env` (see [`read_dotenv`]); an unset variable is an error naming it.
-pub fn expand_env(url: &str, root: &Path) -> Result<String, String> {
-    if !url.contains("${") {
-        return Ok(url.to_string());
-    }
-    let dotenv = read_dotenv(root);
-    let mut out = String::new();
-    let mut rest = url;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let Some(len) = rest[start..].find('}') else {
-            return Err(format!("unclosed ${{ in the database URL {}", redact(url)));
-        };
-        let name = &rest[start + 2..start + len];
-        let value = std::env::var(name).ok().or_else(|| dotenv.get(name).cloned()).ok_or_else(|| {
-            format!("the database URL names ${{{name}}}, which neither the environment nor the installation's .env sets")
-        })?;
-        out.push_str(&value);
-        rest = &rest[start + len + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 pub fn sha256_file(path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(sha256_hex(&bytes))
@@ -145,41 +86,46 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl MigrateSchema {
-    /// The full URL: the journaled one when it had no password, else the first of
-    /// `MOLT_DATABASE_URL` and `molt.toml`'s `database_url` that names the same user and server.
-    pub fn resolve_url(&self) -> Result<String, StepError> {
-        let mut candidates = Vec::new();
-        if let Ok(u) = std::env::var(URL_ENV) {
-            candidates.push(u);
-        }
-        if let Ok(text) = std::fs::read_to_string(self.root.join("molt.toml")) {
-            if let Ok(v) = text.parse::<toml::Table>() {
-                if let Some(u) = v.get("database_url").and_then(|u| u.as_str()) {
-                    candidates.push(u.to_string());
-                }
+    /// The desired schema file; `None` when the release names no `[database] schema`.
+    pub fn desired_path(&self) -> Result<Option<PathBuf>, StepError> {
+        match &self.desired {
+            Desired::File { path, .. } => Ok(Some(path.clone())),
+            Desired::Release(dir) => {
+                let release = crate::release::Release::load(dir).map_err(StepError::new)?;
+                Ok(release.database.and_then(|d| d.schema).map(|s| dir.join(s)))
             }
         }
-        let found = candidates
-            .into_iter()
-            .filter_map(|u| expand_env(&u, &self.root).ok())
-            .find(|u| redact(u) == self.database_url);
-        Ok(found.unwrap_or_else(|| self.database_url.clone()))
+    }
+
+    /// Whether undoing this migration is left to restoring the data: the desired schema is a
+    /// release's whose database is one of its own services (its files are in the backup the
+    /// upgrade restores with the database stopped).
+    fn undone_by_restore(&self) -> bool {
+        match &self.desired {
+            Desired::File { .. } => false,
+            Desired::Release(dir) => crate::release::Release::load(dir)
+                .map(|r| r.database.is_some_and(|d| !d.service.is_empty()))
+                .unwrap_or(false),
+        }
     }
 
     fn desired_schema(&self, default_db: Option<String>) -> Result<Schema, StepError> {
+        let path = self
+            .desired_path()?
+            .ok_or_else(|| StepError::new("the release names no schema"))?;
         // One read: the bytes hashed are the bytes loaded.
-        let bytes =
-            std::fs::read(&self.desired).map_err(|e| crate::io_err("read", &self.desired, e))?;
-        let got = sha256_hex(&bytes);
-        if got != self.desired_sha256 {
-            return Err(StepError::new(format!(
-                "{} changed since the plan was made (sha256 {got}, planned {}); start a new run",
-                self.desired.display(),
-                self.desired_sha256
-            )));
+        let bytes = std::fs::read(&path).map_err(|e| crate::io_err("read", &path, e))?;
+        if let Desired::File { sha256, .. } = &self.desired {
+            let got = sha256_hex(&bytes);
+            if &got != sha256 {
+                return Err(StepError::new(format!(
+                    "{} changed since the plan was made (sha256 {got}, planned {sha256}); start a new run",
+                    path.display(),
+                )));
+            }
         }
         let text = String::from_utf8(bytes)
-            .map_err(|e| StepError::new(format!("{}: not UTF-8: {e}", self.desired.display())))?;
+            .map_err(|e| StepError::new(format!("{}: not UTF-8: {e}", path.display())))?;
         load(
             &text,
             &LoadOptions {
@@ -188,7 +134,7 @@ impl MigrateSchema {
             },
         )
         .map(|l| l.schema)
-        .map_err(|e| StepError::new(format!("{}: {e}", self.desired.display())))
+        .map_err(|e| StepError::new(format!("{}: {e}", path.display())))
     }
 
     fn audit_path(&self) -> PathBuf {
@@ -225,10 +171,9 @@ impl MigrateSchema {
             .map_err(|e| format!("write {}: {e}", path.display()))
     }
 
-    async fn connect(&self) -> Result<mysql_async::Conn, StepError> {
-        let url = self.resolve_url()?;
-        live::connect(&url).await.map_err(|e| {
-            let hint = if url == self.database_url && self.database_url.contains('@') {
+    pub async fn connect(&self) -> Result<mysql_async::Conn, StepError> {
+        live::connect(&self.full_url).await.map_err(|e| {
+            let hint = if self.full_url == self.database_url && self.database_url.contains('@') {
                 format!(
                     " (the password is not journaled: set {URL_ENV} or molt.toml's database_url)"
                 )
@@ -239,7 +184,7 @@ impl MigrateSchema {
         })
     }
 
-    fn load_desired(&self) -> Result<Schema, StepError> {
+    pub fn load_desired(&self) -> Result<Schema, StepError> {
         let default_db =
             live::url_database(&self.database_url).map_err(|e| StepError::new(e.to_string()))?;
         self.desired_schema(default_db)
@@ -356,6 +301,12 @@ impl Step for PlanSchema {
     }
 
     async fn apply(&self, _ctx: &StepCtx) -> Result<PlanReceipt, StepError> {
+        if self.migrate.desired_path()?.is_none() {
+            return Ok(PlanReceipt {
+                statements: Vec::new(),
+                allowed: Vec::new(),
+            });
+        }
         let desired = self.migrate.load_desired()?;
         let mut conn = self.migrate.connect().await?;
         let planned = live::plan(&mut conn, &desired).await;
@@ -382,13 +333,20 @@ impl Step for MigrateSchema {
     type Receipt = MigrateReceipt;
 
     fn name(&self) -> String {
-        format!(
-            "migrate schema to {}",
-            self.desired
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        )
+        match &self.desired {
+            Desired::File { path, .. } => format!(
+                "migrate schema to {}",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ),
+            Desired::Release(dir) => format!(
+                "migrate schema to release {}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ),
+        }
     }
 
     fn class(&self) -> StepClass {
@@ -396,6 +354,11 @@ impl Step for MigrateSchema {
     }
 
     async fn apply(&self, ctx: &StepCtx) -> Result<MigrateReceipt, StepError> {
+        if self.desired_path()?.is_none() {
+            return Ok(MigrateReceipt {
+                statements: Vec::new(),
+            });
+        }
         let desired = self.load_desired()?;
         self.run(&desired, &self.allow, ctx.attempt as i64, true)
             .await?;
@@ -412,6 +375,9 @@ impl Step for MigrateSchema {
     }
 
     async fn undo(&self, ctx: &StepCtx, _receipt: Option<MigrateReceipt>) -> Result<(), StepError> {
+        if self.undone_by_restore() {
+            return Ok(());
+        }
         let before: Schema = match std::fs::read(self.before_path()) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| StepError::new(format!("{}: {e}", self.before_path().display())))?,
@@ -429,33 +395,5 @@ impl Step for MigrateSchema {
             false,
         )
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_redacted_and_expanded_from_the_operators_env() {
-        assert_eq!(
-            redact("mysql://app:s3cr@t@db:3306/x"),
-            "mysql://app@db:3306/x"
-        );
-        assert_eq!(redact("mysql://app@db/x"), "mysql://app@db/x");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("shared")).unwrap();
-        std::fs::write(
-            dir.path().join("shared/.env"),
-            "# comment\nexport MOLT_T_DB_USER=app\nMOLT_T_DB_PASS=\"p w\"\n",
-        )
-        .unwrap();
-        let url = "mysql://${MOLT_T_DB_USER}:${MOLT_T_DB_PASS}@127.0.0.1/app";
-        assert_eq!(
-            expand_env(url, dir.path()).unwrap(),
-            "mysql://app:p w@127.0.0.1/app"
-        );
-        let err = expand_env("mysql://${MOLT_T_NOPE}@h/x", dir.path()).unwrap_err();
-        assert!(err.contains("MOLT_T_NOPE"), "{err}");
     }
 }

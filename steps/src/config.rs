@@ -1,12 +1,10 @@
 //! `molt.toml`, the operator's settings at the installation root. Every key is optional; a
-//! missing file means the defaults. Sections other issues own (project, manifest, database,
-//! timeouts) are read by their commands.
+//! missing file means the defaults. Read once per process, by [`crate::Installation::open`].
 
-use anyhow::Context;
 use serde::Deserialize;
 use std::path::Path;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// The compose project name, stable across releases (default: the root's directory name).
@@ -21,9 +19,29 @@ pub struct Config {
     pub backup: Backup,
     pub retention: Retention,
     pub download: Download,
+    pub upgrade: Upgrade,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upgrade {
+    /// Seconds a migration waits for another migration's `GET_LOCK`.
+    pub schema_lock_wait_secs: u64,
+    /// Destructive schema changes the operator allows on top of the release's own
+    /// `allow_destructive` (subjects `db.table`, `db.table.column`, `db.table.index`).
+    pub allow_destructive: Vec<String>,
+}
+
+impl Default for Upgrade {
+    fn default() -> Upgrade {
+        Upgrade {
+            schema_lock_wait_secs: 30,
+            allow_destructive: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Download {
     /// Seconds without a byte before an attempt is abandoned (and retried).
@@ -41,7 +59,7 @@ impl Default for Download {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backup {
     /// Persistent paths backed up, relative to the root.
@@ -56,7 +74,7 @@ impl Default for Backup {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retention {
     pub keep_releases: usize,
@@ -76,7 +94,7 @@ impl Default for Retention {
 
 impl Config {
     /// The public key's text, read from the file it names if it names one.
-    pub fn public_key_text(&self, root: &Path) -> anyhow::Result<Option<String>> {
+    pub fn public_key_text(&self, root: &Path) -> Result<Option<String>, String> {
         let Some(k) = &self.public_key else {
             return Ok(None);
         };
@@ -84,7 +102,7 @@ impl Config {
         if k.contains('/') || k.ends_with(".pub") {
             return std::fs::read_to_string(&p)
                 .map(Some)
-                .with_context(|| format!("cannot read the public key {}", p.display()));
+                .map_err(|e| format!("cannot read the public key {}: {e}", p.display()));
         }
         Ok(Some(k.clone()))
     }
@@ -110,14 +128,13 @@ impl Config {
         }
     }
 
-    pub fn load(root: &Path) -> anyhow::Result<Config> {
-        let path = root.join("molt.toml");
-        match std::fs::read_to_string(&path) {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        match std::fs::read_to_string(path) {
             Ok(text) => {
-                toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+                toml::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }
 }

@@ -1,0 +1,327 @@
+//! `molt upgrade`: check, preflight, then the `upgrade` plan (`steps::plans::upgrade`) as one
+//! journaled run; `--dry-run` prints the plan and touches nothing.
+
+use super::print_json;
+use crate::exit;
+use crate::progress::Printer;
+use crate::session::Session;
+use serde_json::json;
+use std::io::IsTerminal;
+use steps::fetch::Source;
+use steps::manifest::{self, Choice};
+use steps::plans::check::{check, free_space, space_needed};
+use steps::plans::{FetchRelease, PlanSpec, Upgrade};
+use steps::release::Release;
+use steps::Installation;
+
+fn err(e: impl Into<String>) -> anyhow::Error {
+    exit::coded(exit::ERROR, e)
+}
+
+/// Bytes under a directory (for the backup's size estimate).
+fn tree_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A staged `releases/<v>` of exactly that version.
+fn staged(inst: &Installation, version: &str) -> Option<Release> {
+    let dir = inst.releases_dir().join(version);
+    Release::load(&dir).ok().filter(|r| r.version == version)
+}
+
+pub async fn upgrade(
+    inst: &Installation,
+    force_full: bool,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> anyhow::Result<u8> {
+    // 1. check: signature, choice
+    let c = check(inst, force_full).await.map_err(err)?;
+    let (package, kind) = match &c.choice {
+        Choice::None { reason } => {
+            if as_json {
+                print_json(&json!({ "action": "none", "summary": reason, "exit_code": 0 }));
+            } else {
+                println!("nothing to upgrade: {reason}");
+            }
+            return Ok(exit::OK);
+        }
+        Choice::Full { package, .. } => (package.clone(), "full"),
+        Choice::Patch { package, .. } => (package.clone(), "patch"),
+    };
+    let to = c.manifest.version.clone();
+    let fetch = match staged(inst, &to) {
+        Some(_) => None,
+        None => Some(FetchRelease {
+            stall_timeout_secs: inst.config.download.stall_timeout_secs,
+            retries: inst.config.download.retries,
+            version: to.clone(),
+            url: manifest::resolve(&c.url, &package.url),
+            size: package.size,
+            sha256: package.sha256.clone(),
+            source: match kind {
+                "patch" => Source::Patch {
+                    base: inst
+                        .current()
+                        .map_err(err)?
+                        .map(|(rel, _)| rel)
+                        .unwrap_or_default(),
+                    base_version: c.current.clone().unwrap_or_default(),
+                },
+                _ => Source::Full,
+            },
+        }),
+    };
+    let spec = Upgrade::new(inst, &to, fetch.clone()).map_err(err)?;
+
+    // 2. preflight: disk, Docker, database (the lock is taken by the session)
+    let backup_bytes = if spec.from.is_some() {
+        spec.backup_paths
+            .iter()
+            .map(|p| tree_bytes(&inst.path(p)))
+            .sum()
+    } else {
+        0
+    };
+    let need = if fetch.is_some() {
+        space_needed(&package)
+    } else {
+        0
+    } + backup_bytes;
+    let free = free_space(&inst.root).map_err(err)?;
+    let docker = steps::docker::api::Docker::connect().await;
+    let services: Vec<String> = match &docker {
+        Ok(d) => d
+            .containers(&spec.project)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| c.service)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let database = match (&spec.from, inst.database_url().map_err(err)?) {
+        (Some(_), Some(url)) => Some(steps::schema::live::connect(&url).await.map(|c| (c, url))),
+        _ => None,
+    };
+
+    if dry_run {
+        return dry_run_report(
+            inst, &c, kind, &spec, &package, need, free, &services, database, as_json,
+        )
+        .await;
+    }
+    if free < need {
+        return Err(err(format!(
+            "not enough disk space in {}: {free} bytes free, {need} needed for the download, the staged release and the backup; nothing was changed",
+            inst.root.display()
+        )));
+    }
+    if let Err(e) = docker {
+        return Err(err(format!("{e}; nothing was changed")));
+    }
+    if let Some(Err(e)) = &database {
+        return Err(err(format!(
+            "the database does not answer: {e}; nothing was changed"
+        )));
+    }
+    if let Some(Ok((conn, _))) = database {
+        let _ = conn.disconnect().await;
+    }
+    if !yes && !as_json && std::io::stdin().is_terminal() {
+        eprint!(
+            "upgrade {} to {to} ({kind}); the services stop during the cut-over. Continue? [y/N] ",
+            c.current.as_deref().unwrap_or("nothing")
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing done");
+            return Ok(exit::OK);
+        }
+    }
+
+    // 3. the run
+    let mut session = Session::open(inst, "molt upgrade")?;
+    let printer = std::sync::Arc::new(std::sync::Mutex::new(Printer::new(as_json)));
+    session.observer = Some(Box::new(Shared(printer.clone())));
+    if !as_json {
+        eprintln!(
+            "molt: upgrading {} to {to} ({kind})",
+            c.current.as_deref().unwrap_or("nothing")
+        );
+    }
+    let r = session.start(PlanSpec::Upgrade(spec)).await?;
+    let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
+    report(&r, downtime, as_json);
+    Ok(r.exit_code())
+}
+
+/// Lets the command read the printer's downtime after the session used it.
+pub struct Shared(pub std::sync::Arc<std::sync::Mutex<Printer>>);
+
+impl engine::Observer for Shared {
+    fn progress(&mut self, event: engine::Progress<'_>) {
+        if let Ok(mut p) = self.0.lock() {
+            p.progress(event);
+        }
+    }
+}
+
+pub fn report(r: &crate::session::RunReport, downtime: Option<std::time::Duration>, as_json: bool) {
+    if as_json {
+        let mut v = r.to_json();
+        v["event"] = json!("finished");
+        v["downtime_ms"] = json!(downtime.map(|d| d.as_millis() as u64));
+        println!("{v}");
+    } else {
+        println!("{}", r.summary());
+        if let Some(d) = downtime {
+            println!("downtime: {:.2}s (stop to serving)", d.as_secs_f64());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dry_run_report(
+    inst: &Installation,
+    c: &steps::plans::check::Checked,
+    kind: &str,
+    spec: &Upgrade,
+    package: &manifest::Package,
+    need: u64,
+    free: u64,
+    services: &[String],
+    database: Option<Result<(steps::schema::live::Conn, String), steps::schema::live::LiveError>>,
+    as_json: bool,
+) -> anyhow::Result<u8> {
+    let staged = staged(inst, &spec.to);
+    let images: Vec<String> = staged
+        .as_ref()
+        .map(|r| r.images.keys().cloned().collect())
+        .unwrap_or_default();
+    // schema statements, when the release is staged and the database answers
+    let mut schema = json!(null);
+    let mut schema_note = String::new();
+    match (&staged, database) {
+        (Some(r), Some(Ok((mut conn, url)))) => {
+            if let Some(file) = r.database.as_ref().and_then(|d| d.schema.clone()) {
+                let path = inst.releases_dir().join(&spec.to).join(file);
+                let db = steps::schema::live::url_database(&url).map_err(|e| err(e.to_string()))?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                let loaded = steps::schema::sql::load(
+                    &text,
+                    &steps::schema::sql::LoadOptions {
+                        default_database: db,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                let planned = steps::schema::live::plan(&mut conn, &loaded.schema).await;
+                let _ = conn.disconnect().await;
+                let (_, m) = planned.map_err(|e| err(e.to_string()))?;
+                let mut allow = spec.allow.clone();
+                allow.subjects.extend(r.allow_destructive.iter().cloned());
+                schema = json!({
+                    "statements": m.statements(),
+                    "destructive": m.destructive(),
+                    "refused": m.refused(&allow),
+                });
+            }
+        }
+        (None, _) => schema_note = "known once the release is staged (`molt fetch`)".into(),
+        (_, Some(Err(e))) => schema_note = format!("the database does not answer: {e}"),
+        (_, None) => schema_note = "no database to migrate, or a first install".into(),
+    }
+    let run_steps: Vec<String> = PlanSpec::Upgrade(spec.clone())
+        .plan(&steps::Env::new(inst, engine::RunId(0)))
+        .map(|p| p.meta.steps.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
+    if as_json {
+        print_json(&json!({
+            "action": "upgrade",
+            "from": c.current,
+            "to": spec.to,
+            "package": kind,
+            "signed": c.signed,
+            "download_bytes": if spec.fetch.is_some() { package.size } else { 0 },
+            "disk_needed": need,
+            "disk_free": free,
+            "images": images,
+            "schema": schema,
+            "schema_note": schema_note,
+            "services_to_stop": services,
+            "steps": run_steps,
+        }));
+        return Ok(exit::OK);
+    }
+    println!(
+        "upgrade {} -> {} ({kind} package{}, signature {})",
+        c.current.as_deref().unwrap_or("nothing"),
+        spec.to,
+        if spec.fetch.is_some() {
+            format!(", {} bytes to download", package.size)
+        } else {
+            ", already staged".into()
+        },
+        if c.signed { "verified" } else { "NOT checked" }
+    );
+    println!("disk: {need} bytes needed, {free} free");
+    println!(
+        "images to load: {}",
+        if images.is_empty() {
+            "(known once staged)".to_string()
+        } else {
+            images.join(", ")
+        }
+    );
+    println!(
+        "services to stop: {}",
+        if services.is_empty() {
+            "none running".to_string()
+        } else {
+            services.join(", ")
+        }
+    );
+    if schema.is_null() {
+        println!("schema: {schema_note}");
+    } else {
+        let statements = schema["statements"].as_array().cloned().unwrap_or_default();
+        println!("schema: {} statement(s)", statements.len());
+        for s in statements {
+            println!("  {};", s.as_str().unwrap_or_default());
+        }
+        for d in schema["destructive"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            println!(
+                "  destructive: {}",
+                d["reason"].as_str().unwrap_or_default()
+            );
+        }
+        if schema["refused"].as_array().is_some_and(|r| !r.is_empty()) {
+            println!("  REFUSED: the upgrade would stop before any downtime");
+        }
+    }
+    println!("steps:");
+    for (i, s) in run_steps.iter().enumerate() {
+        println!("  {:>2}. {s}", i + 1);
+    }
+    println!("(dry run: nothing was changed)");
+    Ok(exit::OK)
+}

@@ -1,0 +1,82 @@
+//! `start database`: start only the release's database service (`[database] service`) and
+//! wait until it is healthy and accepts connections, so the migration runs before any app
+//! meets the schema.
+//!
+//! - `do`: compose up of that one service, the health gate for it, then connection attempts
+//!   with the installation's database URL until one succeeds or the release's health timeout
+//!   ends. Idempotent (up of a running service changes nothing). A release without a database
+//!   service makes it a no-op.
+//! - `undo`: stops that service's containers through the API. Idempotent.
+
+use crate::services::Target;
+use async_trait::async_trait;
+use engine::{Step, StepClass, StepCtx, StepError};
+use std::time::{Duration, Instant};
+
+pub struct StartDatabase {
+    pub target: Target,
+    /// The full database URL (never journaled), when one is configured.
+    pub url: Option<String>,
+}
+
+impl StartDatabase {
+    fn service(&self) -> Result<Option<(String, u64)>, StepError> {
+        let release = self.target.release()?;
+        Ok(release
+            .database
+            .map(|d| (d.service, release.health_timeout_secs)))
+    }
+}
+
+#[async_trait]
+impl Step for StartDatabase {
+    type Receipt = Option<String>;
+
+    fn name(&self) -> String {
+        format!("start the database of {}", self.target.label)
+    }
+
+    fn class(&self) -> StepClass {
+        StepClass::Reversible
+    }
+
+    async fn apply(&self, _ctx: &StepCtx) -> Result<Option<String>, StepError> {
+        let Some((service, timeout)) = self.service()? else {
+            return Ok(None);
+        };
+        let only = [service.clone()];
+        self.target.up(&only).await?;
+        self.target.wait_healthy(&only).await?;
+        if let Some(url) = &self.url {
+            let deadline = Instant::now() + Duration::from_secs(timeout);
+            loop {
+                match crate::schema::live::connect(url).await {
+                    Ok(conn) => {
+                        let _ = conn.disconnect().await;
+                        break;
+                    }
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(StepError::new(format!(
+                            "database service {service} is running but does not accept connections after {timeout}s: {e}"
+                        )))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        Ok(Some(service))
+    }
+
+    async fn undo(
+        &self,
+        _ctx: &StepCtx,
+        _receipt: Option<Option<String>>,
+    ) -> Result<(), StepError> {
+        // The release may be unreadable when undo runs after a crash in staging; nothing of
+        // it was started then.
+        let Ok(Some((service, _))) = self.service() else {
+            return Ok(());
+        };
+        self.target.stop_containers(&[service]).await
+    }
+}
