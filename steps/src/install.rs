@@ -31,9 +31,9 @@ pub struct Installation {
     pub root: PathBuf,
     pub config: Config,
     dotenv: BTreeMap<String, String>,
-    /// The database URL with its `${VAR}`s expanded (it holds the password), or why it could
-    /// not be expanded; `None` when no URL is configured.
-    database_url: Option<Result<String, String>>,
+    /// The database URL as configured, `${VAR}`s not yet expanded (they may name keys the
+    /// upgrade's merge adds to the `.env`); `None` when no URL is configured.
+    database_url: Option<String>,
 }
 
 impl std::fmt::Debug for Installation {
@@ -72,50 +72,49 @@ impl Installation {
     /// merged new keys into it).
     pub fn reload_env(&mut self) {
         self.dotenv = read_dotenv(&self.root);
-        let raw = std::env::var(URL_ENV)
+        self.database_url = std::env::var(URL_ENV)
             .ok()
             .or_else(|| self.config.database_url.clone());
-        self.database_url = raw.map(|u| self.expand(&u));
     }
 
     /// Use `url` as the database URL (the command line's `--database-url`).
     pub fn with_database_url(mut self, url: &str) -> Installation {
-        self.database_url = Some(self.expand(url));
+        self.database_url = Some(url.to_string());
         self
     }
 
     /// Replace `${VAR}` with the process environment's value, else the operator's `.env`;
     /// an unset variable is an error naming it.
     pub fn expand(&self, text: &str) -> Result<String, String> {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let Some(len) = rest[start..].find('}') else {
-                return Err(format!("unclosed ${{ in {}", redact(text)));
-            };
-            let name = &rest[start + 2..start + len];
-            let value = std::env::var(name).ok().or_else(|| self.dotenv.get(name).cloned()).ok_or_else(|| {
-                format!("the database URL names ${{{name}}}, which neither the environment nor the installation's .env sets")
-            })?;
-            out.push_str(&value);
-            rest = &rest[start + len + 1..];
-        }
-        out.push_str(rest);
-        Ok(out)
+        expand(text, &self.dotenv)
     }
 
     /// The full database URL (with its password), if one is configured.
     pub fn database_url(&self) -> Result<Option<String>, String> {
-        self.database_url.clone().transpose()
+        self.database_url
+            .as_deref()
+            .map(|u| self.expand(u))
+            .transpose()
     }
 
-    /// The full URL for a journaled, password-less one: the configured URL when it names the
-    /// same user and server, else the journaled one as it is.
-    pub fn database_url_for(&self, redacted: &str) -> String {
-        match &self.database_url {
-            Some(Ok(full)) if redact(full) == redacted => full.clone(),
-            _ => redacted.to_string(),
+    /// The database URL as configured, without its password and `${VAR}`s unexpanded: what a
+    /// plan journals.
+    pub fn database_url_journaled(&self) -> Option<String> {
+        self.database_url.as_deref().map(redact)
+    }
+
+    /// The URL a step uses for a journaled, password-less one: the configured URL when its
+    /// journaled form is the same, else the journaled one as it is. Expanded when the step
+    /// uses it, from the `.env` as it is then.
+    pub fn database_url_for(&self, journaled: &str) -> DatabaseUrl {
+        let raw = match &self.database_url {
+            Some(raw) if redact(raw) == journaled => raw.clone(),
+            _ => journaled.to_string(),
+        };
+        DatabaseUrl {
+            raw,
+            journaled: journaled.to_string(),
+            root: self.root.clone(),
         }
     }
 
@@ -195,6 +194,53 @@ impl Installation {
     }
 }
 
+/// A database URL as a step holds it: configured text whose `${VAR}`s are expanded each time
+/// it is used, from the process environment and the operator's `.env` as they are then (an
+/// upgrade's merge may have just added the keys it names). Never printed whole.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    raw: String,
+    journaled: String,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.journaled)
+    }
+}
+
+impl DatabaseUrl {
+    /// The full URL, now.
+    pub fn get(&self) -> Result<String, String> {
+        expand(&self.raw, &read_dotenv(&self.root))
+    }
+
+    /// Whether the URL carries no password (so a failed login needs a hint).
+    pub fn lacks_password(&self) -> bool {
+        self.raw == self.journaled && self.raw.contains('@')
+    }
+}
+
+fn expand(text: &str, dotenv: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            return Err(format!("unclosed ${{ in {}", redact(text)));
+        };
+        let name = &rest[start + 2..start + len];
+        let value = std::env::var(name).ok().or_else(|| dotenv.get(name).cloned()).ok_or_else(|| {
+            format!("the database URL names ${{{name}}}, which neither the environment nor the installation's .env sets")
+        })?;
+        out.push_str(&value);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// `mysql://user:secret@host/db` -> `mysql://user@host/db`.
 pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
@@ -267,12 +313,22 @@ mod tests {
         let err = inst.expand("mysql://${MOLT_T_NOPE}@h/x").unwrap_err();
         assert!(err.contains("MOLT_T_NOPE"), "{err}");
         let inst = inst.with_database_url(url);
+        let journaled = inst.database_url_journaled().unwrap();
+        assert_eq!(journaled, "mysql://${MOLT_T_DB_USER}@127.0.0.1/app");
+        let lazy = inst.database_url_for(&journaled);
+        assert_eq!(lazy.get().unwrap(), "mysql://app:p w@127.0.0.1/app");
+        assert!(!format!("{lazy:?}").contains("p w"));
+        // the .env changes during a run (the upgrade's merge): the step sees the new value
+        std::fs::write(
+            dir.path().join("shared/.env"),
+            "MOLT_T_DB_USER=app\nMOLT_T_DB_PASS=new\n",
+        )
+        .unwrap();
+        assert_eq!(lazy.get().unwrap(), "mysql://app:new@127.0.0.1/app");
         assert_eq!(
-            inst.database_url_for("mysql://app@127.0.0.1/app"),
-            "mysql://app:p w@127.0.0.1/app"
-        );
-        assert_eq!(
-            inst.database_url_for("mysql://other@127.0.0.1/app"),
+            inst.database_url_for("mysql://other@127.0.0.1/app")
+                .get()
+                .unwrap(),
             "mysql://other@127.0.0.1/app"
         );
         assert!(!format!("{inst:?}").contains("p w"));

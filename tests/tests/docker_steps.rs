@@ -6,7 +6,7 @@
 use engine::{drive, DriveOptions, Event, Finish, Limits, Machine, Outcome, RunId, Step, StepCtx};
 use std::path::PathBuf;
 use steps::docker::api::Docker;
-use steps::plans::{Env, SwitchServices};
+use steps::plans::{Env, PlanSpec, SwitchServices};
 use steps::services::{LoadImages, StartServices, StopServices, Target};
 use tests::{free_port, image, write_release, ProjectGuard, ReleaseSpec, TestImage};
 
@@ -147,12 +147,12 @@ async fn load_images_undo_removes_only_what_it_loaded() {
 async fn switch(s: &Setup, from: &str, to: &str) -> Finish {
     let journal_dir = s.root.join(format!("journal-{to}"));
     let mut store = journal::Store::open(&journal_dir).unwrap();
-    let env = Env::new(&s.root, RunId(1));
-    let plan = SwitchServices {
+    let env = Env::new(&steps::Installation::open(&s.root).unwrap(), RunId(1));
+    let plan = PlanSpec::SwitchServices(SwitchServices {
         project: s.project.clone(),
         from: format!("releases/{from}"),
         to: format!("releases/{to}"),
-    }
+    })
     .plan(&env)
     .unwrap();
     let mut m = Machine::new(RunId(1), plan.meta.clone(), Limits::default());

@@ -103,7 +103,10 @@ fn cut_after_every_journal_operation_then_reopen_and_recover() {
         scaffold(dir.path());
         let before = tree(dir.path());
         let mut store = journal::Store::open(&dir.path().join("journal")).unwrap();
-        let plan = script.plan(&Env::new(dir.path(), RunId(1))).unwrap();
+        let inst = steps::Installation::open(dir.path()).unwrap();
+        let plan = steps::PlanSpec::FsScript(script.clone())
+            .plan(&Env::new(&inst, RunId(1)))
+            .unwrap();
         let mut m = Machine::new(RunId(1), plan.meta.clone(), limits);
         let f = rt
             .block_on(drive(
@@ -122,8 +125,10 @@ fn cut_after_every_journal_operation_then_reopen_and_recover() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         scaffold(root);
-        let env = Env::new(root, RunId(1));
-        let plan = script.plan(&env).unwrap();
+        let env = Env::new(&steps::Installation::open(root).unwrap(), RunId(1));
+        let plan = steps::PlanSpec::FsScript(script.clone())
+            .plan(&env)
+            .unwrap();
         let finished = {
             let mut store = journal::Store::open(&root.join("journal")).unwrap();
             let mut cut = Cut {

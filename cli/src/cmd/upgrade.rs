@@ -112,9 +112,13 @@ pub async fn upgrade(
             .collect(),
         Err(_) => Vec::new(),
     };
-    let database = match (&spec.from, inst.database_url().map_err(err)?) {
-        (Some(_), Some(url)) => Some(steps::schema::live::connect(&url).await.map(|c| (c, url))),
-        _ => None,
+    // A first install has no database running yet (and its .env may not name the keys yet).
+    let database = match &spec.from {
+        Some(_) => match inst.database_url().map_err(err)? {
+            Some(url) => Some(steps::schema::live::connect(&url).await.map(|c| (c, url))),
+            None => None,
+        },
+        None => None,
     };
 
     if dry_run {

@@ -81,7 +81,7 @@ impl Upgrade {
         let backup_id = from
             .as_ref()
             .map(|f| format!("upgrade-{}-to-{}-{}", f.version, to, crate::now_ms()));
-        let database_url = inst.database_url()?.map(|u| crate::install::redact(&u));
+        let database_url = inst.database_url_journaled();
         let mut allow = Allow::default();
         allow
             .subjects

@@ -37,7 +37,7 @@ pub struct MigrateSchema {
     /// The URL with its password removed (what the journal holds).
     pub database_url: String,
     /// The full URL, from the installation (see [`crate::Installation::database_url_for`]).
-    pub full_url: String,
+    pub full_url: crate::install::DatabaseUrl,
     pub desired: Desired,
     pub allow: Allow,
     pub stash: Stash,
@@ -172,8 +172,9 @@ impl MigrateSchema {
     }
 
     pub async fn connect(&self) -> Result<mysql_async::Conn, StepError> {
-        live::connect(&self.full_url).await.map_err(|e| {
-            let hint = if self.full_url == self.database_url && self.database_url.contains('@') {
+        let url = self.full_url.get().map_err(StepError::new)?;
+        live::connect(&url).await.map_err(|e| {
+            let hint = if self.full_url.lacks_password() {
                 format!(
                     " (the password is not journaled: set {URL_ENV} or molt.toml's database_url)"
                 )
@@ -185,8 +186,8 @@ impl MigrateSchema {
     }
 
     pub fn load_desired(&self) -> Result<Schema, StepError> {
-        let default_db =
-            live::url_database(&self.database_url).map_err(|e| StepError::new(e.to_string()))?;
+        let url = self.full_url.get().map_err(StepError::new)?;
+        let default_db = live::url_database(&url).map_err(|e| StepError::new(e.to_string()))?;
         self.desired_schema(default_db)
     }
 

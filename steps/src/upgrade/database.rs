@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub struct StartDatabase {
     pub target: Target,
     /// The full database URL (never journaled), when one is configured.
-    pub url: Option<String>,
+    pub url: Option<crate::install::DatabaseUrl>,
 }
 
 impl StartDatabase {
@@ -48,9 +48,10 @@ impl Step for StartDatabase {
         self.target.up(&only).await?;
         self.target.wait_healthy(&only).await?;
         if let Some(url) = &self.url {
+            let url = url.get().map_err(StepError::new)?;
             let deadline = Instant::now() + Duration::from_secs(timeout);
             loop {
-                match crate::schema::live::connect(url).await {
+                match crate::schema::live::connect(&url).await {
                     Ok(conn) => {
                         let _ = conn.disconnect().await;
                         break;
