@@ -6,53 +6,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
-# --- tools the tests need -------------------------------------------------------------
-need_apt=()
-command -v sha256sum >/dev/null || need_apt+=(coreutils)
-# static busybox: the tests build their images FROM scratch with it (no registry is reachable)
-[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need_apt+=(busybox-static)
-command -v file >/dev/null || need_apt+=(file)
-command -v docker >/dev/null || need_apt+=(docker.io)
-# compose: v2 (`docker compose`) when the host has it, else Debian's v1 `docker-compose`
-docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
-command -v mount >/dev/null || need_apt+=(mount)
-# the release tests check signature interop with the minisign tool and compare with curl
-command -v minisign >/dev/null || need_apt+=(minisign)
-command -v curl >/dev/null || need_apt+=(curl)
-# the schema tests run against a real MariaDB server
-[ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
-command -v mariadb >/dev/null || need_apt+=(mariadb-client)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing ${need_apt[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
-fi
-
-# --- services the tests need ------------------------------------------------------------
-if ! docker info >/dev/null 2>&1; then
-  log "starting the docker daemon"
-  (service docker start || (nohup dockerd >/var/log/molt-test-dockerd.log 2>&1 &)) >/dev/null 2>&1 || true
-  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-  docker info >/dev/null 2>&1 || { echo "the docker daemon does not answer; the Docker tests cannot run" >&2; exit 1; }
-fi
-if ! mariadb -e 'SELECT 1' >/dev/null 2>&1; then
-  log "starting MariaDB"
-  install -d -o mysql -g mysql /run/mysqld
-  [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >/dev/null
-  start-stop-daemon --start --background --exec /usr/sbin/mariadbd -- --user=mysql
-  for _ in $(seq 1 60); do mariadb -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 1; done
-  mariadb -e 'SELECT 1' >/dev/null 2>&1 || { echo "MariaDB does not answer; the schema tests cannot run" >&2; exit 1; }
-fi
-# A TCP user for the tests (root logs in over the socket only), with a password made for this run.
-mkdir -p target
-db_password=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
-mariadb -e "CREATE USER IF NOT EXISTS 'molt_test'@'127.0.0.1' IDENTIFIED BY '$db_password';
-            ALTER USER 'molt_test'@'127.0.0.1' IDENTIFIED BY '$db_password';
-            GRANT ALL PRIVILEGES ON *.* TO 'molt_test'@'127.0.0.1';"
-MOLT_TEST_DATABASE_URL="mysql://molt_test:$db_password@127.0.0.1:3306/"
+bash scripts/setup.sh
+MOLT_TEST_DATABASE_URL=$(cat target/molt-test-database.url)
 export MOLT_TEST_DATABASE_URL
-printf '%s\n' "$MOLT_TEST_DATABASE_URL" > target/molt-test-database.url
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
 
 # --- static checks --------------------------------------------------------------------
 log "cargo fmt --check"

@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod http;
+pub mod product;
 pub mod proxy;
 
 use std::fs::File;
