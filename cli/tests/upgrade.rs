@@ -231,3 +231,224 @@ async fn a_release_that_never_becomes_healthy_is_rolled_back_with_identical_data
         text(&show)
     );
 }
+
+/// What the site looked like with 1.0.0 serving, and what 2.0.0 must look like.
+struct Expect {
+    old_schema: std::collections::BTreeMap<String, String>,
+    new_schema: std::collections::BTreeMap<String, String>,
+    old_rows: std::collections::BTreeMap<String, Vec<String>>,
+    old_env: Vec<u8>,
+    old_log: String,
+}
+
+/// A site with 1.0.0 installed and rows written, the server naming 2.0.0 afterwards.
+async fn old_site(vendor: &Vendor) -> (Site, Expect) {
+    vendor.show("1.0.0");
+    let site = Site::new(vendor);
+    install_1(vendor, &site).await;
+    std::fs::write(site.root.join("shared/uploads/a.txt"), b"upload").unwrap();
+    vendor.show("2.0.0");
+    let e = Expect {
+        old_schema: site.schema().await,
+        new_schema: fresh_schema("2.0.0").await,
+        old_rows: site.rows().await,
+        old_env: std::fs::read(site.root.join("shared/.env")).unwrap(),
+        old_log: std::fs::read_to_string(site.root.join("shared/logs/app.log")).unwrap(),
+    };
+    (site, e)
+}
+
+fn release_images(version: &str) -> Vec<String> {
+    let t = std::fs::read_to_string(releases().join(version).join("release.toml")).unwrap();
+    t.lines()
+        .filter_map(|l| l.split_once("= \"sha256:"))
+        .map(|(_, id)| format!("sha256:{}", id.trim_end_matches('"')))
+        .collect()
+}
+
+/// After recovery the site is exactly 1.0.0 (false) or exactly 2.0.0 (true); panics otherwise.
+async fn exactly_old_or_new(site: &Site, e: &Expect, case: &str) -> bool {
+    let new = site.current().as_deref() == Some("releases/2.0.0");
+    let v = if new { "2.0.0" } else { "1.0.0" };
+    assert_eq!(site.current(), Some(format!("releases/{v}")), "{case}");
+    assert_eq!(installed(site)["version"], v, "{case}");
+    assert_eq!(
+        site.app("/version").as_deref(),
+        Some(v),
+        "{case}: the app serves"
+    );
+    let mut running: Vec<String> = site.running_images().into_values().collect();
+    running.sort();
+    let mut want = release_images(v);
+    want.sort();
+    assert_eq!(
+        running, want,
+        "{case}: the running containers' images are {v}'s"
+    );
+    assert_eq!(
+        std::fs::read(site.root.join("shared/uploads/a.txt")).unwrap(),
+        b"upload",
+        "{case}"
+    );
+    let log = std::fs::read_to_string(site.root.join("shared/logs/app.log")).unwrap();
+    assert!(log.starts_with(&e.old_log), "{case}: {log}");
+    let rows = site.rows().await;
+    if new {
+        assert_eq!(
+            site.schema().await,
+            e.new_schema,
+            "{case}: schema is 2.0.0's"
+        );
+        let bodies = |r: &Vec<String>| -> Vec<String> {
+            r.iter()
+                .map(|l| l.split('|').take(2).collect::<Vec<_>>().join("|"))
+                .collect()
+        };
+        assert_eq!(
+            bodies(&rows["notes"]),
+            bodies(&e.old_rows["notes"]),
+            "{case}"
+        );
+        let env = std::fs::read_to_string(site.root.join("shared/.env")).unwrap();
+        assert!(env.contains("FEATURE_TAGS=on"), "{case}: {env}");
+    } else {
+        assert_eq!(
+            site.schema().await,
+            e.old_schema,
+            "{case}: schema is 1.0.0's"
+        );
+        assert_eq!(rows, e.old_rows, "{case}: the rows are as they were");
+        assert_eq!(
+            std::fs::read(site.root.join("shared/.env")).unwrap(),
+            e.old_env,
+            "{case}: the .env is as it was"
+        );
+        assert!(
+            !log.contains("app 2.0.0"),
+            "{case}: 2.0.0 wrote nothing that stayed: {log}"
+        );
+        assert!(!site.root.join("releases/2.0.0").exists(), "{case}");
+    }
+    // nothing is left to recover
+    let again = molt(site, &["recover"]);
+    code(&again, 0);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
+        "{case}: {}",
+        text(&again)
+    );
+    new
+}
+
+/// Recover a killed run the way `k` picks: the boot-time policy, or the operator's choice.
+fn recover(site: &Site, k: usize, case: &str) {
+    let how = ["recover", "resume", "rollback"][k % 3];
+    let out = molt(site, &[how]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(4)),
+        "{case}: molt {how}: {}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_anywhere_in_the_upgrade_recovers_to_exactly_old_or_exactly_new() {
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("1.0.0", None);
+    vendor.publish("2.0.0", Some("1.0.0"));
+    // every step: with its intent durable before it runs, and after it ran before its done
+    // record; then points inside steps
+    let mut cases: Vec<String> = Vec::new();
+    for k in 0..16 {
+        cases.push(format!("engine::after_sync={k}*off->return"));
+        cases.push(format!("engine::after_apply={k}*off->return"));
+    }
+    for k in 0..3 {
+        cases.push(format!("steps::schema::statement_done={k}*off->return"));
+    }
+    cases.push("steps::backup::precopy_entry=5*off->return".into());
+    cases.push("steps::switch_link::stashed=return".into());
+    cases.push("steps::housekeeping::compressed=return".into());
+    let (mut old, mut new) = (0, 0);
+    let mut site: Option<(Site, Expect)> = None;
+    for (k, fp) in cases.iter().enumerate() {
+        if site.is_none() {
+            site = Some(old_site(&vendor).await);
+        }
+        let (s, e) = site.as_ref().unwrap();
+        let out = molt_in(&s.root, Some(fp), &["upgrade", "--yes"]);
+        if common::aborted(&out) {
+            recover(s, k, fp);
+        } else {
+            // a point this plan passes fewer times: the run ended on its own
+            assert_eq!(out.status.code(), Some(0), "{fp}: {}", text(&out));
+        }
+        if exactly_old_or_new(s, e, fp).await {
+            new += 1;
+            site = None;
+        } else {
+            old += 1;
+        }
+    }
+    eprintln!(
+        "crash matrix: {} kills at failpoints: {old} ended exactly old, {new} exactly new",
+        cases.len()
+    );
+    assert!(old > 0 && new > 0, "both outcomes occur");
+
+    // kills at random instants (SIGKILL from outside, wherever the child is)
+    let mut seed: u64 = std::env::var("MOLT_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x6d6f6c74);
+    eprintln!("random kills: seed {seed} (MOLT_CRASH_SEED)");
+    let kills: usize = std::env::var("MOLT_RANDOM_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let (mut rold, mut rnew) = (0, 0);
+    for k in 0..kills {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let after = std::time::Duration::from_millis(seed % 7000);
+        if site.is_none() {
+            site = Some(old_site(&vendor).await);
+        }
+        let (s, e) = site.as_ref().unwrap();
+        let mut child = std::process::Command::new(common::MOLT)
+            .current_dir(&s.root)
+            .args(["--root"])
+            .arg(&s.root)
+            .args(["upgrade", "--yes"])
+            .env("MOLT_LOG", "error")
+            .env_remove("MOLT_FAILPOINTS")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let mut finished = false;
+        while t.elapsed() < after {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let case = format!("random kill {k} after {after:?}");
+        if !finished {
+            child.kill().unwrap();
+        }
+        child.wait().unwrap();
+        recover(s, k, &case);
+        if exactly_old_or_new(s, e, &case).await {
+            rnew += 1;
+            site = None;
+        } else {
+            rold += 1;
+        }
+    }
+    eprintln!("random kills: {kills}: {rold} ended exactly old, {rnew} exactly new");
+}

@@ -97,6 +97,12 @@ impl Vendor {
             cmd.arg("--previous").arg(releases().join(p));
         }
         ok(&run(&mut cmd), "molt pack");
+        self.show(version);
+    }
+
+    /// Make the server's `manifest.json` name `version` again (published before).
+    pub fn show(&self, version: &str) {
+        let out_dir = self.dir.path().join(format!("pub-{version}"));
         for e in std::fs::read_dir(&out_dir).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             self.server.put(
