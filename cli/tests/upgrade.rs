@@ -359,7 +359,14 @@ async fn killed_anywhere_in_the_upgrade_recovers_to_exactly_old_or_exactly_new()
     // every step: with its intent durable before it runs, and after it ran before its done
     // record; then points inside steps
     let mut cases: Vec<String> = Vec::new();
-    for k in 0..16 {
+    let (probe, _) = old_site(&vendor).await;
+    let dry = molt(&probe, &["upgrade", "--dry-run", "--json"]);
+    let steps = serde_json::from_slice::<serde_json::Value>(&dry.stdout).unwrap()["steps"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(steps > 10, "{}", text(&dry));
+    drop(probe);
+    for k in 0..steps {
         cases.push(format!("engine::after_sync={k}*off->return"));
         cases.push(format!("engine::after_apply={k}*off->return"));
     }
@@ -451,4 +458,182 @@ async fn killed_anywhere_in_the_upgrade_recovers_to_exactly_old_or_exactly_new()
         }
     }
     eprintln!("random kills: {kills}: {rold} ended exactly old, {rnew} exactly new");
+}
+
+/// An upgrade refused before the stop: exit 4 (the run rolled back), the old services never
+/// stopped, the site exactly as it was, the message naming what is wrong.
+async fn refused_before_the_stop(site: &Site, e: &Expect, want: &[&str]) {
+    let started = site.started_at();
+    let out = molt(site, &["upgrade", "--yes"]);
+    code(&out, 4);
+    let all = text(&out);
+    for w in want {
+        assert!(all.contains(w), "the message names {w:?}: {all}");
+    }
+    assert_eq!(
+        site.started_at(),
+        started,
+        "the old services were never stopped: {all}"
+    );
+    assert!(!exactly_old_or_new(site, e, want[0]).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_before_the_stop_or_rolled_back_with_a_clear_message() {
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("1.0.0", None);
+    vendor.publish("2.0.0", Some("1.0.0"));
+    let (site, e) = old_site(&vendor).await;
+
+    // a compose file that does not parse
+    vendor.publish_variant("2.0.0", "2.0.1", "1.0.0", |d| {
+        std::fs::write(
+            d.join("docker-compose.yml"),
+            "services:\n  app: [unclosed\n",
+        )
+        .unwrap();
+    });
+    refused_before_the_stop(&site, &e, &["check releases/2.0.1", "compose"]).await;
+
+    // a release whose image tarball is missing
+    vendor.publish_variant("2.0.0", "2.0.2", "1.0.0", |d| {
+        std::fs::remove_file(d.join("images/app.tar")).unwrap();
+    });
+    refused_before_the_stop(&site, &e, &["images/app.tar"]).await;
+
+    // a destructive schema change the release does not allow: notes.created_at dropped
+    vendor.publish_variant("2.0.0", "2.0.3", "1.0.0", |d| {
+        let schema = std::fs::read_to_string(d.join("schema/app.sql")).unwrap();
+        let kept: Vec<&str> = schema
+            .lines()
+            .filter(|l| !l.contains("created_at TIMESTAMP"))
+            .collect();
+        let kept = kept
+            .join("\n")
+            .replace("KEY idx_created (created_at)", "KEY idx_body (body)");
+        std::fs::write(d.join("schema/app.sql"), kept).unwrap();
+    });
+    refused_before_the_stop(&site, &e, &["plan schema", "created_at"]).await;
+
+    // a disk too small for the download, the release and the backup: refused before a run
+    let small = tempfile::tempdir().unwrap();
+    let _tmpfs = common::Tmpfs::mount(small.path(), "40m");
+    vendor.show("1.0.0");
+    let tiny = Site::new_in(&vendor, Some(small.path()));
+    let out = molt(&tiny, &["upgrade", "--yes"]);
+    code(&out, 1);
+    assert!(
+        text(&out).contains("not enough disk space") && text(&out).contains("nothing was changed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!tiny.root.join("journal").exists() && !tiny.root.join("releases").exists());
+    drop(tiny);
+    vendor.show("2.0.3");
+
+    // the database unreachable: refused before a run exists
+    let toml = std::fs::read_to_string(site.root.join("molt.toml")).unwrap();
+    std::fs::write(site.root.join("molt.toml"), toml.replace("${DB_PORT}", "1")).unwrap();
+    let runs = molt(&site, &["journal", "list", "--json"]).stdout;
+    let out = molt(&site, &["upgrade", "--yes"]);
+    code(&out, 1);
+    assert!(
+        text(&out).contains("database does not answer")
+            && text(&out).contains("nothing was changed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        molt(&site, &["journal", "list", "--json"]).stdout,
+        runs,
+        "no run was started"
+    );
+    std::fs::write(site.root.join("molt.toml"), &toml).unwrap();
+
+    // a second upgrade while one runs: refused, naming the holder
+    vendor.show("2.0.0");
+    let mut first = std::process::Command::new(common::MOLT)
+        .arg("--root")
+        .arg(&site.root)
+        .args(["upgrade", "--yes"])
+        .env("MOLT_FAILPOINTS", "engine::after_apply=1*off->sleep(3000)")
+        .env("MOLT_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // once it holds the installation (status names the holder), a second one is refused
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !String::from_utf8_lossy(&molt(&site, &["status", "--json"]).stdout)
+        .contains("\"holder\"")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first upgrade never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = molt(&site, &["upgrade", "--yes"]);
+    code(&second, 3);
+    assert!(
+        text(&second).contains("molt upgrade"),
+        "the holder is named: {}",
+        text(&second)
+    );
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the first upgrade finished");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_daemon_gone_while_starting_halts_the_rollback_until_it_is_back() {
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("1.0.0", None);
+    vendor.publish("2.0.0", Some("1.0.0"));
+    let (site, e) = old_site(&vendor).await;
+    let sock = site.root.join("docker.sock");
+    let proxy = tests::proxy::DockerProxy::start(&sock);
+    let child = std::process::Command::new(common::MOLT)
+        .arg("--root")
+        .arg(&site.root)
+        .args(["upgrade", "--yes"])
+        .env("DOCKER_HOST", proxy.host())
+        .env("MOLT_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // once the new release's database runs (the new release is starting), the daemon vanishes
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while site.current().as_deref() != Some("releases/2.0.0")
+        || !site.running_images().contains_key("db")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new release never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    proxy.kill();
+    let out = child.wait_with_output().unwrap();
+    code(&out, 5);
+    assert!(text(&out).contains("does not answer"), "{}", text(&out));
+
+    // the daemon is back: the rollback finishes, exactly old
+    let proxy = tests::proxy::DockerProxy::start(&sock);
+    let out = molt_in_env(&site, &[("DOCKER_HOST", &proxy.host())], &["rollback"]);
+    code(&out, 0);
+    assert!(!exactly_old_or_new(&site, &e, "daemon back").await);
+}
+
+fn molt_in_env(site: &Site, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = std::process::Command::new(common::MOLT);
+    c.arg("--root")
+        .arg(&site.root)
+        .args(args)
+        .env("MOLT_LOG", "error")
+        .env_remove("MOLT_FAILPOINTS");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdin(std::process::Stdio::null()).output().unwrap()
 }

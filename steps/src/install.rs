@@ -163,6 +163,11 @@ impl Installation {
         self.root.join("shared")
     }
 
+    /// The operator's compose override file, kept across upgrades.
+    pub fn compose_override(&self) -> PathBuf {
+        self.shared_dir().join("docker-compose.override.yml")
+    }
+
     pub fn current_link(&self) -> PathBuf {
         self.root.join("current")
     }

@@ -22,6 +22,9 @@ pub struct Target {
     pub dir: PathBuf,
     /// Shown in step names.
     pub label: String,
+    /// The operator's compose override (`shared/docker-compose.override.yml`), used when it
+    /// exists.
+    pub overlay: Option<PathBuf>,
 }
 
 impl Target {
@@ -29,9 +32,10 @@ impl Target {
         Release::load(&self.dir).map_err(StepError::new)
     }
 
-    async fn compose(&self, release: &Release) -> Result<Compose, StepError> {
+    pub(crate) async fn compose(&self, release: &Release) -> Result<Compose, StepError> {
         Compose::new(&self.project, &release.compose_path(&self.dir))
             .await
+            .map(|c| c.with_overlay(self.overlay.clone()))
             .map_err(StepError::new)
     }
 

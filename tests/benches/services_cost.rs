@@ -44,6 +44,7 @@ async fn main() {
         project: project.clone(),
         dir: rel.clone(),
         label: "releases/1".into(),
+        overlay: None,
     };
     let flavor = compose::detect().await.unwrap();
     let (prog, pre): (&str, &[&str]) = match flavor {

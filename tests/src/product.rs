@@ -100,6 +100,44 @@ impl Vendor {
         self.show(version);
     }
 
+    /// Publish `version`, a copy of the example's release `base` changed by `edit` (a vendor's
+    /// mistake), with a patch from the example's release `previous`.
+    pub fn publish_variant(
+        &self,
+        base: &str,
+        version: &str,
+        previous: &str,
+        edit: impl FnOnce(&Path),
+    ) {
+        let dir = self.dir.path().join(format!("rel-{version}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        steps::fsutil::copy_tree(&releases().join(base), &dir, &mut |_| {}).unwrap();
+        let toml = std::fs::read_to_string(dir.join("release.toml")).unwrap();
+        std::fs::write(
+            dir.join("release.toml"),
+            toml.replace(
+                &format!("version = \"{base}\""),
+                &format!("version = \"{version}\""),
+            ),
+        )
+        .unwrap();
+        edit(&dir);
+        let out_dir = self.dir.path().join(format!("pub-{version}"));
+        let out = run(Command::new(&self.molt)
+            .current_dir(self.dir.path())
+            .arg("pack")
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out_dir)
+            .args(["--product", "example", "--secret-key", "vendor.sec"])
+            .args(["--released-at", "2026-11-24T00:00:00Z"])
+            .arg("--previous")
+            .arg(releases().join(previous))
+            .env("MOLT_LOG", "error"));
+        ok(&out, "molt pack");
+        self.show(version);
+    }
+
     /// Make the server's `manifest.json` name `version` again (published before).
     pub fn show(&self, version: &str) {
         let out_dir = self.dir.path().join(format!("pub-{version}"));
@@ -130,8 +168,13 @@ impl Site {
     /// An empty installation reading the vendor's manifest, with the operator's own `.env`
     /// (ports and password) written before the first install.
     pub fn new(vendor: &Vendor) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("example");
+        Site::new_in(vendor, None)
+    }
+
+    /// [`Site::new`] with the installation root at `dir/example` (a small file system...).
+    pub fn new_in(vendor: &Vendor, dir: Option<&Path>) -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = dir.unwrap_or(tmp.path()).join("example");
         std::fs::create_dir_all(root.join("shared")).unwrap();
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let project = format!("moltex{}x{n}", std::process::id());
@@ -153,7 +196,7 @@ impl Site {
         )
         .unwrap();
         Site {
-            _dir: dir,
+            _dir: tmp,
             root,
             project,
             app_port,
@@ -246,6 +289,36 @@ impl Site {
                     String::from_utf8_lossy(&id.stdout).trim().to_string(),
                 )
             })
+            .collect()
+    }
+
+    /// When each of the project's containers last started, by service: unchanged means the
+    /// services were never stopped.
+    pub fn started_at(&self) -> BTreeMap<String, String> {
+        let out = run(Command::new("docker").args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+        ]));
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if ids.is_empty() {
+            return BTreeMap::new();
+        }
+        let out = run(Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"com.docker.compose.service\"}} {{.State.StartedAt}}",
+            ])
+            .args(&ids));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
     }
 

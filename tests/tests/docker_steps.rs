@@ -54,6 +54,7 @@ fn release(s: &Setup, version: &str, web: &TestImage) -> Target {
         project: s.project.clone(),
         dir,
         label: format!("releases/{version}"),
+        overlay: None,
     }
 }
 

@@ -167,7 +167,7 @@ pub async fn upgrade(
             c.current.as_deref().unwrap_or("nothing")
         );
     }
-    let r = session.start(PlanSpec::Upgrade(spec)).await?;
+    let r = session.start(PlanSpec::Upgrade(Box::new(spec))).await?;
     let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
     report(&r, downtime, as_json);
     Ok(r.exit_code())
@@ -250,7 +250,7 @@ async fn dry_run_report(
         (_, Some(Err(e))) => schema_note = format!("the database does not answer: {e}"),
         (_, None) => schema_note = "no database to migrate, or a first install".into(),
     }
-    let run_steps: Vec<String> = PlanSpec::Upgrade(spec.clone())
+    let run_steps: Vec<String> = PlanSpec::Upgrade(Box::new(spec.clone()))
         .plan(&steps::Env::new(inst, engine::RunId(0)))
         .map(|p| p.meta.steps.iter().map(|s| s.name.clone()).collect())
         .unwrap_or_default();

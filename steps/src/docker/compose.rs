@@ -82,6 +82,9 @@ pub struct Compose {
     pub flavor: Flavor,
     pub project: String,
     pub file: PathBuf,
+    /// The operator's override file, passed after the release's when it exists (so it
+    /// survives upgrades: it lives in `shared/`, not in a release).
+    pub overlay: Option<PathBuf>,
 }
 
 impl Compose {
@@ -90,7 +93,14 @@ impl Compose {
             flavor: detect().await?,
             project: project.to_string(),
             file: file.to_path_buf(),
+            overlay: None,
         })
+    }
+
+    /// Also use the operator's override file `overlay` when it exists.
+    pub fn with_overlay(mut self, overlay: Option<PathBuf>) -> Compose {
+        self.overlay = overlay.filter(|p| p.is_file());
+        self
     }
 
     fn command(&self) -> Command {
@@ -101,10 +111,11 @@ impl Compose {
             .arg("-p")
             .arg(&self.project)
             .arg("-f")
-            .arg(&self.file)
-            .arg("--project-directory")
-            .arg(dir)
-            .kill_on_drop(true);
+            .arg(&self.file);
+        if let Some(o) = &self.overlay {
+            c.arg("-f").arg(o);
+        }
+        c.arg("--project-directory").arg(dir).kill_on_drop(true);
         c
     }
 

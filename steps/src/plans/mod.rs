@@ -68,7 +68,7 @@ pub enum PlanSpec {
     ImagesPrune(ImagesPrune),
     Fetch(FetchRelease),
     SchemaMigrate(SchemaMigrate),
-    Upgrade(Upgrade),
+    Upgrade(Box<Upgrade>),
 }
 
 impl PlanSpec {

@@ -40,6 +40,7 @@ pub(crate) fn target(
         project: project.to_string(),
         dir: env.root.join(rel),
         label: release.to_string(),
+        overlay: Some(env.inst.compose_override()),
     })
 }
 

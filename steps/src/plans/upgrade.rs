@@ -3,7 +3,8 @@
 //! before the run starts, in [`super::check`] and the cli.
 //!
 //! ```text
-//! staging, the old release serving:  download, stage, load images, plan schema, pre-copy
+//! staging, the old release serving:  download, stage, check release, load images,
+//!                                     plan schema, pre-copy
 //! cut-over (downtime):                stop, final sync, restore point, merge configuration,
 //!                                     switch current, start database, migrate (pivot),
 //!                                     start, verify
@@ -28,7 +29,7 @@ use crate::schema::migrate::{Desired, PlanSchema};
 use crate::services::{LoadImages, StartServices, StopServices};
 use crate::switch_link::SwitchLink;
 use crate::upgrade::{
-    Commit, Housekeeping, Installed, MergeConfig, RestorePoint, StartDatabase, Verify,
+    CheckRelease, Commit, Housekeeping, Installed, MergeConfig, RestorePoint, StartDatabase, Verify,
 };
 use engine::{DynStep, StepClass};
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,7 @@ impl Upgrade {
             }
             steps.extend(fetch.steps(env)?);
         }
+        steps.push(Box::new(CheckRelease { target: to.clone() }));
         steps.push(Box::new(LoadImages {
             target: to.clone(),
             scratch: env.scratch.clone(),
