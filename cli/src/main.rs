@@ -44,6 +44,13 @@ enum Command {
         /// Reset the loop breaker of a stuck run (after fixing its cause).
         #[arg(long)]
         force: bool,
+        /// After a committed upgrade: go back to the release and the data of this backup
+        /// (writes since the backup are lost; molt says which and asks).
+        #[arg(long, value_name = "BACKUP")]
+        to: Option<String>,
+        /// Do not ask (with --to).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Apply the documented recovery policy to an unfinished run (for boot scripts).
     Recover,
@@ -299,12 +306,17 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let root = cli.root;
     let inst = || steps::Installation::open(&root).map_err(|e| exit::coded(exit::ERROR, e));
     match cli.command {
-        Command::Demo { dir } => cmd::demo::run(dir),
+        Command::Demo { dir } => cmd::demo::run(dir).await,
         Command::Exec { file } => cmd::run::exec(&inst()?, &file, json).await,
         Command::Resume { force } => {
             cmd::run::attach(&inst()?, Some(Mode::Resume), force, json).await
         }
-        Command::Rollback { force } => {
+        Command::Rollback {
+            to: Some(backup),
+            yes,
+            ..
+        } => cmd::upgrade::rollback_to(&inst()?, &backup, yes, json).await,
+        Command::Rollback { force, .. } => {
             cmd::run::attach(&inst()?, Some(Mode::Rollback), force, json).await
         }
         Command::Recover => cmd::run::attach(&inst()?, None, false, json).await,

@@ -634,19 +634,35 @@ fn nothing_to_resume_is_not_an_error() {
 #[test]
 fn demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/molt-example-cache");
     let out = Command::new(MOLT)
         .args(["demo", "--dir"])
         .arg(dir.path().join("demo"))
         .env_remove("MOLT_FAILPOINTS")
+        .env("MOLT_PRODUCT_CACHE", cache)
         .output()
         .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    let project = shown
+        .split("project ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        .unwrap_or_default()
+        .to_string();
+    let _guard = tests::ProjectGuard(project);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("killed by a signal"), "{shown}");
     assert!(shown.contains("signature verified"), "{shown}");
-    assert!(shown.contains("patch from 1.0.0"), "{shown}");
-    assert!(shown.contains("run 5 rolled back"), "{shown}");
-    assert!(shown.contains("run 6 committed"), "{shown}");
+    assert!(shown.contains("patch package"), "{shown}");
+    assert!(shown.contains("migrate schema to release 2.0.0"), "{shown}");
+    assert!(shown.contains("serves version 2.0.0"), "{shown}");
+    assert!(shown.contains("an order that must survive"), "{shown}");
+    assert!(
+        shown.contains("rolled back: step"),
+        "the broken release rolls back: {shown}"
+    );
+    assert!(shown.contains("last healthcheck"), "{shown}");
+    assert!(shown.matches("downtime:").count() >= 2, "{shown}");
     let inst = dir.path().join("demo/installation");
     assert_eq!(
         std::fs::read_link(inst.join("current")).unwrap(),

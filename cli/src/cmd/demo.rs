@@ -1,93 +1,21 @@
-//! `molt demo`: a vendor packs and signs two releases; an operator checks, fetches and deploys
-//! the first, backs up its data, fetches the second as a patch and upgrades to it. The upgrade
-//! is killed half-way (a real process abort at a failpoint), `molt recover` rolls it back, the
-//! upgrade runs again cleanly, and the journal shows every transition.
+//! `molt demo`: the real thing on this machine. A vendor builds the example product
+//! (`fixtures/product/make.sh`, carried inside this binary: an app, a one-shot service and a
+//! MariaDB database as compose services, images built locally) and publishes signed releases;
+//! an operator installs 1.0.0 with `molt upgrade`, writes data, upgrades to 2.0.0 with a real
+//! kill in the middle of the schema migration and a recovery, then meets a broken 2.1.0 that
+//! molt rolls back on its own. The journal and the measured downtime are shown at the end.
 //!
 //! Every act runs this same binary as a child process, exactly as the vendor and the operator
-//! would type it. The cut-over is a plan of file-system steps (`molt exec`): the Docker steps
-//! exist (`molt services`) but the demo must run without a Docker daemon.
+//! would type it. It needs Docker, compose, busybox-static and mariadb-server (the README's
+//! first command installs and starts them: `scripts/demo.sh`).
 
 use crate::exit;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn write(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap_or(root))?;
-    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
-}
-
-/// Two releases as a vendor builds them.
-fn vendor_releases(vendor: &Path) -> anyhow::Result<()> {
-    for (v, greeting) in [("1.0.0", "hello"), ("2.0.0", "hello again")] {
-        let r = vendor.join(format!("release-{v}"));
-        write(
-            &r,
-            "release.toml",
-            &format!("format = 1\nversion = \"{v}\"\n"),
-        )?;
-        write(&r, "VERSION", &format!("{v}\n"))?;
-        write(
-            &r,
-            "docker-compose.yml",
-            &format!("services:\n  app:\n    image: demo/app:{v}\n"),
-        )?;
-        write(&r, "config/app.conf", &format!("greeting = {greeting}\n"))?;
-        write(
-            &r,
-            "images/app.tar",
-            &format!("(an image tarball of app {v})\n").repeat(2000),
-        )?;
-        write(
-            &r,
-            "images/db.tar",
-            &"(the database image, unchanged)\n".repeat(4000),
-        )?;
-    }
-    write(
-        vendor,
-        "release-2.0.0/config/feature.conf",
-        "new_feature = on\n",
-    )?;
-    Ok(())
-}
-
-/// The cut-over plans an operator runs with `molt exec`.
-fn plans(inst: &Path) -> anyhow::Result<()> {
-    write(
-        inst,
-        "deploy-1.0.0.toml",
-        r#"name = "deploy 1.0.0"
-[[step]]
-op = "switch_link"
-link = "current"
-target = "releases/1.0.0"
-[[step]]
-op = "write_file"
-path = "installed-version"
-contents = "1.0.0\n"
-"#,
-    )?;
-    write(
-        inst,
-        "upgrade-2.0.0.toml",
-        r#"name = "upgrade 1.0.0 -> 2.0.0"
-[[step]]
-op = "write_file"
-path = "shared/.env"
-contents = "DB_PASSWORD=operator-secret\nNEW_FEATURE=on\n"
-[[step]]
-op = "switch_link"
-link = "current"
-target = "releases/2.0.0"
-[[step]]
-op = "write_file"
-path = "installed-version"
-contents = "2.0.0\n"
-"#,
-    )
-}
+/// The example product's build script (the tests run the same file).
+const MAKE_PRODUCT: &str = include_str!("../../../fixtures/product/make.sh");
 
 /// Run `molt ARGS` as a child in `dir`, print the command and its output indented, and check
 /// its exit code (`None`: killed by a signal).
@@ -131,34 +59,62 @@ fn molt(
     Ok(())
 }
 
-fn show(inst: &Path) -> anyhow::Result<()> {
-    let current = std::fs::read_link(inst.join("current"))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "(none)".into());
-    let version = std::fs::read_to_string(inst.join("installed-version")).unwrap_or_default();
-    let mut releases: Vec<String> = std::fs::read_dir(inst.join("releases"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    releases.sort();
-    let env = std::fs::read_to_string(inst.join("shared/.env")).unwrap_or_default();
-    println!(
-        "    current -> {current}   installed-version: {}   releases/: {}   shared/.env: {:?}",
-        version.trim(),
-        releases.join(", "),
-        env.trim()
-    );
-    Ok(())
-}
-
 fn heading(text: &str) {
     println!("\n=== {text} ===");
 }
 
-pub fn run(dir: Option<PathBuf>) -> anyhow::Result<u8> {
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// What the app answers at `path` (or why not).
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+        let mut r = String::new();
+        s.read_to_string(&mut r)?;
+        Ok(r.split_once("\r\n\r\n")
+            .map(|(_, b)| b.trim().to_string())
+            .unwrap_or(r))
+    })();
+    answer.unwrap_or_else(|e| format!("(no answer: {e})"))
+}
+
+/// Run SQL on the installation's database and print what it answers.
+async fn sql(url: &str, statements: &[&str]) -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = steps::schema::live::connect(url).await?;
+    for s in statements {
+        println!("    sql> {s}");
+        let rows: Vec<mysql_async::Row> = conn.query(*s).await?;
+        for r in rows {
+            let cells: Vec<String> = (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(v) => v.as_sql(true),
+                    None => String::new(),
+                })
+                .collect();
+            println!("         {}", cells.join(" | "));
+        }
+    }
+    let _ = conn.disconnect().await;
+    Ok(())
+}
+
+fn serving(app_port: u16) {
+    println!(
+        "    the app at 127.0.0.1:{app_port} serves version {}",
+        get(app_port, "/version")
+    );
+}
+
+pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<u8> {
     let base = match dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("molt-demo-{}", std::process::id())),
@@ -173,108 +129,154 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<u8> {
     let base = std::path::absolute(&base)?;
     let vendor = base.join("vendor");
     let inst = base.join("installation");
-    vendor_releases(&vendor)?;
-    let pubdir = vendor.join("pub");
-    write(
-        &inst,
-        "molt.toml",
-        &format!(
-            "manifest_url = \"{}\"\npublic_key = \"vendor.pub\"\n",
-            pubdir.join("manifest.json").display()
-        ),
-    )?;
-    write(&inst, "shared/.env", "DB_PASSWORD=operator-secret\n")?;
-    write(&inst, "shared/data/orders.db", "order 1\norder 2\n")?;
-    plans(&inst)?;
+    std::fs::create_dir_all(inst.join("shared"))?;
+    std::fs::create_dir_all(&vendor)?;
     println!(
         "vendor: {}\ninstallation: {}",
         vendor.display(),
         inst.display()
     );
 
-    heading("1. the vendor packs and signs release 1.0.0");
-    molt(
-        &vendor,
-        &[
-            "keygen",
+    heading("1. the vendor builds the product (app, one-shot job, MariaDB) and publishes 1.0.0");
+    let script = vendor.join("make-product.sh");
+    std::fs::write(&script, MAKE_PRODUCT)?;
+    let cache = std::env::var_os("MOLT_PRODUCT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("molt-example-cache"));
+    println!(
+        "\n$ bash make-product.sh product   (images built FROM scratch, cached in {})",
+        cache.display()
+    );
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(vendor.join("product"))
+        .env("MOLT_PRODUCT_CACHE", &cache)
+        .output()
+        .context("cannot run bash")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "building the example product failed (scripts/demo.sh installs what it needs):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let keygen = [
+        "keygen",
+        "--secret-key",
+        "vendor.sec",
+        "--public-key",
+        "vendor.pub",
+    ];
+    molt(&vendor, &keygen, None, Some(0))?;
+    let pack = |v: &str, previous: Option<&str>| -> anyhow::Result<()> {
+        let release = format!("product/releases/{v}");
+        let prev = previous.map(|p| format!("product/releases/{p}"));
+        let mut args = vec![
+            "pack",
+            &release,
+            "--out",
+            "pub",
+            "--product",
+            "example",
             "--secret-key",
             "vendor.sec",
-            "--public-key",
-            "vendor.pub",
-        ],
-        None,
-        Some(0),
-    )?;
+        ];
+        if let Some(p) = &prev {
+            args.extend(["--previous", p.as_str()]);
+        }
+        molt(&vendor, &args, None, Some(0))
+    };
+    pack("1.0.0", None)?;
+
+    heading("2. the operator installs 1.0.0 with molt upgrade (a first install is an upgrade from nothing)");
+    let (app_port, db_port) = (free_port()?, free_port()?);
+    let project = format!("moltdemo{}", std::process::id());
     std::fs::copy(vendor.join("vendor.pub"), inst.join("vendor.pub"))?;
-    molt(
-        &vendor,
-        &[
-            "pack",
-            "release-1.0.0",
-            "--out",
-            "pub",
-            "--product",
-            "demo",
-            "--secret-key",
-            "vendor.sec",
-        ],
-        None,
-        Some(0),
+    std::fs::write(
+        inst.join("molt.toml"),
+        format!(
+            "project = \"{project}\"\nmanifest_url = \"{}\"\npublic_key = \"vendor.pub\"\n\
+             database_url = \"mysql://${{MYSQL_USER}}:${{MYSQL_PASSWORD}}@127.0.0.1:${{DB_PORT}}/${{MYSQL_DATABASE}}\"\n",
+            vendor.join("pub/manifest.json").display()
+        ),
     )?;
+    std::fs::write(
+        inst.join("shared/.env"),
+        format!("# the operator's own values\nMYSQL_PASSWORD=demo-secret\nDB_PORT={db_port}\nAPP_PORT={app_port}\n"),
+    )?;
+    println!("    molt.toml: project {project}, signed manifest, database_url from the .env");
+    println!("    shared/.env: the operator's password and ports, written before the install");
+    molt(&inst, &["upgrade", "--dry-run"], None, Some(0))?;
+    molt(&inst, &["upgrade", "--yes"], None, Some(0))?;
+    serving(app_port);
+    let url = format!("mysql://app:demo-secret@127.0.0.1:{db_port}/app");
+    sql(
+        &url,
+        &[
+            "INSERT INTO notes (body) VALUES ('written under 1.0.0'), ('an order that must survive')",
+            "SELECT id, body FROM notes",
+        ],
+    )
+    .await?;
 
-    heading("2. the operator checks, fetches (download + verified staging) and deploys 1.0.0");
+    heading(
+        "3. the vendor publishes 2.0.0 (new app, a schema change, a new .env key) with a patch",
+    );
+    pack("2.0.0", Some("1.0.0"))?;
     molt(&inst, &["check"], None, Some(0))?;
     molt(&inst, &["fetch"], None, Some(0))?;
-    molt(&inst, &["exec", "deploy-1.0.0.toml"], None, Some(0))?;
-    show(&inst)?;
+    println!("\n    (staged in releases/2.0.0; the dry run can now show the schema statements)");
+    molt(&inst, &["upgrade", "--dry-run"], None, Some(0))?;
 
-    heading("3. the vendor publishes 2.0.0, with a patch from 1.0.0");
-    molt(
-        &vendor,
-        &[
-            "pack",
-            "release-2.0.0",
-            "--out",
-            "pub",
-            "--product",
-            "demo",
-            "--previous",
-            "release-1.0.0",
-            "--secret-key",
-            "vendor.sec",
-        ],
-        None,
-        Some(0),
-    )?;
-
-    heading("4. the operator fetches 2.0.0 as a patch and backs up the data");
-    molt(&inst, &["check"], None, Some(0))?;
-    molt(&inst, &["fetch"], None, Some(0))?;
-    molt(&inst, &["backup", "create"], None, Some(0))?;
-    molt(&inst, &["backup", "list"], None, Some(0))?;
-
-    heading("5. the upgrade is killed half-way (a real abort just before `current` moves)");
+    heading("4. the upgrade is killed in the middle of the schema migration (a real abort)");
     molt(
         &inst,
-        &["exec", "upgrade-2.0.0.toml"],
-        Some("steps::switch_link::stashed=return"),
+        &["upgrade", "--yes"],
+        Some("steps::schema::statement_done=return"),
         None,
     )?;
-    show(&inst)?;
+    println!("    the app does not answer: {}", get(app_port, "/version"));
     molt(&inst, &["status"], None, Some(0))?;
 
-    heading("6. boot-time recovery: nothing past a pivot, so the policy rolls back");
-    molt(&inst, &["recover"], None, Some(4))?;
-    show(&inst)?;
+    heading("5. boot-time recovery: the migration (the pivot) had started, so molt finishes it");
+    molt(&inst, &["recover"], None, Some(0))?;
+    serving(app_port);
+    sql(&url, &["SELECT id, body, author FROM notes", "SHOW TABLES"]).await?;
+    println!("    shared/.env now:");
+    for line in std::fs::read_to_string(inst.join("shared/.env"))?.lines() {
+        println!("      {line}");
+    }
 
-    heading("7. the same upgrade again, uninterrupted");
-    molt(&inst, &["exec", "upgrade-2.0.0.toml"], None, Some(0))?;
-    show(&inst)?;
+    heading("6. the vendor publishes a broken 2.1.0; molt rolls it back on its own");
+    pack("2.1.0", Some("2.0.0"))?;
+    sql(
+        &url,
+        &["INSERT INTO notes (body, author) VALUES ('written under 2.0.0', 'ops')"],
+    )
+    .await?;
+    molt(&inst, &["upgrade", "--yes"], None, Some(4))?;
+    serving(app_port);
+    sql(&url, &["SELECT id, body, author FROM notes", "SHOW TABLES"]).await?;
 
     heading("the journal");
     molt(&inst, &["journal", "list"], None, Some(0))?;
-    molt(&inst, &["journal", "show", "5"], None, Some(0))?;
-    molt(&inst, &["journal", "show", "6"], None, Some(0))?;
-    println!("\nthe demo is left at {}", base.display());
+    let runs = crate::session::open_for_reading(
+        &steps::Installation::open(&inst).map_err(anyhow::Error::msg)?,
+    )?
+    .runs()?;
+    for run in runs.iter().rev().take(2).rev() {
+        molt(&inst, &["journal", "show", &run.to_string()], None, Some(0))?;
+    }
+    println!("\ninstalled.json:");
+    for line in std::fs::read_to_string(inst.join("installed.json"))?.lines() {
+        println!("    {line}");
+    }
+
+    heading("done: stopping the demo's services");
+    molt(&inst, &["services", "stop"], None, Some(0))?;
+    println!(
+        "\nthe demo is left at {} (containers stopped, project {project})",
+        base.display()
+    );
     Ok(exit::OK)
 }

@@ -329,3 +329,121 @@ async fn dry_run_report(
     println!("(dry run: nothing was changed)");
     Ok(exit::OK)
 }
+
+/// Files under `dir` changed after `since_ms` (relative names), for "what would be lost".
+fn changed_since(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    since_ms: u64,
+    out: &mut Vec<String>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            changed_since(root, &e.path(), since_ms, out);
+        } else if meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .is_some_and(|d| d.as_millis() as u64 > since_ms)
+        {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+        }
+    }
+}
+
+/// `molt rollback --to BACKUP`: after a committed upgrade, the release and the data of a
+/// backup an upgrade took at its stop.
+pub async fn rollback_to(
+    inst: &Installation,
+    backup: &str,
+    yes: bool,
+    as_json: bool,
+) -> anyhow::Result<u8> {
+    use steps::backup::Layout;
+    use steps::upgrade::restore_point::BackupOf;
+    steps::backup::valid_id(backup).map_err(err)?;
+    let layout = Layout::new(&inst.root, backup);
+    let manifest = layout.read_manifest()?.ok_or_else(|| {
+        err(format!(
+            "backup {backup} does not exist or is incomplete (`molt backup list`)"
+        ))
+    })?;
+    let of = BackupOf::read(&layout).ok_or_else(|| {
+        err(format!(
+            "backup {backup} was not taken by an upgrade, so molt does not know its release; `molt backup restore {backup}` restores its data alone"
+        ))
+    })?;
+    let (from_release, from) = inst
+        .current()
+        .map_err(err)?
+        .ok_or_else(|| err("nothing is installed"))?;
+    if !inst.path(&of.release).join("release.toml").is_file() {
+        return Err(err(format!(
+            "release {} (the one backup {backup} belongs to) is no longer in {}; nothing was changed",
+            of.version, of.release
+        )));
+    }
+    let mut lost = Vec::new();
+    for p in &manifest.paths {
+        changed_since(&inst.root, &inst.path(p), manifest.created_ms, &mut lost);
+    }
+    lost.sort();
+    let when = super::time(manifest.created_ms);
+    if !as_json {
+        println!(
+            "rollback {} -> {} with the data of backup {backup} (taken {when})",
+            from.version, of.version
+        );
+        if lost.is_empty() {
+            println!(
+                "no file of {} changed since the backup",
+                manifest.paths.join(", ")
+            );
+        } else {
+            println!(
+                "LOST: {} file(s) of {} changed since the backup, e.g. {}",
+                lost.len(),
+                manifest.paths.join(", "),
+                lost.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if !yes {
+        if as_json || !std::io::stdin().is_terminal() {
+            return Err(err(format!(
+                "rollback to {backup} loses the writes made since {when}; pass --yes to confirm"
+            )));
+        }
+        eprint!("Continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing done");
+            return Ok(exit::OK);
+        }
+    }
+    let spec = steps::plans::RollbackTo {
+        project: inst.project(),
+        backup: backup.to_string(),
+        from_release,
+        from_version: from.version,
+        to_release: of.release,
+        to_version: of.version,
+        paths: manifest.paths.clone(),
+    };
+    let mut session = Session::open(inst, "molt rollback --to")?;
+    let printer = std::sync::Arc::new(std::sync::Mutex::new(Printer::new(as_json)));
+    session.observer = Some(Box::new(Shared(printer.clone())));
+    let r = session.start(PlanSpec::RollbackTo(spec)).await?;
+    let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
+    report(&r, downtime, as_json);
+    if as_json {
+        println!("{}", json!({"event": "lost", "files": lost}));
+    }
+    Ok(r.exit_code())
+}

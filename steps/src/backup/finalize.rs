@@ -16,7 +16,7 @@
 //!   removes the rest. Idempotent.
 
 use super::precopy::PreCopyRecord;
-use super::tree::{finish_dirs, hash_file, materialize, scan, syncfs, Seen};
+use super::tree::{finish_dirs, hash_file, rematerialize, scan, syncfs, Seen};
 use super::{read_json, write_json, Kind, Layout, Manifest, MANIFEST_FORMAT};
 use crate::fsutil::{remove_path, sync_dir};
 use crate::io_err;
@@ -133,7 +133,7 @@ impl Step for FinalSync {
                     remove_path(&dst).map_err(|e| io_err("remove", &dst, e))?;
                 }
                 item.sha256 =
-                    materialize(&l.root, &data, &item).map_err(|e| io_err("copy", &src, e))?;
+                    rematerialize(&l.root, &data, &item).map_err(|e| io_err("copy", &src, e))?;
                 copied += 1;
                 engine::failpoint("steps::backup::sync_entry");
             }

@@ -216,6 +216,9 @@ pub struct Swap {
 #[derive(Debug, Serialize, Deserialize)]
 struct SwapPlan {
     paths: BTreeMap<String, (u64, bool)>,
+    /// Where the trees to swap in are, when not the staging directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<PathBuf>,
 }
 
 fn ino(path: &Path) -> Option<u64> {
@@ -279,7 +282,7 @@ impl Step for Swap {
                     })?;
                     paths.insert(p.clone(), (i, root.join(p).exists()));
                 }
-                let plan = SwapPlan { paths };
+                let plan = SwapPlan { paths, from: None };
                 stash
                     .record(&plan)
                     .map_err(|e| io_err("stash for", &staging, e))?;
@@ -356,15 +359,37 @@ impl Step for Cleanup {
     }
 }
 
+/// Check an uncompressed backup's data tree against its manifest by stat alone (every entry
+/// there with its kind, size and mode; nothing missing): what the upgrade's own final sync
+/// wrote minutes ago, before it is swapped in without a copy.
+fn data_matches(layout: &Layout, manifest: &Manifest) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let data = layout.data();
+    manifest.items.iter().all(|i| {
+        let Ok(m) = std::fs::symlink_metadata(data.join(&i.path)) else {
+            return false;
+        };
+        let kind_ok = match i.kind {
+            Kind::Dir => m.is_dir(),
+            Kind::File => m.is_file() && m.len() == i.size,
+            Kind::Symlink => m.file_type().is_symlink(),
+        };
+        kind_ok && (i.kind == Kind::Symlink || m.permissions().mode() & 0o7777 == i.mode & 0o7777)
+    })
+}
+
 /// Put a complete backup back in place of `paths` in one call, crash-safe and idempotent:
 /// the building block of an upgrade's rollback, which restores the data sealed at the stop.
 ///
-/// 1. Unless the stash says a staging is complete: rebuild the backup into the staging
-///    directory, verifying every hash (any difference fails before the live data is touched),
-///    sync, and record the staged trees' inodes in the stash.
-/// 2. Exchange each live path with its staged tree (`renameat2(EXCHANGE)`); a path whose live
-///    inode is already the staged one was exchanged before a crash.
-/// 3. Remove the staging (which now holds the replaced data) and the stash.
+/// 1. Unless the stash says it chose already: when the backup is not compressed and its data
+///    tree matches the manifest by stat, the trees to swap in are the backup's own
+///    (`backups/<id>/data/<path>`: no copy, so the rollback's downtime does not grow with the
+///    data; the backup is consumed, it then holds the replaced data). Otherwise the backup is
+///    rebuilt into the staging directory, every hash verified (any difference fails before the
+///    live data is touched), and synced. The chosen trees' inodes go to the stash.
+/// 2. Exchange each live path with its tree (`renameat2(EXCHANGE)`); a path whose live inode
+///    is already the recorded one was exchanged before a crash.
+/// 3. Remove the replaced data (the staging, or the consumed backup's data) and the stash.
 pub fn restore_in_place(layout: &Layout, paths: &[String], stash: &Stash) -> Result<(), StepError> {
     let root = &layout.root;
     let staging = staging_dir(root, &layout.id);
@@ -375,46 +400,90 @@ pub fn restore_in_place(layout: &Layout, paths: &[String], stash: &Stash) -> Res
         Some(p) => p,
         None => {
             let manifest = read_complete(layout)?;
-            remove_path(&staging).map_err(|e| io_err("remove", &staging, e))?;
-            let problems =
-                build(layout, &manifest, &staging).map_err(|e| io_err("stage", &staging, e))?;
-            if !problems.is_empty() {
-                remove_path(&staging).map_err(|e| io_err("remove", &staging, e))?;
-                return Err(StepError::new(format!(
-                    "backup {} does not match its manifest; the data was not restored: {}",
-                    layout.id,
-                    problems.join("; ")
-                )));
-            }
-            syncfs(&staging).map_err(|e| io_err("sync", &staging, e))?;
-            let mut planned = BTreeMap::new();
-            for p in paths {
-                let staged = staging.join(p);
-                if std::fs::symlink_metadata(&staged).is_err() {
-                    std::fs::create_dir_all(&staged).map_err(|e| io_err("create", &staged, e))?;
+            if manifest.archive.is_none() && data_matches(layout, &manifest) {
+                let mut planned = BTreeMap::new();
+                let data = layout.data();
+                for p in paths {
+                    let tree = data.join(p);
+                    if std::fs::symlink_metadata(&tree).is_err() {
+                        std::fs::create_dir_all(&tree).map_err(|e| io_err("create", &tree, e))?;
+                    }
+                    planned.insert(
+                        p.clone(),
+                        (ino(&tree).unwrap_or_default(), root.join(p).exists()),
+                    );
                 }
-                let i = ino(&staged).unwrap_or_default();
-                planned.insert(p.clone(), (i, root.join(p).exists()));
+                let plan = SwapPlan {
+                    paths: planned,
+                    from: Some(data.clone()),
+                };
+                stash
+                    .record(&plan)
+                    .map_err(|e| io_err("stash for", &data, e))?;
+                // Consumed from here on: without its manifest nothing lists or restores it.
+                let m = layout.manifest();
+                remove_path(&m).map_err(|e| io_err("remove", &m, e))?;
+                sync_dir(&layout.dir()).map_err(|e| io_err("sync", &layout.dir(), e))?;
+                plan
+            } else {
+                stage_for_swap(layout, paths, stash, &staging)?
             }
-            sync_dir(root).map_err(|e| io_err("sync", root, e))?;
-            let plan = SwapPlan { paths: planned };
-            stash
-                .record(&plan)
-                .map_err(|e| io_err("stash for", &staging, e))?;
-            plan
         }
     };
+    let from = plan.from.clone().unwrap_or_else(|| staging.clone());
     for (p, (staged_ino, existed)) in &plan.paths {
         let live = root.join(p);
         if ino(&live) == Some(*staged_ino) {
             continue;
         }
         let exists = *existed && std::fs::symlink_metadata(&live).is_ok();
-        exchange(&staging.join(p), &live, exists).map_err(|e| io_err("swap", &live, e))?;
+        exchange(&from.join(p), &live, exists).map_err(|e| io_err("swap", &live, e))?;
         engine::failpoint("steps::restore::swapped");
     }
-    remove_path(&staging).map_err(|e| io_err("remove", &staging, e))?;
+    remove_path(&from).map_err(|e| io_err("remove", &from, e))?;
     stash
         .clear()
         .map_err(|e| io_err("clear stash for", &staging, e))
+}
+
+/// Rebuild a backup into the staging directory, verified, and record the swap plan.
+fn stage_for_swap(
+    layout: &Layout,
+    paths: &[String],
+    stash: &Stash,
+    staging: &Path,
+) -> Result<SwapPlan, StepError> {
+    let root = &layout.root;
+    let manifest = read_complete(layout)?;
+    remove_path(staging).map_err(|e| io_err("remove", staging, e))?;
+    let problems = build(layout, &manifest, staging).map_err(|e| io_err("stage", staging, e))?;
+    if !problems.is_empty() {
+        remove_path(staging).map_err(|e| io_err("remove", staging, e))?;
+        return Err(StepError::new(format!(
+            "backup {} does not match its manifest; the data was not restored: {}",
+            layout.id,
+            problems.join("; ")
+        )));
+    }
+    syncfs(staging).map_err(|e| io_err("sync", staging, e))?;
+    let mut planned = BTreeMap::new();
+    for p in paths {
+        let staged = staging.join(p);
+        if std::fs::symlink_metadata(&staged).is_err() {
+            std::fs::create_dir_all(&staged).map_err(|e| io_err("create", &staged, e))?;
+        }
+        planned.insert(
+            p.clone(),
+            (ino(&staged).unwrap_or_default(), root.join(p).exists()),
+        );
+    }
+    sync_dir(root).map_err(|e| io_err("sync", root, e))?;
+    let plan = SwapPlan {
+        paths: planned,
+        from: None,
+    };
+    stash
+        .record(&plan)
+        .map_err(|e| io_err("stash for", staging, e))?;
+    Ok(plan)
 }

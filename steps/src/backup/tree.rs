@@ -127,6 +127,58 @@ pub fn copy_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
     Ok((total, format!("{:x}", hasher.finalize())))
 }
 
+/// Bring `dst` (an earlier copy of `src`) to `src`'s content, writing only the 1 MiB blocks
+/// that differ, and hash `src` on the way. Returns (bytes, sha256 hex). A large file that
+/// changed in a few places (a database's tablespace) then costs a read, not a rewrite: the
+/// final sync's downtime and the dirty data `syncfs` must flush do not grow with the file.
+/// Not fsynced (see [`copy_hashed`]); a `dst` that is not a regular file is copied anew.
+pub fn sync_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
+    use std::os::unix::fs::FileExt;
+    match fs::symlink_metadata(dst) {
+        Ok(m) if m.is_file() => {}
+        _ => return copy_hashed(src, dst),
+    }
+    let mut input = File::open(src)?;
+    let output = fs::OpenOptions::new().read(true).write(true).open(dst)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut old = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match input.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        let mut m = 0;
+        while m < n {
+            match output.read_at(&mut old[m..n], total + m as u64) {
+                Ok(0) => break,
+                Ok(k) => m += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if m != n || old[..n] != buf[..n] {
+            output.write_all_at(&buf[..n], total)?;
+        }
+        total += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    output.set_len(total)?;
+    Ok((total, format!("{:x}", hasher.finalize())))
+}
+
 /// sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<String> {
     let mut input = File::open(path)?;
@@ -192,6 +244,18 @@ pub fn materialize(src_root: &Path, dst_root: &Path, item: &Item) -> io::Result<
             Ok(Some(sha))
         }
     }
+}
+
+/// [`materialize`] over an earlier copy: a file already in `dst_root` is brought up to date
+/// block by block ([`sync_hashed`]) instead of rewritten.
+pub fn rematerialize(src_root: &Path, dst_root: &Path, item: &Item) -> io::Result<Option<String>> {
+    if item.kind != Kind::File {
+        return materialize(src_root, dst_root, item);
+    }
+    let dst = dst_root.join(&item.path);
+    let (_, sha) = sync_hashed(&src_root.join(&item.path), &dst)?;
+    apply_meta(&dst, item)?;
+    Ok(Some(sha))
 }
 
 /// Apply directory metadata deepest first (writing into a directory changes its mtime).
@@ -275,4 +339,33 @@ pub fn verify_dir(root: &Path, items: &[Item]) -> io::Result<Vec<String>> {
         problems.push(format!("{extra} is not in the manifest"));
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+
+    #[test]
+    fn sync_hashed_gives_the_source_whatever_the_old_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        let mut data: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let (n, sha) = sync_hashed(&src, &dst).unwrap(); // no copy yet: a plain copy
+        assert_eq!(
+            (n, std::fs::read(&dst).unwrap()),
+            (data.len() as u64, data.clone())
+        );
+        assert_eq!(sha, hash_file(&src).unwrap());
+        // a change in the middle block, then growth, then shrinking
+        data[(1 << 20) + 5] ^= 0xff;
+        for len in [data.len(), data.len() + (1 << 20), 1000] {
+            data.resize(len, 7);
+            std::fs::write(&src, &data).unwrap();
+            let (n, sha) = sync_hashed(&src, &dst).unwrap();
+            assert_eq!(n, len as u64);
+            assert_eq!(std::fs::read(&dst).unwrap(), data);
+            assert_eq!(sha, hash_file(&src).unwrap());
+        }
+    }
 }

@@ -9,11 +9,13 @@
 //! - `fetch` ([`FetchRelease`]): download a package and stage the release it holds.
 //! - `schema-migrate` ([`SchemaMigrate`]): bring a live database to a schema file (a pivot).
 //! - `upgrade` ([`Upgrade`]): the whole upgrade, check to commit (`upgrade.rs`).
+//! - `rollback-to` ([`RollbackTo`]): after a commit, back to a backup's release and data.
 
 pub mod backup;
 pub mod check;
 pub mod fetch;
 pub mod fs_script;
+pub mod rollback_to;
 pub mod schema;
 pub mod services;
 pub mod upgrade;
@@ -21,6 +23,7 @@ pub mod upgrade;
 pub use backup::{BackupCreate, BackupPrune, BackupRestore};
 pub use fetch::FetchRelease;
 pub use fs_script::{FsOp, FsScript};
+pub use rollback_to::RollbackTo;
 pub use schema::SchemaMigrate;
 pub use services::{ImagesLoad, ImagesPrune, Services, ServicesAction, SwitchServices};
 pub use upgrade::Upgrade;
@@ -69,6 +72,7 @@ pub enum PlanSpec {
     Fetch(FetchRelease),
     SchemaMigrate(SchemaMigrate),
     Upgrade(Box<Upgrade>),
+    RollbackTo(RollbackTo),
 }
 
 impl PlanSpec {
@@ -85,6 +89,7 @@ impl PlanSpec {
             PlanSpec::Fetch(s) => s.steps(env),
             PlanSpec::SchemaMigrate(s) => s.steps(env),
             PlanSpec::Upgrade(s) => s.steps(env),
+            PlanSpec::RollbackTo(s) => s.steps(env),
         }
     }
 

@@ -181,6 +181,10 @@ impl Upgrade {
                     layout: layout.clone(),
                     paths: self.backup_paths.clone(),
                     scratch: env.scratch.clone(),
+                    release: crate::upgrade::restore_point::BackupOf {
+                        version: from.version.clone(),
+                        release: from.release.clone(),
+                    },
                 }));
                 Some(layout)
             }
