@@ -51,3 +51,15 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
         .find_map(|e| e.downcast_ref::<Coded>().map(|c| c.code))
         .unwrap_or(ERROR)
 }
+
+/// A library error (with its sources, "a: b: c") as an error exiting with [`ERROR`].
+pub fn failed(e: impl std::error::Error) -> anyhow::Error {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    coded(ERROR, message)
+}

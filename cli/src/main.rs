@@ -303,6 +303,9 @@ fn init_failpoints() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let json = cli.json;
+    if !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        steps::report::install(Box::new(progress::Bars));
+    }
     let root = cli.root;
     let inst = || steps::Installation::open(&root).map_err(|e| exit::coded(exit::ERROR, e));
     match cli.command {

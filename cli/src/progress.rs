@@ -97,3 +97,39 @@ impl Observer for Printer {
         }
     }
 }
+
+/// Byte progress bars for the long steps (download, copies, restore), on a terminal only.
+pub struct Bars;
+
+struct Bar(indicatif::ProgressBar);
+
+impl steps::report::Reporter for Bars {
+    fn begin(&self, what: &str, total: u64) -> Box<dyn steps::report::Meter> {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr_with_hz(4),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(what.to_string());
+        Box::new(Bar(bar))
+    }
+}
+
+impl steps::report::Meter for Bar {
+    fn set(&self, done: u64) {
+        self.0.set_position(done)
+    }
+
+    fn inc(&self, delta: u64) {
+        self.0.inc(delta)
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear()
+    }
+}

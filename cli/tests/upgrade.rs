@@ -327,7 +327,6 @@ async fn exactly_old_or_new(site: &Site, e: &Expect, case: &str) -> bool {
             !log.contains("app 2.0.0"),
             "{case}: 2.0.0 wrote nothing that stayed: {log}"
         );
-        assert!(!site.root.join("releases/2.0.0").exists(), "{case}");
     }
     // nothing is left to recover
     let again = molt(site, &["recover"]);
@@ -399,6 +398,10 @@ async fn killed_anywhere_in_the_upgrade_recovers_to_exactly_old_or_exactly_new()
             new += 1;
             site = None;
         } else {
+            assert!(
+                !s.root.join("releases/2.0.0").exists(),
+                "{fp}: the staged release is gone"
+            );
             old += 1;
         }
     }
@@ -587,6 +590,21 @@ async fn bad_input_is_refused_before_the_stop_or_rolled_back_with_a_clear_messag
     );
     let status = first.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the first upgrade finished");
+
+    // a destructive change the release vouches for (allow_destructive) goes through
+    vendor.publish_variant("2.2.0", "2.2.1", "2.0.0", |d| {
+        let toml = std::fs::read_to_string(d.join("release.toml")).unwrap();
+        let toml = toml.replace(
+            "env_template",
+            "allow_destructive = [\"app.notes.author\"]\nenv_template",
+        );
+        std::fs::write(d.join("release.toml"), toml).unwrap();
+    });
+    let out = molt(&site, &["upgrade", "--yes"]);
+    code(&out, 0);
+    let schema = site.schema().await;
+    assert!(!schema["notes"].contains("author"), "{schema:?}");
+    assert_eq!(site.app("/version").as_deref(), Some("2.2.0"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -641,4 +659,45 @@ fn molt_in_env(site: &Site, env: &[(&str, &str)], args: &[&str]) -> Output {
         c.env(k, v);
     }
     c.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_to_a_backup_after_a_commit_says_what_is_lost_and_brings_release_and_data_back() {
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("1.0.0", None);
+    vendor.publish("2.0.0", Some("1.0.0"));
+    let (site, e) = old_site(&vendor).await;
+    code(&molt(&site, &["upgrade", "--yes"]), 0);
+    let backup = installed(&site)["backup"].as_str().unwrap().to_string();
+    add_rows(&site, &["written under 2.0.0, lost by the rollback"]).await;
+    std::fs::write(
+        site.root.join("shared/uploads/new.txt"),
+        b"after the upgrade",
+    )
+    .unwrap();
+
+    // without --yes (and no terminal): refused, saying what would be lost
+    let out = molt(&site, &["rollback", "--to", &backup]);
+    code(&out, 1);
+    let all = text(&out);
+    assert!(
+        all.contains("LOST") && all.contains("uploads/new.txt"),
+        "{all}"
+    );
+    assert!(all.contains("--yes"), "{all}");
+    assert_eq!(site.app("/version").as_deref(), Some("2.0.0"));
+
+    // an unknown backup: a clear error, nothing done
+    let out = molt(&site, &["rollback", "--to", "no-such-backup", "--yes"]);
+    code(&out, 1);
+    assert!(text(&out).contains("no-such-backup"), "{}", text(&out));
+
+    let out = molt(&site, &["rollback", "--to", &backup, "--yes"]);
+    code(&out, 0);
+    assert!(!exactly_old_or_new(&site, &e, "rollback --to").await);
+    assert!(!site.root.join("shared/uploads/new.txt").exists());
+    assert_eq!(installed(&site)["previous"], "2.0.0");
+    // and forward again: 2.0.0 is still the latest
+    code(&molt(&site, &["upgrade", "--yes"]), 0);
+    assert_eq!(site.app("/version").as_deref(), Some("2.0.0"));
 }

@@ -38,9 +38,9 @@ impl Step for Download {
     }
 
     async fn apply(&self, _ctx: &StepCtx) -> Result<(), StepError> {
-        let bar = crate::backup::precopy::progress(self.fetch.size, "download");
+        let bar = crate::report::Progress::begin("download", self.fetch.size);
         let r = download(&self.fetch, &bar).await.map_err(StepError::new);
-        bar.finish_and_clear();
+        bar.finish();
         r
     }
 

@@ -195,6 +195,30 @@ impl Stash {
         write_atomic(&self.state_path(), &bytes)
     }
 
+    /// Keep a copy of the file `path` as it is now under `name` in the stash (before
+    /// `record`); returns whether there was a file to keep.
+    pub fn save_file(&self, path: &Path, name: &str) -> io::Result<bool> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => {
+                self.prepare()?;
+                copy_file_atomic(path, &self.file(name))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Put back what [`Stash::save_file`] kept (`existed`), or remove `path` when there was
+    /// nothing.
+    pub fn restore_file(&self, path: &Path, name: &str, existed: bool) -> io::Result<()> {
+        if existed {
+            copy_file_atomic(&self.file(name), path)
+        } else {
+            remove_path(path)
+        }
+    }
+
     /// Remove the stash (last act of `undo`).
     pub fn clear(&self) -> io::Result<()> {
         remove_path(&self.dir)

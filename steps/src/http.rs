@@ -195,7 +195,7 @@ fn finish(f: &Fetch, st: State) -> Result<(), String> {
 /// Download (or copy) `f.url` to `f.dest`, resuming what a previous attempt proved. When a
 /// resumed download fails its sha256 (a power cut can lose bytes the previous process had
 /// written), it is discarded and fetched once more from the start.
-pub async fn download(f: &Fetch, progress: &indicatif::ProgressBar) -> Result<(), String> {
+pub async fn download(f: &Fetch, progress: &crate::report::Progress) -> Result<(), String> {
     let resumed = std::fs::read(f.meta())
         .ok()
         .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
@@ -209,7 +209,7 @@ pub async fn download(f: &Fetch, progress: &indicatif::ProgressBar) -> Result<()
     }
 }
 
-async fn download_once(f: &Fetch, progress: &indicatif::ProgressBar) -> Result<(), String> {
+async fn download_once(f: &Fetch, progress: &crate::report::Progress) -> Result<(), String> {
     if f.dest.exists() {
         let sha = crate::backup::tree::hash_file(&f.dest).map_err(|e| e.to_string())?;
         if sha == f.sha256 {
@@ -219,8 +219,7 @@ async fn download_once(f: &Fetch, progress: &indicatif::ProgressBar) -> Result<(
     }
     crate::manifest::check_url(&f.url)?;
     let mut st = resume_state(f)?;
-    progress.set_length(f.size);
-    progress.set_position(st.written);
+    progress.set(st.written);
     if !(f.url.starts_with("http://") || f.url.starts_with("https://")) {
         copy_local(f, &mut st).map_err(|a| match a {
             Attempt::Retry(e) | Attempt::Fatal(e) => e,
@@ -267,7 +266,7 @@ async fn http_attempt(
     f: &Fetch,
     client: &reqwest::Client,
     mut st: State,
-    progress: &indicatif::ProgressBar,
+    progress: &crate::report::Progress,
 ) -> (State, Result<(), Attempt>) {
     match request(f, client, &mut st).await {
         Ok(Some(resp)) => stream_body(f, resp, st, progress).await,
@@ -282,9 +281,9 @@ async fn stream_body(
     f: &Fetch,
     mut resp: reqwest::Response,
     st: State,
-    progress: &indicatif::ProgressBar,
+    progress: &crate::report::Progress,
 ) -> (State, Result<(), Attempt>) {
-    progress.set_position(st.written);
+    progress.set(st.written);
     let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
     let fc = f.clone();
     let bar = progress.clone();
@@ -294,7 +293,7 @@ async fn stream_body(
             if let Err(e) = st.push(&fc, &chunk) {
                 return (st, Err(e));
             }
-            bar.set_position(st.written);
+            bar.set(st.written);
         }
         (st, Ok(()))
     });

@@ -21,6 +21,7 @@ pub mod package;
 pub mod plans;
 pub mod release;
 pub mod remove_path;
+pub mod report;
 pub mod schema;
 pub mod services;
 pub mod switch_link;

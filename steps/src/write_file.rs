@@ -7,7 +7,7 @@
 //!   content is put back atomically (or the file removed if it did not exist), then the stash
 //!   is removed. Idempotent: restoring twice gives the same file; a missing stash means done.
 
-use crate::fsutil::{copy_file_atomic, remove_path, write_atomic, Stash};
+use crate::fsutil::{write_atomic, Stash};
 use crate::io_err;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
@@ -66,8 +66,8 @@ impl Step for WriteFile {
                     Err(e) => return Err(io_err("inspect", &self.path, e)),
                 };
                 if existed {
-                    stash.prepare().map_err(stash_err)?;
-                    copy_file_atomic(&self.path, &stash.file("original"))
+                    stash
+                        .save_file(&self.path, "original")
                         .map_err(|e| io_err("save a copy of", &self.path, e))?;
                 }
                 let b = Before { existed };
@@ -96,12 +96,9 @@ impl Step for WriteFile {
         else {
             return Ok(());
         };
-        if before.existed {
-            copy_file_atomic(&stash.file("original"), &self.path)
-                .map_err(|e| io_err("restore", &self.path, e))?;
-        } else {
-            remove_path(&self.path).map_err(|e| io_err("remove", &self.path, e))?;
-        }
+        stash
+            .restore_file(&self.path, "original", before.existed)
+            .map_err(|e| io_err("restore", &self.path, e))?;
         engine::failpoint("steps::undo::restored");
         stash
             .clear()

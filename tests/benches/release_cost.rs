@@ -114,7 +114,7 @@ async fn main() {
         let t = Instant::now();
         download(
             &Fetch::new(&url, &dest, packed.size, &packed.sha256),
-            &indicatif::ProgressBar::hidden(),
+            &steps::report::Progress::silent(),
         )
         .await
         .unwrap();

@@ -12,7 +12,7 @@
 //! - rollback downtime molt / the naive restore (`tar -xzf` of its backup)  (target <= 0.2x)
 //!
 //! Run: `cargo build --release -p cli && cargo bench -p tests --bench upgrade_cost [-- MIB]`
-//! (default 1024). The molt binary is `MOLT_BIN`, else `target/release/molt`, else
+//! (default 1024); `MOLT_BENCH_STEPS=1` also prints molt's step timings. The molt binary is `MOLT_BIN`, else `target/release/molt`, else
 //! `target/debug/molt`.
 
 use mysql_async::prelude::*;
@@ -65,6 +65,14 @@ impl Prober {
     /// The longest stretch between the last success before a failure and the first success
     /// after it.
     fn finish(mut self) -> f64 {
+        // the app may still be coming up when the command returns (the gate saw it healthy,
+        // the prober's next GET is on its way): wait for a success, at most 10 s
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && !self.log.lock().unwrap().last().is_some_and(|(_, ok)| *ok)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
         let log = self.log.lock().unwrap();
@@ -130,6 +138,13 @@ fn molt(site: &Site, args: &[&str], want: i32) -> f64 {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if std::env::var_os("MOLT_BENCH_STEPS").is_some() {
+        eprintln!(
+            "    molt {}:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     t.elapsed().as_secs_f64()
 }
 

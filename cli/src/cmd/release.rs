@@ -236,7 +236,7 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
 pub async fn check_manifest(inst: &Installation, force_full: bool) -> anyhow::Result<Checked> {
     steps::plans::check::check(inst, force_full)
         .await
-        .map_err(|e| exit::coded(exit::ERROR, e))
+        .map_err(exit::failed)
 }
 
 pub async fn check(inst: &Installation, force_full: bool, as_json: bool) -> anyhow::Result<u8> {
@@ -301,8 +301,7 @@ pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyh
             )
         }
     };
-    steps::plans::check::preflight_space(inst, &package, 0)
-        .map_err(|e| exit::coded(exit::ERROR, e))?;
+    steps::plans::check::preflight_space(inst, &package, 0).map_err(exit::failed)?;
     let config = &inst.config;
     let spec = FetchRelease {
         stall_timeout_secs: config.download.stall_timeout_secs,

@@ -49,7 +49,7 @@ pub async fn attach(
     match session.attach(mode, forced).await? {
         Some(r) => {
             let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
-            super::upgrade::report(&r, downtime, as_json);
+            super::upgrade::report(inst, &r, downtime, as_json);
             Ok(r.exit_code())
         }
         None => {

@@ -51,9 +51,18 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
             }))
         }
     };
+    let installed = steps::upgrade::Installed::read(&inst.installed_file())
+        .map_err(|e| exit::coded(exit::ERROR, e))?;
+    let current = inst
+        .current()
+        .ok()
+        .flatten()
+        .map(|(rel, r)| json!({"release": rel, "version": r.version}));
     let v = json!({
         "root": inst.root,
         "busy": false,
+        "current": current,
+        "installed": installed,
         "runs": runs.len(),
         "latest": latest,
     });
@@ -62,6 +71,25 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     println!("installation {}", inst.root.display());
+    match &installed {
+        Some(i) => println!(
+            "installed {} (run {}{}{})",
+            i.version,
+            i.run,
+            i.previous
+                .as_deref()
+                .map(|p| format!(", from {p}"))
+                .unwrap_or_default(),
+            i.downtime_ms
+                .map(|d| format!(", downtime {:.2}s", d as f64 / 1000.0))
+                .unwrap_or_default()
+        ),
+        None => {
+            if let Some(c) = &current {
+                println!("current release {}", c["version"].as_str().unwrap_or("?"));
+            }
+        }
+    }
     match &latest {
         None => println!("no runs yet"),
         Some(l) => {

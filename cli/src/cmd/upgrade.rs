@@ -9,7 +9,7 @@ use serde_json::json;
 use std::io::IsTerminal;
 use steps::fetch::Source;
 use steps::manifest::{self, Choice};
-use steps::plans::check::{check, free_space, space_needed};
+use steps::plans::check::{check, free_space, space_needed, CheckError};
 use steps::plans::{FetchRelease, PlanSpec, Upgrade};
 use steps::release::Release;
 use steps::Installation;
@@ -47,7 +47,7 @@ pub async fn upgrade(
     as_json: bool,
 ) -> anyhow::Result<u8> {
     // 1. check: signature, choice
-    let c = check(inst, force_full).await.map_err(err)?;
+    let c = check(inst, force_full).await.map_err(exit::failed)?;
     let (package, kind) = match &c.choice {
         Choice::None { reason } => {
             if as_json {
@@ -99,7 +99,7 @@ pub async fn upgrade(
     } else {
         0
     } + backup_bytes;
-    let free = free_space(&inst.root).map_err(err)?;
+    let free = free_space(&inst.root).map_err(exit::failed)?;
     let docker = steps::docker::api::Docker::connect().await;
     let services: Vec<String> = match &docker {
         Ok(d) => d
@@ -128,10 +128,12 @@ pub async fn upgrade(
         .await;
     }
     if free < need {
-        return Err(err(format!(
-            "not enough disk space in {}: {free} bytes free, {need} needed for the download, the staged release and the backup; nothing was changed",
-            inst.root.display()
-        )));
+        let e = CheckError::NoSpace {
+            root: inst.root.clone(),
+            free,
+            need,
+        };
+        return Err(err(format!("{e}; nothing was changed")));
     }
     if let Err(e) = docker {
         return Err(err(format!("{e}; nothing was changed")));
@@ -169,7 +171,7 @@ pub async fn upgrade(
     }
     let r = session.start(PlanSpec::Upgrade(Box::new(spec))).await?;
     let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
-    report(&r, downtime, as_json);
+    report(inst, &r, downtime, as_json);
     Ok(r.exit_code())
 }
 
@@ -184,7 +186,20 @@ impl engine::Observer for Shared {
     }
 }
 
-pub fn report(r: &crate::session::RunReport, downtime: Option<std::time::Duration>, as_json: bool) {
+/// Print a run's outcome with its downtime: as this process saw it, else (a run resumed in
+/// another process) as the run recorded it in `installed.json`.
+pub fn report(
+    inst: &Installation,
+    r: &crate::session::RunReport,
+    downtime: Option<std::time::Duration>,
+    as_json: bool,
+) {
+    let downtime = downtime.or_else(|| {
+        let installed = steps::upgrade::Installed::read(&inst.installed_file()).ok()??;
+        (installed.run == r.run.0)
+            .then_some(installed.downtime_ms?)
+            .map(std::time::Duration::from_millis)
+    });
     if as_json {
         let mut v = r.to_json();
         v["event"] = json!("finished");
@@ -441,7 +456,7 @@ pub async fn rollback_to(
     session.observer = Some(Box::new(Shared(printer.clone())));
     let r = session.start(PlanSpec::RollbackTo(spec)).await?;
     let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
-    report(&r, downtime, as_json);
+    report(inst, &r, downtime, as_json);
     if as_json {
         println!("{}", json!({"event": "lost", "files": lost}));
     }

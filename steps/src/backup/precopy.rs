@@ -48,24 +48,6 @@ pub(crate) fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
-
 #[async_trait]
 impl Step for PreCopy {
     type Receipt = Receipt;
@@ -104,7 +86,7 @@ impl Step for PreCopy {
         let started_ns = now_ns();
         let mut seen = scan(&l.root, &self.paths).map_err(|e| io_err("scan", &l.root, e))?;
         let total = totals(&seen);
-        let bar = progress(total.bytes, "pre-copy");
+        let bar = crate::report::Progress::begin("pre-copy", total.bytes);
         for s in &mut seen {
             let sha = materialize(&l.root, &data, &s.item)
                 .map_err(|e| io_err("copy", &l.root.join(&s.item.path), e))?;
@@ -112,7 +94,7 @@ impl Step for PreCopy {
             bar.inc(s.item.size);
             engine::failpoint("steps::backup::precopy_entry");
         }
-        bar.finish_and_clear();
+        bar.finish();
         let items: Vec<_> = seen.iter().map(|s| s.item.clone()).collect();
         finish_dirs(&data, &items).map_err(|e| io_err("set metadata in", &data, e))?;
         let record = PreCopyRecord {

@@ -49,7 +49,7 @@ fn read_complete(layout: &Layout) -> Result<Manifest, StepError> {
 fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec<String>> {
     let mut problems = Vec::new();
     std::fs::create_dir_all(staging)?;
-    let bar = super::precopy::progress(manifest.bytes, "restore");
+    let bar = crate::report::Progress::begin("restore", manifest.bytes);
     match &manifest.archive {
         None => {
             let data = layout.data();
@@ -140,7 +140,7 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
             }
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     finish_dirs(staging, &manifest.items)?;
     Ok(problems)
 }

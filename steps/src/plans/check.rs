@@ -3,6 +3,56 @@
 
 use crate::install::Installation;
 use crate::manifest::{self, Choice, Manifest, Package};
+use std::path::PathBuf;
+
+/// Why a check or a preflight refused. Each names the URL, path or figures involved.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("molt.toml has no manifest_url: molt does not know where releases are published")]
+    NoManifestUrl,
+    #[error("{0}")]
+    BadUrl(String),
+    #[error("no manifest at {0}")]
+    NoManifest(String),
+    #[error("cannot fetch {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url} is larger than {cap} bytes; refusing to read more")]
+    TooLarge { url: String, cap: u64 },
+    #[error(
+        "the manifest is not signed ({0} is missing) and molt.toml names a public key; refusing it"
+    )]
+    Unsigned(String),
+    #[error("{0}")]
+    PublicKey(String),
+    #[error("manifest {url} refused: {reason}")]
+    Refused { url: String, reason: String },
+    #[error("manifest {url}: {reason}")]
+    Manifest { url: String, reason: String },
+    #[error("the installed release: {0}")]
+    Installed(String),
+    #[error("{0}")]
+    Choice(String),
+    #[error("not enough disk space in {root}: {free} bytes free, {need} needed for the download, the staged release and the backup")]
+    NoSpace { root: PathBuf, free: u64, need: u64 },
+    #[error("cannot measure the free space of {path}")]
+    Statvfs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// The most bytes molt reads of a manifest or a signature: a server streaming endless bytes
 /// must not exhaust memory.
@@ -19,36 +69,39 @@ pub struct Checked {
 }
 
 /// Read a metadata file by URL or path, at most [`METADATA_CAP`] bytes; `None` when absent.
-pub async fn get(url: &str) -> Result<Option<Vec<u8>>, String> {
-    manifest::check_url(url)?;
+pub async fn get(url: &str) -> Result<Option<Vec<u8>>, CheckError> {
+    manifest::check_url(url).map_err(CheckError::BadUrl)?;
     if url.starts_with("http://") || url.starts_with("https://") {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(std::time::Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
-            .map_err(|e| e.to_string())?;
-        let mut resp = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+            .map_err(|source| CheckError::Fetch {
+                url: url.to_string(),
+                source,
+            })?;
+        let fetch = |source| CheckError::Fetch {
+            url: url.to_string(),
+            source,
+        };
+        let mut resp = client.get(url).send().await.map_err(fetch)?;
         if resp.status().as_u16() == 404 {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            return Err(format!("{url} answered {}", resp.status()));
+            return Err(CheckError::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("cannot read {url}: {e}"))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(fetch)? {
             if body.len() as u64 + chunk.len() as u64 > METADATA_CAP {
-                return Err(format!(
-                    "{url} is larger than {METADATA_CAP} bytes; refusing to read more"
-                ));
+                return Err(CheckError::TooLarge {
+                    url: url.to_string(),
+                    cap: METADATA_CAP,
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -56,30 +109,36 @@ pub async fn get(url: &str) -> Result<Option<Vec<u8>>, String> {
     } else {
         use std::io::Read;
         let path = url.strip_prefix("file://").unwrap_or(url);
+        let read = |source| CheckError::Read {
+            path: PathBuf::from(path),
+            source,
+        };
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {path}: {e}")),
+            Err(e) => return Err(read(e)),
         };
         let mut body = Vec::new();
         file.take(METADATA_CAP + 1)
             .read_to_end(&mut body)
-            .map_err(|e| format!("cannot read {path}: {e}"))?;
+            .map_err(read)?;
         if body.len() as u64 > METADATA_CAP {
-            return Err(format!(
-                "{path} is larger than {METADATA_CAP} bytes; refusing to read more"
-            ));
+            return Err(CheckError::TooLarge {
+                url: path.to_string(),
+                cap: METADATA_CAP,
+            });
         }
         Ok(Some(body))
     }
 }
 
 /// Fetch and verify the manifest molt.toml names, and choose what to install.
-pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, String> {
-    let url =
-        inst.config.manifest_url.clone().ok_or(
-            "molt.toml has no manifest_url: molt does not know where releases are published",
-        )?;
+pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, CheckError> {
+    let url = inst
+        .config
+        .manifest_url
+        .clone()
+        .ok_or(CheckError::NoManifestUrl)?;
     let url = if url.contains("://") || url.starts_with('/') {
         url
     } else {
@@ -87,15 +146,23 @@ pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, Str
     };
     let bytes = get(&url)
         .await?
-        .ok_or_else(|| format!("no manifest at {url}"))?;
-    let signed = match inst.config.public_key_text(&inst.root)? {
+        .ok_or_else(|| CheckError::NoManifest(url.clone()))?;
+    let key = inst
+        .config
+        .public_key_text(&inst.root)
+        .map_err(CheckError::PublicKey)?;
+    let signed = match key {
         Some(key) => {
             let sig_url = format!("{url}.minisig");
-            let sig = get(&sig_url).await?.ok_or_else(|| {
-                format!("the manifest is not signed ({sig_url} is missing) and molt.toml names a public key; refusing it")
-            })?;
-            manifest::verify_signature(&bytes, &String::from_utf8_lossy(&sig), &key)
-                .map_err(|e| format!("manifest {url} refused: {e}"))?;
+            let sig = get(&sig_url)
+                .await?
+                .ok_or_else(|| CheckError::Unsigned(sig_url.clone()))?;
+            manifest::verify_signature(&bytes, &String::from_utf8_lossy(&sig), &key).map_err(
+                |reason| CheckError::Refused {
+                    url: url.clone(),
+                    reason,
+                },
+            )?;
             true
         }
         None => {
@@ -105,9 +172,16 @@ pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, Str
             false
         }
     };
-    let m = Manifest::parse(&bytes).map_err(|e| format!("manifest {url}: {e}"))?;
-    let current = inst.current()?.map(|(_, r)| r.version);
-    let choice = manifest::choose(&m, std::env::consts::ARCH, current.as_deref(), force_full)?;
+    let m = Manifest::parse(&bytes).map_err(|reason| CheckError::Manifest {
+        url: url.clone(),
+        reason,
+    })?;
+    let current = inst
+        .current()
+        .map_err(CheckError::Installed)?
+        .map(|(_, r)| r.version);
+    let choice = manifest::choose(&m, std::env::consts::ARCH, current.as_deref(), force_full)
+        .map_err(CheckError::Choice)?;
     Ok(Checked {
         url,
         manifest: m,
@@ -118,8 +192,11 @@ pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, Str
 }
 
 /// Free bytes on the file system holding `path`.
-pub fn free_space(path: &std::path::Path) -> Result<u64, String> {
-    let st = rustix::fs::statvfs(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn free_space(path: &std::path::Path) -> Result<u64, CheckError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| CheckError::Statvfs {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
@@ -130,14 +207,15 @@ pub fn space_needed(pkg: &Package) -> u64 {
 
 /// Refuse to start when the disk cannot hold the download and the staged release (plus
 /// `extra`, e.g. a backup of the data).
-pub fn preflight_space(inst: &Installation, pkg: &Package, extra: u64) -> Result<(), String> {
+pub fn preflight_space(inst: &Installation, pkg: &Package, extra: u64) -> Result<(), CheckError> {
     let free = free_space(&inst.root)?;
     let need = space_needed(pkg) + extra;
     if free < need {
-        return Err(format!(
-            "not enough disk space in {}: {free} bytes free, {need} needed for the download, the staged release and the backup",
-            inst.root.display()
-        ));
+        return Err(CheckError::NoSpace {
+            root: inst.root.clone(),
+            free,
+            need,
+        });
     }
     Ok(())
 }

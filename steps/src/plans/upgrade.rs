@@ -114,11 +114,8 @@ impl Upgrade {
         let to_rel = Installation::release_rel(&self.to);
         let to = target(env, &self.project, &to_rel, ID)?;
         let to_dir = env.root.join(&to_rel);
-        let release_allow = crate::release::Release::load(&to_dir)
-            .map(|r| r.allow_destructive)
-            .unwrap_or_default();
-        let mut allow = self.allow.clone();
-        allow.subjects.extend(release_allow);
+        // the release's own allow list is added by the steps when they run
+        let allow = self.allow.clone();
         let mut steps: Vec<Box<dyn DynStep>> = Vec::new();
         let downtime_start = env.scratch.join("downtime-start");
         let downtime_file = env.scratch.join("downtime-ms");

@@ -97,6 +97,18 @@ impl MigrateSchema {
         }
     }
 
+    /// What may be destructive: the plan's allow list, plus, for a release's schema, the
+    /// release's own `allow_destructive` (read when the step runs: the release may have been
+    /// staged by an earlier step of the same run).
+    pub fn allowed(&self) -> Result<Allow, StepError> {
+        let mut allow = self.allow.clone();
+        if let Desired::Release(dir) = &self.desired {
+            let release = crate::release::Release::load(dir).map_err(StepError::new)?;
+            allow.subjects.extend(release.allow_destructive);
+        }
+        Ok(allow)
+    }
+
     /// Whether undoing this migration is left to restoring the data: the desired schema is a
     /// release's whose database is one of its own services (its files are in the backup the
     /// upgrade restores with the database stopped).
@@ -313,7 +325,8 @@ impl Step for PlanSchema {
         let planned = live::plan(&mut conn, &desired).await;
         let _ = conn.disconnect().await;
         let (_, m) = planned.map_err(|e| StepError::new(e.to_string()))?;
-        let refused = m.refused(&self.migrate.allow);
+        let allow = self.migrate.allowed()?;
+        let refused = m.refused(&allow);
         if !refused.is_empty() {
             let reasons: Vec<String> = refused.iter().map(|d| d.reason.clone()).collect();
             return Err(StepError::new(LiveError::Destructive(reasons).to_string()));
@@ -361,7 +374,7 @@ impl Step for MigrateSchema {
             });
         }
         let desired = self.load_desired()?;
-        self.run(&desired, &self.allow, ctx.attempt as i64, true)
+        self.run(&desired, &self.allowed()?, ctx.attempt as i64, true)
             .await?;
         if let Some(dir) = self.audit_path().parent() {
             let _ = sync_dir(dir);

@@ -4,6 +4,7 @@
 //! The image tarballs are checked by `load images`, the schema by `plan schema`, both also
 //! before the stop.
 
+use super::Error;
 use crate::services::Target;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
@@ -34,22 +35,23 @@ impl Step for CheckRelease {
         for rel in named.into_iter().flatten() {
             let p = self.target.dir.join(&rel);
             if !p.is_file() {
-                return Err(StepError::new(format!(
-                    "{} names {rel}, which the release does not hold",
-                    self.target.dir.join("release.toml").display()
-                )));
+                return Err(Error::MissingFile {
+                    file: self.target.dir.join("release.toml"),
+                    what: rel,
+                }
+                .into());
             }
         }
         let compose = self.target.compose(&release).await?;
         let services = compose.services().await.map_err(StepError::new)?;
         if let Some(db) = &release.database {
             if !services.contains(&db.service) {
-                return Err(StepError::new(format!(
-                    "release.toml names database service {:?}, which {} does not define (it has: {})",
-                    db.service,
-                    release.compose_file,
-                    services.join(", ")
-                )));
+                return Err(Error::NoSuchService {
+                    service: db.service.clone(),
+                    compose_file: release.compose_file.clone(),
+                    defined: services.join(", "),
+                }
+                .into());
             }
         }
         Ok(services)

@@ -91,22 +91,13 @@ impl Step for Commit {
 
     async fn apply(&self, ctx: &StepCtx) -> Result<Installed, StepError> {
         let stash = Stash::new(&self.scratch, ctx.step);
-        let saved = stash.file("installed.before");
         let recorded = stash
             .read::<Previous>()
             .map_err(|e| io_err("read stash for", &self.file, e))?;
         if recorded.is_none() {
-            stash
-                .prepare()
-                .map_err(|e| io_err("stash for", &self.file, e))?;
-            let existed = match std::fs::read(&self.file) {
-                Ok(b) => {
-                    write_atomic(&saved, &b).map_err(|e| io_err("save", &self.file, e))?;
-                    true
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => return Err(io_err("read", &self.file, e)),
-            };
+            let existed = stash
+                .save_file(&self.file, "installed.before")
+                .map_err(|e| io_err("save", &self.file, e))?;
             stash
                 .record(&Previous { existed })
                 .map_err(|e| io_err("stash for", &self.file, e))?;
@@ -123,7 +114,10 @@ impl Step for Commit {
             ..self.installed.clone()
         };
         let bytes =
-            serde_json::to_vec_pretty(&installed).map_err(|e| StepError::new(e.to_string()))?;
+            serde_json::to_vec_pretty(&installed).map_err(|source| super::Error::Encode {
+                what: "installed.json",
+                source,
+            })?;
         write_atomic(&self.file, &bytes).map_err(|e| io_err("write", &self.file, e))?;
         Ok(installed)
     }
@@ -136,13 +130,9 @@ impl Step for Commit {
         else {
             return Ok(());
         };
-        if prev.existed {
-            let saved = stash.file("installed.before");
-            let b = std::fs::read(&saved).map_err(|e| io_err("read", &saved, e))?;
-            write_atomic(&self.file, &b).map_err(|e| io_err("restore", &self.file, e))?;
-        } else {
-            remove_path(&self.file).map_err(|e| io_err("remove", &self.file, e))?;
-        }
+        stash
+            .restore_file(&self.file, "installed.before", prev.existed)
+            .map_err(|e| io_err("restore", &self.file, e))?;
         stash
             .clear()
             .map_err(|e| io_err("clear stash for", &self.file, e))
@@ -298,8 +288,6 @@ impl Step for Housekeeping {
     }
 
     async fn undo(&self, _ctx: &StepCtx, _receipt: Option<Kept>) -> Result<(), StepError> {
-        Err(StepError::new(
-            "housekeeping cannot be undone (it runs after the commit)",
-        ))
+        Err(super::Error::AfterCommit.into())
     }
 }

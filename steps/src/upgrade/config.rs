@@ -116,15 +116,9 @@ impl Step for MergeConfig {
             Some(b) => b,
             None => {
                 std::fs::create_dir_all(&shared).map_err(|e| io_err("create", &shared, e))?;
-                stash.prepare().map_err(|e| io_err("stash for", &env, e))?;
-                let env_existed = match std::fs::read(&env) {
-                    Ok(bytes) => {
-                        write_atomic(&saved, &bytes).map_err(|e| io_err("save", &env, e))?;
-                        true
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(io_err("read", &env, e)),
-                };
+                let env_existed = stash
+                    .save_file(&env, "env.before")
+                    .map_err(|e| io_err("save", &env, e))?;
                 let created_dirs = release
                     .persistent
                     .iter()
@@ -171,13 +165,9 @@ impl Step for MergeConfig {
         else {
             return Ok(());
         };
-        if before.env_existed {
-            let saved = stash.file("env.before");
-            let bytes = std::fs::read(&saved).map_err(|e| io_err("read", &saved, e))?;
-            write_atomic(&env, &bytes).map_err(|e| io_err("restore", &env, e))?;
-        } else {
-            remove_path(&env).map_err(|e| io_err("remove", &env, e))?;
-        }
+        stash
+            .restore_file(&env, "env.before", before.env_existed)
+            .map_err(|e| io_err("restore", &env, e))?;
         for d in &before.created_dirs {
             let p = shared.join(d);
             remove_path(&p).map_err(|e| io_err("remove", &p, e))?;

@@ -56,10 +56,13 @@ impl Step for StartDatabase {
                         let _ = conn.disconnect().await;
                         break;
                     }
-                    Err(e) if Instant::now() >= deadline => {
-                        return Err(StepError::new(format!(
-                            "database service {service} is running but does not accept connections after {timeout}s: {e}"
-                        )))
+                    Err(source) if Instant::now() >= deadline => {
+                        return Err(super::Error::DatabaseSilent {
+                            service,
+                            secs: timeout,
+                            source,
+                        }
+                        .into())
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }

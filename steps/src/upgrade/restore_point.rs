@@ -61,15 +61,16 @@ impl Step for RestorePoint {
         match self.layout.read_manifest() {
             Ok(Some(_)) => {
                 let path = BackupOf::path(&self.layout);
-                let bytes = serde_json::to_vec_pretty(&self.release)
-                    .map_err(|e| StepError::new(e.to_string()))?;
+                let bytes = serde_json::to_vec_pretty(&self.release).map_err(|source| {
+                    super::Error::Encode {
+                        what: "release.json",
+                        source,
+                    }
+                })?;
                 crate::fsutil::write_atomic(&path, &bytes)
                     .map_err(|e| crate::io_err("write", &path, e))
             }
-            Ok(None) => Err(StepError::new(format!(
-                "backup {} is not sealed; there would be no way back",
-                self.layout.id
-            ))),
+            Ok(None) => Err(super::Error::NotSealed(self.layout.id.clone()).into()),
             Err(e) => Err(crate::io_err("read", &self.layout.manifest(), e)),
         }
     }

@@ -58,14 +58,16 @@ impl Step for Verify {
                 let mut conn = m.connect().await?;
                 let planned = crate::schema::live::plan(&mut conn, &desired).await;
                 let _ = conn.disconnect().await;
-                let (_, migration) = planned.map_err(|e| StepError::new(e.to_string()))?;
+                let (_, migration) = planned.map_err(super::Error::from)?;
                 if !migration.is_empty() {
-                    let left: Vec<&str> = migration.statements();
-                    return Err(StepError::new(format!(
-                        "the live schema differs from the release's: {} statement(s) would remain: {}",
-                        left.len(),
-                        left.join("; ")
-                    )));
+                    return Err(super::Error::SchemaDiffers {
+                        statements: migration
+                            .statements()
+                            .into_iter()
+                            .map(str::to_string)
+                            .collect(),
+                    }
+                    .into());
                 }
             }
         }
