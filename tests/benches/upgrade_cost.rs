@@ -8,7 +8,9 @@
 //! - downtime molt / naive                       (target <= 0.5x)
 //! - molt's downtime with MIB / with none         (target <= 1.2x)
 //! - whole upgrade wall time molt / naive         (target <= 1.0x)
-//! - automatic rollback downtime with MIB / none  (target <= 1.2x)
+//! - automatic rollback downtime with MIB / none  (target <= 1.2x); the rollback's downtime
+//!   is the gap that ends with the old release serving again (the broken release answers
+//!   for a while before the health gate gives up on it)
 //! - rollback downtime molt / the naive restore (`tar -xzf` of its backup)  (target <= 0.2x)
 //!
 //! Run: `cargo build --release -p cli && cargo bench -p tests --bench upgrade_cost [-- MIB]`
@@ -64,7 +66,17 @@ impl Prober {
 
     /// The longest stretch between the last success before a failure and the first success
     /// after it.
-    fn finish(mut self) -> f64 {
+    fn finish(self) -> f64 {
+        self.gaps().into_iter().fold(0.0, f64::max)
+    }
+
+    /// The last such stretch: for a rollback, the one that ends with the old release serving
+    /// again (the failed release may answer for a while before the gate gives up on it).
+    fn finish_last(self) -> f64 {
+        self.gaps().last().copied().unwrap_or(0.0)
+    }
+
+    fn gaps(mut self) -> Vec<f64> {
         // the app may still be coming up when the command returns (the gate saw it healthy,
         // the prober's next GET is on its way): wait for a success, at most 10 s
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -76,13 +88,13 @@ impl Prober {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
         let log = self.log.lock().unwrap();
-        let mut worst = 0.0f64;
+        let mut gaps = Vec::new();
         let mut last_ok: Option<Instant> = None;
         let mut down_since: Option<Instant> = None;
         for (t, ok) in log.iter() {
             if *ok {
                 if let Some(from) = down_since.take() {
-                    worst = worst.max(t.duration_since(from).as_secs_f64());
+                    gaps.push(t.duration_since(from).as_secs_f64());
                 }
                 last_ok = Some(*t);
             } else if down_since.is_none() {
@@ -90,7 +102,7 @@ impl Prober {
             }
         }
         assert!(down_since.is_none(), "the app never came back");
-        worst
+        gaps
     }
 }
 
@@ -391,7 +403,7 @@ async fn measure(vendor: &Vendor, mib: usize, compose: &Compose, migration: &Pat
     std::thread::sleep(Duration::from_millis(300));
     molt(&site, &["upgrade", "--yes"], 4);
     std::thread::sleep(Duration::from_millis(300));
-    let rollback_down = p.finish();
+    let rollback_down = p.finish_last();
     drop(site);
 
     // naive: the same from the same starting point

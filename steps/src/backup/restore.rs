@@ -14,7 +14,7 @@
 //! A crash anywhere leaves the old data or the restored data at each path, never a mix, and
 //! `molt resume` finishes the restore.
 
-use super::tree::{apply_meta, finish_dirs, materialize, syncfs};
+use super::tree::{apply_meta, finish_dirs, materialize, syncfs, Hasher, BLOCK};
 use super::{Item, Kind, Layout, Manifest};
 use crate::fsutil::{remove_path, sync_dir, Stash};
 use crate::io_err;
@@ -78,6 +78,7 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                 .map(|i| (i.path.as_str(), i))
                 .collect();
             let file = std::fs::File::open(layout.dir().join(name))?;
+            let hasher = Hasher::start();
             let mut ar = tar::Archive::new(zstd::stream::read::Decoder::new(file)?);
             let mut seen = 0usize;
             for entry in ar.entries()? {
@@ -107,18 +108,32 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                     }
                     Kind::File => {
                         let mut out = std::fs::File::create(&dst)?;
-                        let mut hasher = Sha256::new();
-                        let mut buf = vec![0u8; 1 << 20];
-                        loop {
-                            let n = io::Read::read(&mut entry, &mut buf)?;
-                            if n == 0 {
-                                break;
+                        let sha = if item.size <= BLOCK as u64 {
+                            // small: hashed here, no round trip to the hasher
+                            let mut buf = Vec::new();
+                            io::Read::read_to_end(&mut entry, &mut buf)?;
+                            io::Write::write_all(&mut out, &buf)?;
+                            format!("{:x}", Sha256::digest(&buf))
+                        } else {
+                            // large: decompress and write here, hash on the other core
+                            loop {
+                                let mut buf = hasher.buffer();
+                                let mut n = 0;
+                                while n < buf.len() {
+                                    match io::Read::read(&mut entry, &mut buf[n..])? {
+                                        0 => break,
+                                        k => n += k,
+                                    }
+                                }
+                                if n == 0 {
+                                    break;
+                                }
+                                io::Write::write_all(&mut out, &buf[..n])?;
+                                hasher.hash(buf, n);
                             }
-                            hasher.update(&buf[..n]);
-                            io::Write::write_all(&mut out, &buf[..n])?;
-                        }
+                            hasher.digest()?
+                        };
                         drop(out);
-                        let sha = format!("{:x}", hasher.finalize());
                         if Some(&sha) != item.sha256.as_ref() {
                             problems.push(format!(
                                 "{} has sha256 {sha} in the archive, expected {}",

@@ -105,26 +105,126 @@ fn walk(abs: &Path, rel: &str, out: &mut Vec<Seen>) -> io::Result<()> {
     Ok(())
 }
 
+/// SHA-256 on a second thread: blocks go in, the buffers come back for reuse, one digest per
+/// [`Hasher::digest`]. Copies, the final sync and restores read (and compare, and write) on
+/// one core while the other hashes, so a large file costs the slower of the two, not their
+/// sum. Files of one block or less are hashed inline by the callers (no round trip).
+pub(crate) struct Hasher {
+    blocks: Option<std::sync::mpsc::SyncSender<Option<(Vec<u8>, usize)>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    digests: std::sync::mpsc::Receiver<String>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub(crate) const BLOCK: usize = 1 << 20;
+
+impl Hasher {
+    pub(crate) fn start() -> Hasher {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<(Vec<u8>, usize)>>(3);
+        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (done, digests) = std::sync::mpsc::sync_channel::<String>(1);
+        for _ in 0..4 {
+            let _ = back.send(vec![0u8; BLOCK]);
+        }
+        let thread = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for msg in rx {
+                match msg {
+                    Some((buf, n)) => {
+                        h.update(&buf[..n]);
+                        let _ = back.send(buf);
+                    }
+                    None => {
+                        let d = std::mem::take(&mut h).finalize();
+                        if done.send(format!("{d:x}")).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Hasher {
+            blocks: Some(tx),
+            spare,
+            digests,
+            thread: Some(thread),
+        }
+    }
+
+    /// A buffer to fill (one the hasher is done with).
+    pub(crate) fn buffer(&self) -> Vec<u8> {
+        self.spare.recv().unwrap_or_else(|_| vec![0u8; BLOCK])
+    }
+
+    /// Hash the first `n` bytes of `buf` (after what came before, for the current file).
+    pub(crate) fn hash(&self, buf: Vec<u8>, n: usize) {
+        if let Some(tx) = &self.blocks {
+            let _ = tx.send(Some((buf, n)));
+        }
+    }
+
+    /// The digest of everything hashed since the last digest.
+    pub(crate) fn digest(&self) -> io::Result<String> {
+        let gone = || io::Error::other("the hashing thread stopped");
+        self.blocks
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(None)
+            .map_err(|_| gone())?;
+        self.digests.recv().map_err(|_| gone())
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        drop(self.blocks.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Fill `buf` from `input` as far as it goes; returns the bytes read (short only at the end).
+fn read_full(input: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Copy a regular file, hashing what is written. Returns (bytes, sha256 hex). Not fsynced:
 /// callers make a whole tree durable at once with [`syncfs`].
 pub fn copy_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
     let mut input = File::open(src)?;
     let mut output = File::create(dst)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    if input.metadata()?.len() <= BLOCK as u64 {
+        let mut buf = Vec::new();
+        input.read_to_end(&mut buf)?;
+        output.write_all(&buf)?;
+        return Ok((buf.len() as u64, format!("{:x}", Sha256::digest(&buf))));
+    }
+    let hasher = Hasher::start();
     let mut total = 0u64;
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
+        let mut buf = hasher.buffer();
+        let n = read_full(&mut input, &mut buf)?;
+        if n == 0 {
+            break;
+        }
         output.write_all(&buf[..n])?;
         total += n as u64;
+        hasher.hash(buf, n);
+        if n < BLOCK {
+            break;
+        }
     }
-    Ok((total, format!("{:x}", hasher.finalize())))
+    Ok((total, hasher.digest()?))
 }
 
 /// Bring `dst` (an earlier copy of `src`) to `src`'s content, writing only the 1 MiB blocks
@@ -140,24 +240,15 @@ pub fn sync_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
     }
     let mut input = File::open(src)?;
     let output = fs::OpenOptions::new().read(true).write(true).open(dst)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut old = vec![0u8; 1 << 20];
+    let hasher = Hasher::start();
+    let mut old = vec![0u8; BLOCK];
     let mut total = 0u64;
     loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match input.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let mut buf = hasher.buffer();
+        let n = read_full(&mut input, &mut buf)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         let mut m = 0;
         while m < n {
             match output.read_at(&mut old[m..n], total + m as u64) {
@@ -171,12 +262,13 @@ pub fn sync_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
             output.write_all_at(&buf[..n], total)?;
         }
         total += n as u64;
-        if n < buf.len() {
+        hasher.hash(buf, n);
+        if n < BLOCK {
             break;
         }
     }
     output.set_len(total)?;
-    Ok((total, format!("{:x}", hasher.finalize())))
+    Ok((total, hasher.digest()?))
 }
 
 /// sha256 of a file.
