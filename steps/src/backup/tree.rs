@@ -109,8 +109,11 @@ fn walk(abs: &Path, rel: &str, out: &mut Vec<Seen>) -> io::Result<()> {
 /// [`Hasher::digest`]. Copies, the final sync and restores read (and compare, and write) on
 /// one core while the other hashes, so a large file costs the slower of the two, not their
 /// sum. Files of one block or less are hashed inline by the callers (no round trip).
+/// A block to hash (`Some(buffer, length)`), or the end of a file (`None`).
+type Block = Option<(Vec<u8>, usize)>;
+
 pub(crate) struct Hasher {
-    blocks: Option<std::sync::mpsc::SyncSender<Option<(Vec<u8>, usize)>>>,
+    blocks: Option<std::sync::mpsc::SyncSender<Block>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     digests: std::sync::mpsc::Receiver<String>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -120,7 +123,7 @@ pub(crate) const BLOCK: usize = 1 << 20;
 
 impl Hasher {
     pub(crate) fn start() -> Hasher {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<(Vec<u8>, usize)>>(3);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(3);
         let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (done, digests) = std::sync::mpsc::sync_channel::<String>(1);
         for _ in 0..4 {
