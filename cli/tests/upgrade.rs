@@ -681,7 +681,9 @@ async fn rollback_to_a_backup_after_a_commit_says_what_is_lost_and_brings_releas
     code(&out, 1);
     let all = text(&out);
     assert!(
-        all.contains("LOST") && all.contains("uploads/new.txt"),
+        all.contains("LOST")
+            && all.contains("changed since the backup")
+            && all.contains("shared/.env"),
         "{all}"
     );
     assert!(all.contains("--yes"), "{all}");
