@@ -14,7 +14,7 @@
 //! A crash anywhere leaves the old data or the restored data at each path, never a mix, and
 //! `molt resume` finishes the restore.
 
-use super::tree::{apply_meta, finish_dirs, materialize, syncfs, Hasher, BLOCK};
+use super::tree::{apply_meta, finish_dirs, hash_blocks, materialize, syncfs, Hasher, BLOCK};
 use super::{Item, Kind, Layout, Manifest};
 use crate::fsutil::{remove_path, sync_dir, Stash};
 use crate::io_err;
@@ -116,22 +116,10 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                             format!("{:x}", Sha256::digest(&buf))
                         } else {
                             // large: decompress and write here, hash on the other core
-                            loop {
-                                let mut buf = hasher.buffer();
-                                let mut n = 0;
-                                while n < buf.len() {
-                                    match io::Read::read(&mut entry, &mut buf[n..])? {
-                                        0 => break,
-                                        k => n += k,
-                                    }
-                                }
-                                if n == 0 {
-                                    break;
-                                }
-                                io::Write::write_all(&mut out, &buf[..n])?;
-                                hasher.hash(buf, n);
-                            }
-                            hasher.digest()?
+                            hash_blocks(&mut entry, &hasher, |block, _| {
+                                io::Write::write_all(&mut out, block)
+                            })?
+                            .1
                         };
                         drop(out);
                         if Some(&sha) != item.sha256.as_ref() {

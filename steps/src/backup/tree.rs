@@ -188,7 +188,7 @@ impl Drop for Hasher {
 }
 
 /// Fill `buf` from `input` as far as it goes; returns the bytes read (short only at the end).
-fn read_full(input: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
@@ -199,6 +199,30 @@ fn read_full(input: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Read `input` to its end in [`BLOCK`]s, giving each block and its offset to `each` while
+/// `hasher` hashes it on the other thread. Returns (bytes, sha256 hex).
+pub(crate) fn hash_blocks(
+    input: &mut impl Read,
+    hasher: &Hasher,
+    mut each: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<(u64, String)> {
+    let mut total = 0u64;
+    loop {
+        let mut buf = hasher.buffer();
+        let n = read_full(input, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        each(&buf[..n], total)?;
+        total += n as u64;
+        hasher.hash(buf, n);
+        if n < BLOCK {
+            break;
+        }
+    }
+    Ok((total, hasher.digest()?))
 }
 
 /// Copy a regular file, hashing what is written. Returns (bytes, sha256 hex). Not fsynced:
@@ -212,22 +236,9 @@ pub fn copy_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
         output.write_all(&buf)?;
         return Ok((buf.len() as u64, format!("{:x}", Sha256::digest(&buf))));
     }
-    let hasher = Hasher::start();
-    let mut total = 0u64;
-    loop {
-        let mut buf = hasher.buffer();
-        let n = read_full(&mut input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        output.write_all(&buf[..n])?;
-        total += n as u64;
-        hasher.hash(buf, n);
-        if n < BLOCK {
-            break;
-        }
-    }
-    Ok((total, hasher.digest()?))
+    hash_blocks(&mut input, &Hasher::start(), |block, _| {
+        output.write_all(block)
+    })
 }
 
 /// Bring `dst` (an earlier copy of `src`) to `src`'s content, writing only the 1 MiB blocks
@@ -243,35 +254,25 @@ pub fn sync_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
     }
     let mut input = File::open(src)?;
     let output = fs::OpenOptions::new().read(true).write(true).open(dst)?;
-    let hasher = Hasher::start();
     let mut old = vec![0u8; BLOCK];
-    let mut total = 0u64;
-    loop {
-        let mut buf = hasher.buffer();
-        let n = read_full(&mut input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
+    let (total, sha) = hash_blocks(&mut input, &Hasher::start(), |block, at| {
+        let old = &mut old[..block.len()];
         let mut m = 0;
-        while m < n {
-            match output.read_at(&mut old[m..n], total + m as u64) {
+        while m < old.len() {
+            match output.read_at(&mut old[m..], at + m as u64) {
                 Ok(0) => break,
                 Ok(k) => m += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        if m != n || old[..n] != buf[..n] {
-            output.write_all_at(&buf[..n], total)?;
+        if m != old.len() || old[..] != *block {
+            output.write_all_at(block, at)?;
         }
-        total += n as u64;
-        hasher.hash(buf, n);
-        if n < BLOCK {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     output.set_len(total)?;
-    Ok((total, hasher.digest()?))
+    Ok((total, sha))
 }
 
 /// sha256 of a file.
