@@ -23,6 +23,8 @@ command -v mount >/dev/null || need_apt+=(mount)
 # the release tests check signature interop with the minisign tool and compare with curl
 command -v minisign >/dev/null || need_apt+=(minisign)
 command -v curl >/dev/null || need_apt+=(curl)
+# peak memory of a child (metadata attack tests)
+[ -x /usr/bin/time ] || need_apt+=(time)
 # the schema tests run against a real MariaDB server
 [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 command -v mariadb >/dev/null || need_apt+=(mariadb-client)

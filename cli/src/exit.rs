@@ -47,8 +47,13 @@ pub fn coded(code: u8, message: impl Into<String>) -> anyhow::Error {
 
 /// The exit code for an error chain.
 pub fn code_of(err: &anyhow::Error) -> u8 {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Coded>().map(|c| c.code))
+    // `downcast_ref` on the error itself also finds a `Coded` given as context.
+    err.downcast_ref::<Coded>()
+        .map(|c| c.code)
+        .or_else(|| {
+            err.chain()
+                .find_map(|e| e.downcast_ref::<Coded>().map(|c| c.code))
+        })
         .unwrap_or(ERROR)
 }
 

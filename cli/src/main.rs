@@ -29,6 +29,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process and matched at once: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a plan file of file-system steps (TOML, `[[step]] op = ...`) as a journaled run.
@@ -73,6 +75,10 @@ enum Command {
         /// Choose the full package even when a patch applies.
         #[arg(long)]
         force_full: bool,
+        /// Install the manifest's release even when it is older than the installed one (the
+        /// downgrade is journaled; the schema step still refuses destructive changes).
+        #[arg(long)]
+        allow_downgrade: bool,
         /// Print the plan (versions, package, bytes, disk, images, schema statements,
         /// services to stop) and change nothing.
         #[arg(long)]
@@ -116,6 +122,14 @@ enum Command {
         /// Release time to write (RFC 3339; default now).
         #[arg(long)]
         released_at: Option<String>,
+        /// The manifest's sequence number (default: one more than the manifest in --out, or
+        /// 1). Installations refuse a manifest older than the newest they trusted.
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// How long the manifest stays valid (installations refuse it after that; publish a
+        /// fresh one before). A duration such as `90days` or `12h`.
+        #[arg(long, default_value = "90days")]
+        expires_in: humantime::Duration,
         /// Sign manifest.json with this minisign secret key.
         #[arg(long)]
         secret_key: Option<PathBuf>,
@@ -330,9 +344,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check { force_full } => cmd::release::check(&inst()?, force_full, json).await,
         Command::Upgrade {
             force_full,
+            allow_downgrade,
             dry_run,
             yes,
-        } => cmd::upgrade::upgrade(&inst()?, force_full, dry_run, yes, json).await,
+        } => {
+            let want = steps::plans::check::Want {
+                force_full,
+                allow_downgrade,
+            };
+            cmd::upgrade::upgrade(&inst()?, want, dry_run, yes, json).await
+        }
         Command::Fetch { force_full } => cmd::release::fetch(&inst()?, force_full, json).await,
         Command::Pack {
             release,
@@ -344,6 +365,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             notes,
             base_url,
             released_at,
+            sequence,
+            expires_in,
             secret_key,
             password_env,
         } => cmd::release::pack(
@@ -357,6 +380,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 notes,
                 base_url,
                 released_at,
+                sequence,
+                expires_in: expires_in.into(),
                 secret_key,
                 password_env,
             },

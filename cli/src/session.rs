@@ -35,7 +35,19 @@ fn open_store(inst: &Installation) -> anyhow::Result<Store> {
             };
             Err(coded(exit::LOCKED, format!("installation is busy: {who}")))
         }
-        Err(e @ journal::Error::NewerFormat { .. }) => Err(coded(exit::JOURNAL, e.to_string())),
+        // Kept as the source so `molt status` can tell "newer" from "damaged".
+        Err(e @ journal::Error::NewerFormat { .. }) => Err(anyhow::Error::new(e).context(
+            exit::Coded {
+                code: exit::JOURNAL,
+                message: "this molt cannot read the journal".into(),
+            },
+        )),
+        Err(e @ (journal::Error::Open { .. } | journal::Error::Sled { .. })) => Err(coded(
+            exit::JOURNAL,
+            format!(
+                "{e}; the journal's files are left as they are. `molt status` shows what is on disk and which command brings back which state"
+            ),
+        )),
         Err(e) => Err(anyhow::Error::new(e)),
     }
 }

@@ -484,7 +484,7 @@ fn unsigned_manifest(dir: &Path, pkg: &Path, from: Option<&str>) -> PathBuf {
         p["from"] = f.into();
         platform["patches"] = serde_json::json!([p]);
     }
-    let m = serde_json::json!({"format": 1, "product": "demo", "version": "2.0.0", "released_at": "x",
+    let m = serde_json::json!({"format": 1, "product": "demo", "version": "2.0.0", "released_at": "x", "sequence": 1, "expires": "2099-01-01T00:00:00Z",
         "platforms": {std::env::consts::ARCH: platform}});
     let path = dir.join("manifest.json");
     std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
@@ -548,7 +548,10 @@ fn evil_packages_are_refused_with_nothing_written_outside() {
         let i = Inst::new(&v, m.to_str().unwrap(), false, "");
         std::fs::write(
             i.root.join("molt.toml"),
-            format!("manifest_url = \"{}\"\n", m.display()),
+            format!(
+                "manifest_url = \"{}\"\nallow_unsigned = true\n",
+                m.display()
+            ),
         )
         .unwrap();
         let out = i.molt(&["fetch"]);
@@ -580,7 +583,10 @@ fn patches_that_do_not_fit_are_refused() {
     let i = Inst::new(&v, m.to_str().unwrap(), true, "");
     std::fs::write(
         i.root.join("molt.toml"),
-        format!("manifest_url = \"{}\"\n", m.display()),
+        format!(
+            "manifest_url = \"{}\"\nallow_unsigned = true\n",
+            m.display()
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -600,7 +606,10 @@ fn patches_that_do_not_fit_are_refused() {
     let i = Inst::new(&v, m.to_str().unwrap(), true, "");
     std::fs::write(
         i.root.join("molt.toml"),
-        format!("manifest_url = \"{}\"\n", m.display()),
+        format!(
+            "manifest_url = \"{}\"\nallow_unsigned = true\n",
+            m.display()
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -645,7 +654,10 @@ fn patches_that_do_not_fit_are_refused() {
     let i = Inst::new(&v, m.to_str().unwrap(), true, "");
     std::fs::write(
         i.root.join("molt.toml"),
-        format!("manifest_url = \"{}\"\n", m.display()),
+        format!(
+            "manifest_url = \"{}\"\nallow_unsigned = true\n",
+            m.display()
+        ),
     )
     .unwrap();
     let out = i.molt(&["fetch"]);
@@ -713,7 +725,10 @@ fn bad_manifests_are_refused_clearly() {
         let i = Inst::new(&v, m.to_str().unwrap(), true, "");
         std::fs::write(
             i.root.join("molt.toml"),
-            format!("manifest_url = \"{}\"\n", m.display()),
+            format!(
+                "manifest_url = \"{}\"\nallow_unsigned = true\n",
+                m.display()
+            ),
         )
         .unwrap();
         let before = tree_of(&i.root);
@@ -728,13 +743,19 @@ fn bad_manifests_are_refused_clearly() {
         let after: Tree = tree_of(&i.root)
             .into_iter()
             .filter(|(k, _)| {
-                !k.starts_with("journal") && !k.starts_with("cache") && k != "molt.lock"
+                !k.starts_with("journal")
+                    && !k.starts_with("cache")
+                    && k != "molt.lock"
+                    && k != "trust.json"
             })
             .collect();
         let before: Tree = before
             .into_iter()
             .filter(|(k, _)| {
-                !k.starts_with("journal") && !k.starts_with("cache") && k != "molt.lock"
+                !k.starts_with("journal")
+                    && !k.starts_with("cache")
+                    && k != "molt.lock"
+                    && k != "trust.json"
             })
             .collect();
         assert_tree(&after, &before, says);
@@ -801,4 +822,700 @@ fn a_disk_too_small_for_the_release_is_refused_before_any_download() {
         s.log()
     );
     assert!(!i.root.join("journal").exists(), "a run was started");
+}
+
+/// How a hostile package spells its entries' names and links.
+#[derive(Clone, Copy, Debug)]
+enum Dialect {
+    /// POSIX ustar headers (long names split into prefix and name).
+    Ustar,
+    /// GNU headers, long names and links as GNU extension entries.
+    Gnu,
+    /// ustar headers whose real name and link come from a pax extended header.
+    Pax,
+}
+
+/// One entry of a hostile package.
+struct Hostile<'a> {
+    name: &'a str,
+    kind: tar::EntryType,
+    data: Vec<u8>,
+    link: &'a str,
+    mode: u32,
+}
+
+fn file<'a>(name: &'a str, data: &[u8]) -> Hostile<'a> {
+    Hostile {
+        name,
+        kind: tar::EntryType::Regular,
+        data: data.to_vec(),
+        link: "",
+        mode: 0o644,
+    }
+}
+
+fn link<'a>(name: &'a str, target: &'a str) -> Hostile<'a> {
+    Hostile {
+        name,
+        kind: tar::EntryType::Symlink,
+        data: Vec::new(),
+        link: target,
+        mode: 0o777,
+    }
+}
+
+fn dir(name: &str) -> Hostile<'_> {
+    Hostile {
+        name,
+        kind: tar::EntryType::Directory,
+        data: Vec::new(),
+        link: "",
+        mode: 0o755,
+    }
+}
+
+/// A full package of release 2.0.0 holding `entries` after its release.toml, in `dialect`.
+fn hostile_package(path: &Path, dialect: Dialect, entries: &[Hostile]) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut all = vec![file("release.toml", b"format = 1\nversion = \"2.0.0\"\n")];
+    all.extend(entries.iter().map(|e| Hostile {
+        data: e.data.clone(),
+        ..*e
+    }));
+    for e in &all {
+        let mut h = match dialect {
+            Dialect::Gnu => tar::Header::new_gnu(),
+            Dialect::Ustar | Dialect::Pax => tar::Header::new_ustar(),
+        };
+        h.set_entry_type(e.kind);
+        h.set_size(e.data.len() as u64);
+        h.set_mode(e.mode);
+        match dialect {
+            Dialect::Gnu => {
+                if e.kind == tar::EntryType::Symlink {
+                    b.append_link(&mut h, e.name, e.link).unwrap();
+                } else {
+                    b.append_data(&mut h, e.name, &e.data[..]).unwrap();
+                }
+            }
+            Dialect::Ustar => {
+                h.set_path(e.name).unwrap();
+                if e.kind == tar::EntryType::Symlink {
+                    h.set_link_name(e.link).unwrap();
+                }
+                h.set_cksum();
+                b.append(&h, &e.data[..]).unwrap();
+            }
+            Dialect::Pax => {
+                let mut ext = vec![("path", e.name.as_bytes())];
+                if e.kind == tar::EntryType::Symlink {
+                    ext.push(("linkpath", e.link.as_bytes()));
+                }
+                b.append_pax_extensions(ext).unwrap();
+                h.set_path("pax-says-otherwise").unwrap();
+                h.set_cksum();
+                b.append(&h, &e.data[..]).unwrap();
+            }
+        }
+    }
+    std::fs::write(
+        path,
+        zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A file outside every installation: its bytes, mode and mtime must never change.
+struct Decoy {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl Decoy {
+    fn new(at: &Path) -> Decoy {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = at.join("decoy");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("passwd");
+        std::fs::write(&file, b"root:x:0:0\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        Decoy { dir, file }
+    }
+
+    fn untouched(&self, case: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::read(&self.file).unwrap(),
+            b"root:x:0:0\n",
+            "{case}: decoy bytes"
+        );
+        let m = std::fs::metadata(&self.file).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600, "{case}: decoy mode");
+        assert_eq!(
+            m.modified().unwrap(),
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000),
+            "{case}: decoy mtime"
+        );
+        let names: Vec<_> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("passwd")],
+            "{case}: decoy dir"
+        );
+    }
+
+    /// `dir/passwd` as a path relative to `/`, for links that climb to the root.
+    fn below_root(&self) -> String {
+        self.file
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string()
+    }
+}
+
+/// Stage `pkg` as 2.0.0 on a fresh installation (unsigned manifest declaring `installed`
+/// bytes); returns the exit code, the output and the installation.
+fn stage_hostile(
+    v: &Vendor,
+    case: &str,
+    pkg_of: &dyn Fn(&Path),
+    installed: u64,
+) -> (Option<i32>, String, Inst) {
+    let dir = v.dir.path().join(format!("hostile-{case}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pkg = dir.join("p.tar.zst");
+    pkg_of(&pkg);
+    let m = unsigned_manifest(&dir, &pkg, None);
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    json["platforms"][std::env::consts::ARCH]["full"]["installed_size"] = installed.into();
+    std::fs::write(&m, serde_json::to_vec(&json).unwrap()).unwrap();
+    let i = Inst::new(v, m.to_str().unwrap(), false, "");
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!(
+            "manifest_url = \"{}\"\nallow_unsigned = true\n",
+            m.display()
+        ),
+    )
+    .unwrap();
+    let out = i.molt(&["fetch"]);
+    (out.status.code(), text(&out), i)
+}
+
+#[test]
+fn hostile_full_packages_in_every_dialect_cannot_write_outside_the_staging() {
+    let v = Vendor::new();
+    let decoy = Decoy::new(v.dir.path());
+    let up = "r/".repeat(8) + &"../".repeat(8);
+    let chain_to_decoy = format!("{up}{}", decoy.below_root());
+    let through = format!("esc/{}", decoy.below_root());
+    let cases: Vec<(&str, Vec<Hostile>, &str)> = vec![
+        // `r -> .` keeps every name inside as text; through it, 8 `..` reach `/`.
+        (
+            "link-chain",
+            vec![link("r", "."), link("esc", &chain_to_decoy)],
+            "leaves the release",
+        ),
+        (
+            "link-chain-then-write",
+            vec![link("r", "."), link("esc", &up), file(&through, b"owned\n")],
+            "goes through the link esc",
+        ),
+        (
+            "dir-link-then-write",
+            vec![dir("sub"), link("d", "sub"), file("d/evil", b"x")],
+            "goes through the link d",
+        ),
+        (
+            "file-then-link",
+            vec![file("a", b"x"), link("a", "release.toml")],
+            "already exists",
+        ),
+        (
+            "link-then-file",
+            vec![
+                link("a", "release.toml"),
+                file("a", b"overwrites release.toml\n"),
+            ],
+            "already exists",
+        ),
+        ("link-loop", vec![link("a", "b"), link("b", "a/x")], "loops"),
+        (
+            "link-to-absolute",
+            vec![link("a", "/etc")],
+            "points outside",
+        ),
+    ];
+    for dialect in [Dialect::Ustar, Dialect::Gnu, Dialect::Pax] {
+        for (name, entries, says) in &cases {
+            let case = format!("{name}/{dialect:?}");
+            let (code, out, i) = stage_hostile(
+                &v,
+                &case.replace('/', "-"),
+                &|p| hostile_package(p, dialect, entries),
+                1 << 20,
+            );
+            assert_eq!(code, Some(4), "{case}: {out}");
+            assert!(
+                out.contains("refused") && out.contains(says),
+                "{case} should be refused saying {says:?}: {out}"
+            );
+            assert!(
+                !i.staged() && !i.root.join("releases/2.0.0.partial").exists(),
+                "{case}: staging left"
+            );
+            decoy.untouched(&case);
+        }
+    }
+}
+
+#[test]
+fn setuid_bits_are_dropped_and_bombs_are_cut_off() {
+    use std::os::unix::fs::PermissionsExt;
+    let v = Vendor::new();
+    let decoy = Decoy::new(v.dir.path());
+    // setuid and setgid: staged without them, with a warning.
+    let mut suid = file("bin/tool", b"#!/bin/sh\n");
+    suid.mode = 0o6755;
+    let (code, out, i) = stage_hostile(
+        &v,
+        "setuid",
+        &|p| {
+            hostile_package(
+                p,
+                Dialect::Gnu,
+                &[Hostile {
+                    data: suid.data.clone(),
+                    ..suid
+                }],
+            )
+        },
+        1 << 20,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let mode = std::fs::metadata(i.root.join("releases/2.0.0/bin/tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "setuid kept: {mode:o}");
+    // A file of 256 MiB of zeros (a few hundred KiB packed) in a release that declares 1 MiB.
+    let (code, out, i) = stage_hostile(
+        &v,
+        "bomb",
+        &|p| hostile_package(p, Dialect::Gnu, &[file("zeros", &vec![0u8; 256 << 20])]),
+        1 << 20,
+    );
+    assert_eq!(code, Some(4), "{out}");
+    assert!(
+        out.contains("unpacks to more than the 1048576 bytes its manifest declares"),
+        "{out}"
+    );
+    assert!(!i.root.join("releases/2.0.0.partial").exists());
+    // A GNU long name of 64 MiB: the tar reader would hold it in memory.
+    let (code, out, i) = stage_hostile(
+        &v,
+        "long-name",
+        &|p| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::GNULongName);
+            h.set_size(64 << 20);
+            h.set_path("././@LongLink").unwrap();
+            h.set_cksum();
+            b.append(&h, &vec![b'a'; 64 << 20][..]).unwrap();
+            let mut f = tar::Header::new_gnu();
+            f.set_size(1);
+            f.set_path("x").unwrap();
+            f.set_cksum();
+            b.append(&f, &b"x"[..]).unwrap();
+            std::fs::write(
+                p,
+                zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap(),
+            )
+            .unwrap();
+        },
+        1 << 20,
+    );
+    assert_eq!(code, Some(4), "{out}");
+    assert!(
+        out.contains("holds more than its entries account for"),
+        "{out}"
+    );
+    assert!(!i.root.join("releases/2.0.0.partial").exists());
+    decoy.untouched("bombs");
+}
+
+#[test]
+fn hostile_patches_are_refused_before_the_base_is_touched() {
+    let v = Vendor::new();
+    let decoy = Decoy::new(v.dir.path());
+    let arch = std::env::consts::ARCH;
+    let real = v.path(&format!("pub/demo-1.0.0-to-2.0.0-{arch}.patch.tar.zst"));
+    // Rebuild the real patch with its patch.toml edited by `edit` and `extra` entries added.
+    let rebuild =
+        |name: &str, edit: &dyn Fn(&mut toml::Value), extra: &[(&str, &[u8])]| -> PathBuf {
+            let dir = v.dir.path().join(format!("hostile-patch-{name}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut ar =
+                tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&real).unwrap()).unwrap());
+            let mut b = tar::Builder::new(Vec::new());
+            for e in ar.entries().unwrap() {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                let mut h = e.header().clone();
+                if e.path().unwrap().as_ref() == Path::new("patch.toml") {
+                    let mut t: toml::Value =
+                        toml::from_str(std::str::from_utf8(&data).unwrap()).unwrap();
+                    edit(&mut t);
+                    data = toml::to_string(&t).unwrap().into_bytes();
+                    h.set_size(data.len() as u64);
+                    h.set_cksum();
+                }
+                b.append(&h, &data[..]).unwrap();
+            }
+            for (path, data) in extra {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                b.append_data(&mut h, path, *data).unwrap();
+            }
+            let pkg = dir.join("p.patch.tar.zst");
+            std::fs::write(
+                &pkg,
+                zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap(),
+            )
+            .unwrap();
+            unsigned_manifest(&dir, &pkg, Some("1.0.0"))
+        };
+    let sha = |b: &[u8]| {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(b))
+    };
+    let evil_sha = sha(b"owned\n");
+    let add_entry =
+        |t: &mut toml::Value, list: &str, path: &str, kind: &str, target: Option<&str>| {
+            let mut e = toml::map::Map::new();
+            e.insert("path".into(), path.into());
+            e.insert("kind".into(), kind.into());
+            e.insert(
+                "mode".into(),
+                (if kind == "symlink" { 0o777 } else { 0o644 }).into(),
+            );
+            if kind == "file" {
+                e.insert("sha256".into(), evil_sha.clone().into());
+            }
+            if let Some(t) = target {
+                e.insert("target".into(), t.into());
+            }
+            t[list].as_array_mut().unwrap().push(toml::Value::Table(e));
+        };
+    let up = "r/".repeat(8) + &"../".repeat(8);
+    let cases: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "result-link-chain",
+            rebuild(
+                "chain",
+                &|t| {
+                    add_entry(t, "result", "r", "symlink", Some("."));
+                    add_entry(t, "result", "esc", "symlink", Some(&up));
+                },
+                &[],
+            ),
+            "leaves the release",
+        ),
+        (
+            "unlisted-file",
+            rebuild(
+                "unlisted",
+                &|_| {},
+                &[("files/config/sneaky.conf", b"owned\n")],
+            ),
+            "which patch.toml does not list",
+        ),
+        (
+            "write-through-base-link",
+            rebuild(
+                "through",
+                &|t| {
+                    add_entry(t, "add", "config/current.conf/evil", "file", None);
+                    add_entry(t, "result", "config/current.conf/evil", "file", None);
+                },
+                &[("files/config/current.conf/evil", b"owned\n")],
+            ),
+            "goes through the link config/current.conf",
+        ),
+        (
+            "dotdot-in-list",
+            rebuild(
+                "dotdot",
+                &|t| {
+                    t["delete"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push("../../decoy/passwd".into());
+                },
+                &[],
+            ),
+            "contains `..`",
+        ),
+    ];
+    for (name, manifest, says) in cases {
+        let i = Inst::new(&v, manifest.to_str().unwrap(), true, "");
+        std::fs::write(
+            i.root.join("molt.toml"),
+            format!(
+                "manifest_url = \"{}\"\nallow_unsigned = true\n",
+                manifest.display()
+            ),
+        )
+        .unwrap();
+        let before = steps::package::tree(&i.root.join("releases/1.0.0")).unwrap();
+        let out = i.molt(&["fetch"]);
+        assert_eq!(out.status.code(), Some(4), "{name}: {}", text(&out));
+        assert!(
+            text(&out).contains("refused") && text(&out).contains(says),
+            "{name} should say {says:?}: {}",
+            text(&out)
+        );
+        assert!(
+            !i.staged() && !i.root.join("releases/2.0.0.partial").exists(),
+            "{name}"
+        );
+        assert_eq!(
+            steps::package::tree(&i.root.join("releases/1.0.0")).unwrap(),
+            before,
+            "{name}: the base release changed"
+        );
+        decoy.untouched(name);
+    }
+}
+
+/// `molt args` in `root` under `/usr/bin/time`: its output and its peak resident memory (KiB).
+fn with_peak_rss(root: &Path, args: &[&str]) -> (Output, u64) {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "molt-peak-rss-kib %M", common::MOLT, "--root"])
+        .arg(root)
+        .args(args)
+        .current_dir(root)
+        .env_remove("MOLT_FAILPOINTS")
+        .env("MOLT_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("/usr/bin/time (Debian's `time` package, installed by scripts/setup.sh)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let kib = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("molt-peak-rss-kib "))
+        .next_back()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in: {err}"));
+    (out, kib)
+}
+
+#[test]
+fn rollback_freeze_endless_drip_and_redirect_attacks_are_refused_with_memory_bounded() {
+    let v = Vendor::new();
+    let s = v.serve(&Fault::None);
+    let i = Inst::new(&v, &s.url("/manifest.json"), false, "");
+    let manifest2 = std::fs::read(v.path("pub/manifest.json")).unwrap();
+    let sig2 = std::fs::read(v.path("pub/manifest.json.minisig")).unwrap();
+    // The installation sees sequence 2 (release 2.0.0, `molt pack` numbered them 1 and 2).
+    let out = i.molt(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let trust: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(i.root.join("trust.json")).unwrap()).unwrap();
+    assert_eq!(trust["manifest_sequence"], 2, "{trust}");
+
+    // 1. Rollback: a validly signed manifest with an older sequence (1.0.0's, re-signed).
+    let mut old: serde_json::Value = serde_json::from_slice(&manifest2).unwrap();
+    old["sequence"] = 1.into();
+    old["version"] = "1.0.0".into();
+    let resign = |value: &serde_json::Value| -> (Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("manifest.json");
+        std::fs::write(&m, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+        let out = v.molt(&["sign", m.to_str().unwrap(), "--secret-key", "k.sec"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        (
+            std::fs::read(&m).unwrap(),
+            std::fs::read(dir.path().join("manifest.json.minisig")).unwrap(),
+        )
+    };
+    let (m, sig) = resign(&old);
+    s.put("/manifest.json", m, Fault::None);
+    s.put("/manifest.json.minisig", sig, Fault::None);
+    let out = i.molt(&["check"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("manifest sequence 1 (release 1.0.0) is older than sequence 2 (release 2.0.0) already trusted"),
+        "{}",
+        text(&out)
+    );
+    // A different manifest under the trusted sequence is refused too.
+    let mut fork: serde_json::Value = serde_json::from_slice(&manifest2).unwrap();
+    fork["notes"] = "same sequence, other bytes".into();
+    let (m, sig) = resign(&fork);
+    s.put("/manifest.json", m, Fault::None);
+    s.put("/manifest.json.minisig", sig, Fault::None);
+    let out = i.molt(&["check"]);
+    assert!(text(&out).contains("may not share one"), "{}", text(&out));
+
+    // 2. Freeze: a newer sequence that has expired.
+    let mut frozen: serde_json::Value = serde_json::from_slice(&manifest2).unwrap();
+    frozen["sequence"] = 3.into();
+    frozen["expires"] = "2026-01-01T00:00:00Z".into();
+    let (m, sig) = resign(&frozen);
+    s.put("/manifest.json", m, Fault::None);
+    s.put("/manifest.json.minisig", sig, Fault::None);
+    let out = i.molt(&["fetch"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("manifest sequence 3 (release 2.0.0) expired at 2026-01-01T00:00:00Z"),
+        "{}",
+        text(&out)
+    );
+    assert!(!i.staged());
+    let still: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(i.root.join("trust.json")).unwrap()).unwrap();
+    assert_eq!(still, trust, "a refused manifest changed the trust");
+
+    // 3. Endless bodies: the manifest, then the signature. Memory stays near a plain run's.
+    let (out, baseline) = with_peak_rss(&i.root, &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    s.put("/manifest.json", manifest2.clone(), Fault::Endless);
+    let (out, endless_manifest) = with_peak_rss(&i.root, &["check"]);
+    assert!(
+        text(&out).contains("is larger than 4194304 bytes"),
+        "{}",
+        text(&out)
+    );
+    s.put("/manifest.json", manifest2.clone(), Fault::None);
+    s.put("/manifest.json.minisig", sig2.clone(), Fault::Endless);
+    let (out, endless_sig) = with_peak_rss(&i.root, &["check"]);
+    assert!(
+        text(&out).contains("is larger than 4194304 bytes"),
+        "{}",
+        text(&out)
+    );
+    println!(
+        "peak RSS: plain `molt status` {baseline} KiB, endless manifest {endless_manifest} KiB, endless signature {endless_sig} KiB"
+    );
+    for peak in [endless_manifest, endless_sig] {
+        assert!(
+            peak < baseline + 64 * 1024,
+            "an endless body drove memory to {peak} KiB (a plain run takes {baseline} KiB)"
+        );
+    }
+
+    // 4. A slow drip: one byte every 50 ms, cut by the metadata timeout.
+    s.put("/manifest.json.minisig", sig2.clone(), Fault::None);
+    s.put(
+        "/manifest.json",
+        manifest2.clone(),
+        Fault::Drip(Duration::from_millis(50)),
+    );
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!(
+            "manifest_url = \"{}\"\npublic_key = \"vendor.pub\"\n[download]\nmetadata_timeout_secs = 2\n",
+            s.url("/manifest.json")
+        ),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let out = i.molt(&["check"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("cannot fetch"), "{}", text(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the drip held molt {:?}",
+        t.elapsed()
+    );
+
+    // 5. Redirects: too many, and one that loops.
+    s.put("/manifest.json", manifest2.clone(), Fault::None);
+    for n in 0..7 {
+        s.put(
+            &format!("/r{n}"),
+            Vec::new(),
+            Fault::Redirect(s.url(&format!("/r{}", n + 1))),
+        );
+    }
+    s.put("/r7", manifest2.clone(), Fault::None);
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!(
+            "manifest_url = \"{}\"\npublic_key = \"vendor.pub\"\n",
+            s.url("/r0")
+        ),
+    )
+    .unwrap();
+    let out = i.molt(&["check"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("more than 5 redirects") || text(&out).contains("redirect"),
+        "{}",
+        text(&out)
+    );
+    assert!(!i.staged());
+}
+
+#[test]
+fn an_installation_without_a_key_refuses_unsigned_manifests_unless_told() {
+    let v = Vendor::new();
+    let s = v.serve(&Fault::None);
+    let i = Inst::new(&v, &s.url("/manifest.json"), false, "");
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!("manifest_url = \"{}\"\n", s.url("/manifest.json")),
+    )
+    .unwrap();
+    let out = i.molt(&["check"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("allow_unsigned = true"),
+        "{}",
+        text(&out)
+    );
+    // A misspelt key is an error that names it, not a silently unsigned installation.
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!(
+            "manifest_url = \"{}\"\npublic-key = \"vendor.pub\"\n",
+            s.url("/manifest.json")
+        ),
+    )
+    .unwrap();
+    for cmd in [&["check"][..], &["status"][..]] {
+        let out = i.molt(cmd);
+        assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            text(&out).contains("unknown key `public-key`; did you mean `public_key`?"),
+            "{}",
+            text(&out)
+        );
+    }
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!(
+            "manifest_url = \"{}\"\nallow_unsigned = true\n",
+            s.url("/manifest.json")
+        ),
+    )
+    .unwrap();
+    let out = i.molt(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -1,18 +1,31 @@
 //! `molt.toml`, the operator's settings at the installation root. Every key is optional; a
 //! missing file means the defaults. Read once per process, by [`crate::Installation::open`].
+//!
+//! Nothing in it can be misread: the file is versioned (`format`, 1 when absent; a newer one
+//! is refused), every unknown key is an error that names it and the known key it most likely
+//! meant (`public-key` for `public_key` would otherwise turn signature checking off), and an
+//! installation without a public key must say `allow_unsigned = true` to accept unsigned
+//! manifests.
 
 use serde::Deserialize;
 use std::path::Path;
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
+/// The newest `molt.toml` format this molt reads.
+pub const CONFIG_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The file's format version.
+    pub format: u32,
     /// The compose project name, stable across releases (default: the root's directory name).
     pub project: Option<String>,
     /// Where the vendor publishes `manifest.json` (http(s) URL or path).
     pub manifest_url: Option<String>,
     /// The vendor's minisign public key: a path to its `.pub` file, or the key itself.
     pub public_key: Option<String>,
+    /// Accept manifests that carry no signature; only honoured without `public_key`.
+    pub allow_unsigned: bool,
     /// The release's database (`mysql://user:password@host:port/db`), for the schema
     /// migration; `MOLT_DATABASE_URL` and `--database-url` take precedence.
     pub database_url: Option<String>,
@@ -32,6 +45,23 @@ pub struct Upgrade {
     pub allow_destructive: Vec<String>,
 }
 
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            format: CONFIG_FORMAT,
+            project: None,
+            manifest_url: None,
+            public_key: None,
+            allow_unsigned: false,
+            database_url: None,
+            backup: Backup::default(),
+            retention: Retention::default(),
+            download: Download::default(),
+            upgrade: Upgrade::default(),
+        }
+    }
+}
+
 impl Default for Upgrade {
     fn default() -> Upgrade {
         Upgrade {
@@ -48,6 +78,8 @@ pub struct Download {
     pub stall_timeout_secs: u64,
     /// Attempts after the first, with exponential back-off.
     pub retries: u32,
+    /// Seconds a manifest or signature fetch may take in all.
+    pub metadata_timeout_secs: u64,
 }
 
 impl Default for Download {
@@ -55,6 +87,7 @@ impl Default for Download {
         Download {
             stall_timeout_secs: 30,
             retries: 5,
+            metadata_timeout_secs: 60,
         }
     }
 }
@@ -130,11 +163,97 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config, String> {
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                toml::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))
-            }
+            Ok(text) => Config::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
+    }
+
+    /// Parse the text of a molt.toml.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| explain(&e))?;
+        if c.format > CONFIG_FORMAT {
+            return Err(format!(
+                "format {} is newer than this molt reads ({CONFIG_FORMAT}); use a newer molt",
+                c.format
+            ));
+        }
+        if c.format == 0 {
+            return Err("format 0 does not exist (the first format is 1)".into());
+        }
+        Ok(c)
+    }
+}
+
+/// A parse error in words, naming an unknown key and the known key it most likely meant.
+fn explain(e: &toml::de::Error) -> String {
+    let msg = e.message();
+    let line = e
+        .span()
+        .map(|_| format!(" ({})", e.to_string().lines().next().unwrap_or("").trim()));
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((key, known)) = rest.split_once('`') {
+            let known: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+            let hint = match closest(key, &known) {
+                Some(k) => format!("; did you mean `{k}`?"),
+                None => format!("; known keys here: {}", known.join(", ")),
+            };
+            return format!("unknown key `{key}`{hint}{}", line.unwrap_or_default());
+        }
+    }
+    e.to_string().trim().to_string()
+}
+
+/// The known key closest to `key`: same letters ignoring case, `-` and `_`, or within a small
+/// edit distance.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let norm = |s: &str| s.to_lowercase().replace(['-', '_'], "");
+    if let Some(k) = known.iter().find(|k| norm(k) == norm(key)) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named_with_the_likely_one() {
+        let e = Config::parse("public-key = \"k.pub\"\n").unwrap_err();
+        assert!(
+            e.contains("unknown key `public-key`; did you mean `public_key`?"),
+            "{e}"
+        );
+        let e = Config::parse("manifest_ulr = \"x\"\n").unwrap_err();
+        assert!(e.contains("did you mean `manifest_url`?"), "{e}");
+        let e = Config::parse("[retention]\nkeep_release = 2\n").unwrap_err();
+        assert!(e.contains("did you mean `keep_releases`?"), "{e}");
+        let e = Config::parse("colour = \"blue\"\n").unwrap_err();
+        assert!(e.contains("unknown key `colour`; known keys here:"), "{e}");
+        let e = Config::parse("format = 2\n").unwrap_err();
+        assert!(e.contains("newer than this molt reads"), "{e}");
+        let c = Config::parse("format = 1\nallow_unsigned = true\n").unwrap();
+        assert!(c.allow_unsigned && c.public_key.is_none());
     }
 }

@@ -3,10 +3,13 @@
 
 use crate::backup::tree::syncfs;
 use crate::backup::Kind;
+use crate::beneath::Beneath;
 use crate::fsutil::{remove_path, sync_dir, Stash};
 use crate::http::{download, Fetch};
 use crate::io_err;
-use crate::package::{read_patch_toml, tree, unpack, TreeEntry};
+use crate::package::{
+    check_links, model_of, read_patch_toml, safe_entry_path, tree, unpack, Model, Node, TreeEntry,
+};
 use crate::release::Release;
 use crate::version::{Range, Version};
 use async_trait::async_trait;
@@ -78,7 +81,13 @@ pub struct Stage {
     pub package: PathBuf,
     pub source: Source,
     pub scratch: PathBuf,
+    /// Bytes the release unpacks to, from the signed manifest: the package may not write
+    /// more.
+    pub installed_size: u64,
 }
+
+/// What a patch package may hold besides the files it ships (its `patch.toml`).
+const PATCH_TOML_BYTES: u64 = 64 << 20;
 
 #[derive(Serialize, Deserialize)]
 struct Creating {
@@ -98,19 +107,20 @@ impl Stage {
 
     fn build(&self) -> Result<(), String> {
         let partial = self.partial();
-        match &self.source {
+        let dest = Beneath::create(&partial).map_err(|e| e.to_string())?;
+        let model = match &self.source {
             Source::Full => {
                 unpack(
                     &self.package,
-                    &partial,
-                    &|p: &Path| Some(p.to_path_buf()),
+                    &dest,
+                    &|p: &Path| Ok(Some(p.to_path_buf())),
                     false,
-                )?;
+                    self.installed_size,
+                )?
+                .model
             }
-            Source::Patch { base, base_version } => {
-                self.apply_patch(base, base_version, &partial)?
-            }
-        }
+            Source::Patch { base, base_version } => self.apply_patch(base, base_version, &dest)?,
+        };
         let release = Release::load(&partial)?;
         if Version::parse(&release.version)? != Version::parse(&self.version)? {
             return Err(format!(
@@ -118,11 +128,17 @@ impl Stage {
                 release.version, self.version
             ));
         }
-        link_persistent(&partial, &release)?;
+        // Nothing was followed while writing; now make sure nothing will be when the
+        // release is used.
+        check_links(&model, &release.persistent)
+            .map_err(|e| format!("{} refused: {e}", self.package.display()))?;
+        link_persistent(&dest, &release)?;
         Ok(())
     }
 
-    fn apply_patch(&self, base: &str, base_version: &str, partial: &Path) -> Result<(), String> {
+    /// Copy the base release and apply the patch; returns the model of the result.
+    fn apply_patch(&self, base: &str, base_version: &str, dest: &Beneath) -> Result<Model, String> {
+        let partial = dest.path();
         let patch = read_patch_toml(&self.package)?;
         let pkg = self.package.display();
         let installed = Version::parse(base_version)?;
@@ -138,10 +154,28 @@ impl Stage {
                 patch.to, self.version
             ));
         }
+        // The whole list is checked before anything is written: plain paths, files shipped
+        // are files of the result, and the result's links stay inside the release.
+        let model = model_of(&patch.result).map_err(|e| format!("{pkg} refused: {e}"))?;
+        for e in patch.add.iter().chain(&patch.base) {
+            safe_entry_path(Path::new(&e.path)).map_err(|e| format!("{pkg} refused: {e}"))?;
+        }
+        for p in &patch.delete {
+            safe_entry_path(Path::new(p)).map_err(|e| format!("{pkg} refused: {e}"))?;
+        }
+        for e in &patch.add {
+            if model.get(Path::new(&e.path)) != Some(&Node::File) {
+                return Err(format!(
+                    "{pkg} refused: it ships {} which its result does not list as a file",
+                    e.path
+                ));
+            }
+        }
         let base_dir = self.root.join(base);
+        let base_persistent = Release::load(&base_dir)?.persistent;
+        check_links(&model, &base_persistent).map_err(|e| format!("{pkg} refused: {e}"))?;
         // The base must be exactly what the patch was made against; the links molt made to
         // the persistent paths are not the vendor's files.
-        let base_persistent = Release::load(&base_dir)?.persistent;
         let found: BTreeMap<String, TreeEntry> = tree(&base_dir)
             .map_err(|e| format!("cannot read {}: {e}", base_dir.display()))?
             .into_iter()
@@ -163,53 +197,59 @@ impl Stage {
             }
         }
         // Copy the base: directories and links recreated, files hard-linked.
-        std::fs::create_dir_all(partial).map_err(|e| e.to_string())?;
-        let shipped: std::collections::BTreeSet<&str> =
-            patch.add.iter().map(|e| e.path.as_str()).collect();
+        let from = Beneath::open(&base_dir).map_err(|e| e.to_string())?;
+        // What the package ships, with the sha256 patch.toml says each file has.
+        let shipped: BTreeMap<&str, Option<&str>> = patch
+            .add
+            .iter()
+            .map(|e| (e.path.as_str(), e.sha256.as_deref()))
+            .collect();
         let deleted: std::collections::BTreeSet<&str> =
             patch.delete.iter().map(String::as_str).collect();
         for e in found.values() {
-            if deleted.contains(e.path.as_str()) || shipped.contains(e.path.as_str()) {
+            if deleted.contains(e.path.as_str()) || shipped.contains_key(e.path.as_str()) {
                 continue;
             }
-            let dst = partial.join(&e.path);
-            let io =
-                |err: std::io::Error| format!("cannot copy {} into the staging: {err}", e.path);
-            match e.kind {
-                Kind::Dir => std::fs::create_dir_all(&dst).map_err(io)?,
-                Kind::Symlink => {
-                    std::fs::create_dir_all(dst.parent().unwrap_or(partial)).map_err(io)?;
-                    std::os::unix::fs::symlink(e.target.as_deref().unwrap_or(""), &dst)
-                        .map_err(io)?
-                }
-                Kind::File => {
-                    std::fs::create_dir_all(dst.parent().unwrap_or(partial)).map_err(io)?;
-                    std::fs::hard_link(base_dir.join(&e.path), &dst).map_err(io)?
-                }
-            }
+            let rel = Path::new(&e.path);
+            let copied = match e.kind {
+                Kind::Dir => dest.create_dir(rel),
+                Kind::Symlink => dest.symlink(Path::new(e.target.as_deref().unwrap_or("")), rel),
+                Kind::File => dest.hard_link_from(&from, rel),
+            };
+            copied.map_err(|err| format!("cannot copy {} into the staging: {err}", e.path))?;
         }
         let written = unpack(
             &self.package,
-            partial,
-            &|p: &Path| p.strip_prefix("files").ok().map(Path::to_path_buf),
+            dest,
+            &|p: &Path| {
+                if p == Path::new("patch.toml") {
+                    return Ok(None);
+                }
+                match p.strip_prefix("files") {
+                    Ok(rel) if shipped.contains_key(rel.to_string_lossy().as_ref()) => {
+                        Ok(Some(rel.to_path_buf()))
+                    }
+                    _ => Err(format!(
+                        "it ships {} which patch.toml does not list",
+                        p.display()
+                    )),
+                }
+            },
             true,
-        )?;
+            self.installed_size.saturating_add(PATCH_TOML_BYTES),
+        )?
+        .hashes;
+        // `select` let only listed files through: each has an expected hash.
         for (path, sha) in &written {
-            let want = patch
-                .add
-                .iter()
-                .find(|e| Path::new(&e.path) == path)
-                .ok_or_else(|| {
-                    format!(
-                        "{pkg} refused: it ships {} which patch.toml does not list",
-                        path.display()
-                    )
-                })?;
-            if want.sha256.as_deref() != Some(sha.as_str()) {
+            let want = shipped
+                .get(path.to_string_lossy().as_ref())
+                .copied()
+                .flatten();
+            if want != Some(sha.as_str()) {
                 return Err(format!(
                     "{pkg} refused: {} has sha256 {sha}, patch.toml says {}",
                     path.display(),
-                    want.sha256.as_deref().unwrap_or("-")
+                    want.unwrap_or("-")
                 ));
             }
         }
@@ -233,12 +273,24 @@ impl Stage {
                 .unwrap_or_else(|| "an entry".into());
             return Err(format!("{pkg} refused: the patched tree differs from the release it describes (at {first})"));
         }
+        if let Some(missing) = patch
+            .add
+            .iter()
+            .find(|e| !written.contains_key(Path::new(&e.path)))
+        {
+            return Err(format!(
+                "{pkg} refused: patch.toml lists {} but the package does not ship it",
+                missing.path
+            ));
+        }
         for e in &patch.result {
             if e.kind == Kind::File {
                 use std::os::unix::fs::PermissionsExt;
                 let p = partial.join(&e.path);
                 let m = std::fs::symlink_metadata(&p).map_err(|er| er.to_string())?;
-                if m.permissions().mode() & 0o777 != e.mode && !shipped.contains(e.path.as_str()) {
+                if m.permissions().mode() & 0o777 != e.mode
+                    && !shipped.contains_key(e.path.as_str())
+                {
                     // A hard link shares the base's mode; a changed mode ships the file.
                     return Err(format!(
                         "{pkg} refused: {} has another mode than the patch says",
@@ -247,7 +299,7 @@ impl Stage {
                 }
             }
         }
-        Ok(())
+        Ok(model)
     }
 }
 
@@ -255,16 +307,15 @@ impl Stage {
 /// (`releases/<v>/<p> -> ../../shared/<p>`), so the compose file's relative paths (`./data`,
 /// `.env`) reach the operator's data. A package that ships a persistent path is refused: the
 /// link would hide it.
-pub fn link_persistent(dir: &Path, release: &Release) -> Result<(), String> {
+pub fn link_persistent(dir: &Beneath, release: &Release) -> Result<(), String> {
     for p in &release.persistent {
-        let at = dir.join(p);
-        if std::fs::symlink_metadata(&at).is_ok() {
-            return Err(format!(
-                "the package ships {p}, which release.toml names persistent (it lives in shared/)"
-            ));
-        }
-        std::os::unix::fs::symlink(Path::new("../../shared").join(p), &at)
-            .map_err(|e| format!("cannot link {}: {e}", at.display()))?;
+        dir.symlink(&Path::new("../../shared").join(p), Path::new(p))
+            .map_err(|e| match e {
+                crate::beneath::Refused::Exists { .. } => format!(
+                    "the package ships {p}, which release.toml names persistent (it lives in shared/)"
+                ),
+                e => format!("cannot link {p}: {e}"),
+            })?;
     }
     Ok(())
 }

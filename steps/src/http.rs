@@ -228,6 +228,7 @@ async fn download_once(f: &Fetch, progress: &crate::report::Progress) -> Result<
     }
     let client = reqwest::Client::builder()
         .no_proxy()
+        .redirect(redirects())
         .connect_timeout(f.stall_timeout)
         .read_timeout(f.stall_timeout)
         .build()
@@ -430,4 +431,23 @@ fn copy_local(f: &Fetch, st: &mut State) -> Result<(), Attempt> {
         st.push(f, &buf[..n])?;
     }
     st.checkpoint(f).map_err(Attempt::Fatal)
+}
+
+/// Redirects molt follows: at most five, and never from https to anything else (a
+/// man-in-the-middle must not be able to move a fetch off TLS).
+pub fn redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from_tls = attempt
+            .previous()
+            .last()
+            .is_some_and(|u| u.scheme() == "https");
+        if from_tls && attempt.url().scheme() != "https" {
+            let to = attempt.url().to_string();
+            attempt.error(format!("refusing a redirect from https to {to}"))
+        } else if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }

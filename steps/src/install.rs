@@ -128,6 +128,11 @@ impl Installation {
         self.root.join(rel)
     }
 
+    /// What the installation trusts of the vendor's metadata ([`crate::trust`]).
+    pub fn trust_file(&self) -> PathBuf {
+        self.root.join("trust.json")
+    }
+
     pub fn journal_dir(&self) -> PathBuf {
         self.root.join("journal")
     }

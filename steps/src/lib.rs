@@ -8,6 +8,7 @@
 //! (`cache/runs/<run>/step-<i>/`, see [`fsutil::Stash`]), written before they change anything.
 
 pub mod backup;
+pub mod beneath;
 pub mod config;
 pub mod copy_tree;
 pub mod docker;
@@ -25,6 +26,7 @@ pub mod report;
 pub mod schema;
 pub mod services;
 pub mod switch_link;
+pub mod trust;
 pub mod upgrade;
 pub mod verify_file;
 pub mod version;

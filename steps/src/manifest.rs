@@ -5,6 +5,7 @@
 //!
 //! ```json
 //! { "format": 1, "product": "demo", "version": "2.0.0", "released_at": "2026-11-24T00:00:00Z",
+//!   "sequence": 7, "expires": "2027-02-22T00:00:00Z",
 //!   "notes": "...",
 //!   "platforms": { "x86_64": {
 //!       "full": { "url": "demo-2.0.0-x86_64.tar.zst", "size": 1234, "sha256": "…", "installed_size": 5678 },
@@ -25,6 +26,12 @@ pub struct Manifest {
     pub product: String,
     pub version: String,
     pub released_at: String,
+    /// Strictly increasing with every manifest the vendor publishes: molt refuses one older
+    /// than the newest it trusted (a rollback attack, or a stale mirror).
+    pub sequence: u64,
+    /// RFC 3339 (UTC): after it the manifest is refused (a frozen mirror that keeps saying
+    /// "nothing new" forever).
+    pub expires: String,
     #[serde(default)]
     pub notes: String,
     pub platforms: BTreeMap<String, Platform>,
@@ -47,8 +54,8 @@ pub struct Package {
     pub url: String,
     pub size: u64,
     pub sha256: String,
-    /// Bytes the unpacked release takes (for the disk space preflight).
-    #[serde(default)]
+    /// Bytes the unpacked release takes: the disk space preflight uses it, and staging
+    /// refuses a package that unpacks to more.
     pub installed_size: u64,
 }
 
@@ -81,6 +88,10 @@ impl Manifest {
         let m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| format!("manifest is malformed: {e}"))?;
         Version::parse(&m.version)?;
+        if m.sequence == 0 {
+            return Err("manifest sequence is 0 (the first is 1)".into());
+        }
+        m.expires_at()?;
         if m.platforms.is_empty() {
             return Err("manifest names no platform".into());
         }
@@ -101,6 +112,9 @@ impl Manifest {
                 if pkg.size == 0 {
                     return Err(format!("{what}: size is 0"));
                 }
+                if pkg.installed_size == 0 {
+                    return Err(format!("{what}: installed_size is 0"));
+                }
                 check_url(&pkg.url).map_err(|e| format!("{what}: {e}"))?;
                 match (&pkg.from, patch) {
                     (Some(r), true) => {
@@ -119,6 +133,16 @@ impl Manifest {
 
     pub fn version(&self) -> Version {
         Version::parse(&self.version).expect("checked by parse")
+    }
+
+    /// When the manifest stops being valid.
+    pub fn expires_at(&self) -> Result<std::time::SystemTime, String> {
+        humantime::parse_rfc3339(&self.expires).map_err(|e| {
+            format!(
+                "manifest `expires` {:?} is not an RFC 3339 UTC time: {e}",
+                self.expires
+            )
+        })
     }
 }
 
@@ -173,6 +197,7 @@ pub fn choose(
     arch: &str,
     current: Option<&str>,
     force_full: bool,
+    allow_downgrade: bool,
 ) -> Result<Choice, String> {
     let platform = m.platforms.get(arch).ok_or_else(|| {
         format!(
@@ -199,9 +224,17 @@ pub fn choose(
             reason: format!("{cur} is installed and is the latest"),
         });
     }
+    if latest < cur && allow_downgrade {
+        return Ok(Choice::Full {
+            package: full()?,
+            reason: format!("a downgrade from {cur} to {latest}, allowed by --allow-downgrade"),
+        });
+    }
     if latest < cur {
         return Ok(Choice::None {
-            reason: format!("the manifest offers {latest}, older than the installed {cur}"),
+            reason: format!(
+                "the manifest offers {latest}, older than the installed {cur} (a downgrade needs --allow-downgrade)"
+            ),
         });
     }
     if force_full {
@@ -255,7 +288,7 @@ mod tests {
     }
 
     fn pkg(from: Option<&str>) -> serde_json::Value {
-        let mut v = serde_json::json!({"url": "p.tar.zst", "size": 10, "sha256": "a".repeat(64)});
+        let mut v = serde_json::json!({"url": "p.tar.zst", "size": 10, "sha256": "a".repeat(64), "installed_size": 20});
         if let Some(f) = from {
             v["from"] = f.into();
         }
@@ -265,6 +298,7 @@ mod tests {
     fn good() -> serde_json::Value {
         serde_json::json!({
             "format": 1, "product": "demo", "version": "2.0.0", "released_at": "2026-11-24T00:00:00Z",
+            "sequence": 1, "expires": "2099-01-01T00:00:00Z",
             "platforms": {"x86_64": {"full": pkg(None), "patches": [pkg(Some(">=1.0.0, <2.0.0"))]}}
         })
     }
@@ -321,7 +355,7 @@ mod tests {
     #[test]
     fn choice() {
         let m = manifest(good()).unwrap();
-        let c = |cur: Option<&str>, force| choose(&m, "x86_64", cur, force).unwrap();
+        let c = |cur: Option<&str>, force| choose(&m, "x86_64", cur, force, false).unwrap();
         assert!(matches!(c(None, false), Choice::Full { .. }));
         assert!(matches!(c(Some("1.5.0"), false), Choice::Patch { .. }));
         assert!(matches!(c(Some("1.5.0"), true), Choice::Full { .. }));
@@ -331,9 +365,18 @@ mod tests {
         assert!(matches!(c(Some("2.0.0"), false), Choice::None { .. }));
         assert!(matches!(c(Some("v2.0"), false), Choice::None { .. }));
         assert!(
-            matches!(c(Some("3.0.0"), false), Choice::None { reason } if reason.contains("older"))
+            matches!(c(Some("3.0.0"), false), Choice::None { reason } if reason.contains("older") && reason.contains("--allow-downgrade"))
         );
-        assert!(choose(&m, "aarch64", Some("1.0.0"), false)
+        // A downgrade only when asked for, and always as a full package.
+        assert!(matches!(
+            choose(&m, "x86_64", Some("3.0.0"), false, true).unwrap(),
+            Choice::Full { reason, .. } if reason.contains("downgrade from 3.0.0 to 2.0.0")
+        ));
+        assert!(matches!(
+            choose(&m, "x86_64", Some("2.0.0"), false, true).unwrap(),
+            Choice::None { .. }
+        ));
+        assert!(choose(&m, "aarch64", Some("1.0.0"), false, false)
             .unwrap_err()
             .contains("no package for architecture aarch64"));
         assert_eq!(

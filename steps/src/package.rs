@@ -6,6 +6,7 @@
 
 use crate::backup::tree::{hash_file, scan};
 use crate::backup::{Item, Kind};
+use crate::beneath::Beneath;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -288,7 +289,8 @@ pub fn safe_entry_path(raw: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// A symlink at `at` (relative to the root) pointing at `target` must stay inside the root.
+/// A symlink at `at` (relative to the root) pointing at `target` must stay inside the root,
+/// read as text (a first, cheap refusal; [`check_links`] resolves links through each other).
 fn link_stays_inside(at: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
@@ -308,86 +310,262 @@ fn link_stays_inside(at: &Path, target: &Path) -> bool {
     true
 }
 
-/// Refuse to write through a symlink that an earlier entry created.
-fn parents_are_dirs(root: &Path, rel: &Path) -> Result<(), String> {
-    let mut p = root.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for c in parent.components() {
-            p.push(c);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(format!(
-                        "{} goes through the symlink {}",
-                        rel.display(),
-                        p.display()
-                    ))
-                }
-                _ => {}
-            }
+/// One entry of a release tree as it will exist, for [`check_links`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File,
+    Link(PathBuf),
+}
+
+/// Every entry of a tree by path.
+pub type Model = BTreeMap<PathBuf, Node>;
+
+/// The model of a patch's or a tree's entry list.
+pub fn model_of(entries: &[TreeEntry]) -> Result<Model, String> {
+    let mut m = Model::new();
+    for e in entries {
+        let path = safe_entry_path(Path::new(&e.path))?;
+        let node = match e.kind {
+            Kind::Dir => Node::Dir,
+            Kind::File => Node::File,
+            Kind::Symlink => Node::Link(PathBuf::from(
+                e.target
+                    .as_deref()
+                    .ok_or_else(|| format!("link {} has no target", e.path))?,
+            )),
+        };
+        m.insert(path, node);
+    }
+    Ok(m)
+}
+
+/// Hops through links before a resolution is called a loop (Linux's own limit).
+const MAX_HOPS: usize = 40;
+
+/// Every link of the tree `model` resolved the way the kernel will resolve it once the tree
+/// exists, through the other links of the tree (chains such as `r -> .` then
+/// `x -> r/r/../..`): refused when a resolution leaves the tree, is absolute, or loops.
+/// `persistent` names the top-level paths molt links to `shared/`: a link may point into
+/// one, but not climb back out of it.
+pub fn check_links(model: &Model, persistent: &[String]) -> Result<(), String> {
+    for (at, node) in model {
+        if let Node::Link(target) = node {
+            resolve(model, persistent, at, target)
+                .map_err(|why| format!("link {} -> {} {why}", at.display(), target.display()))?;
         }
     }
     Ok(())
 }
 
-/// Unpack a package into `dest` (created if needed), entry by entry, refusing anything that
-/// could escape it. `select(path)` maps an entry's path to where it goes (None: skip, e.g.
-/// `patch.toml`). With `hash`, returns the sha256 of every file written, by destination path
-/// (a full package needs none: its own sha256 was checked against the signed manifest).
+fn resolve(model: &Model, persistent: &[String], at: &Path, target: &Path) -> Result<(), String> {
+    let mut dir: Vec<std::ffi::OsString> = at
+        .parent()
+        .map(|p| p.iter().map(|c| c.to_os_string()).collect())
+        .unwrap_or_default();
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = Default::default();
+    let push_target = |pending: &mut std::collections::VecDeque<_>, t: &Path| {
+        if t.is_absolute() {
+            return Err("is absolute".to_string());
+        }
+        for c in t.components().rev() {
+            match c {
+                Component::Normal(n) => pending.push_front(n.to_os_string()),
+                Component::ParentDir => pending.push_front("..".into()),
+                Component::CurDir => {}
+                _ => return Err("is absolute".to_string()),
+            }
+        }
+        Ok(())
+    };
+    push_target(&mut pending, target)?;
+    let mut hops = 0;
+    // Depth at which the resolution entered a persistent path (it lives in shared/).
+    let mut entered: Option<usize> = None;
+    while let Some(c) = pending.pop_front() {
+        if c == ".." {
+            if dir.pop().is_none() {
+                return Err("leaves the release".into());
+            }
+            if entered.is_some_and(|d| dir.len() < d) {
+                return Err("climbs out of a persistent path".into());
+            }
+            continue;
+        }
+        dir.push(c);
+        if entered.is_some() {
+            continue;
+        }
+        if dir.len() == 1 && persistent.iter().any(|p| dir[0] == **p) {
+            entered = Some(1);
+            continue;
+        }
+        let here: PathBuf = dir.iter().collect();
+        match model.get(&here) {
+            Some(Node::Link(t)) => {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return Err("loops".into());
+                }
+                dir.pop();
+                push_target(&mut pending, t)?;
+            }
+            // A file in the middle of a path: the kernel stops there (ENOTDIR).
+            Some(Node::File) if !pending.is_empty() => return Ok(()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What [`unpack`] wrote.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    /// sha256 of every file written, by destination path (when asked for).
+    pub hashes: BTreeMap<PathBuf, String>,
+    /// Every entry written, for [`check_links`].
+    pub model: Model,
+    /// Files whose setuid, setgid or sticky bits were dropped.
+    pub stripped: Vec<PathBuf>,
+}
+
+/// Bytes a package may hold besides its files' contents, per entry (its header, a long name
+/// or pax record, the padding), and once.
+const HEADER_BYTES_PER_ENTRY: u64 = 4096;
+const HEADER_BYTES: u64 = 1 << 20;
+/// Entries one package may hold.
+pub const MAX_ENTRIES: u64 = 1_000_000;
+
+/// Shared between the loop and [`Capped`]: what the tar stream may still read.
+#[derive(Default)]
+struct Budget {
+    /// Contents the loop has accepted (rounded up to tar blocks).
+    granted: std::cell::Cell<u64>,
+    entries: std::cell::Cell<u64>,
+    read: std::cell::Cell<u64>,
+}
+
+impl Budget {
+    fn allowed(&self) -> u64 {
+        self.granted.get() + HEADER_BYTES + HEADER_BYTES_PER_ENTRY * (self.entries.get() + 1)
+    }
+}
+
+/// The decompressed stream, cut off when it runs past what the entries so far justify: a
+/// decompression bomb, or a long name or pax record of gigabytes (the tar reader holds those
+/// in memory), ends in an error instead of filling the disk or the memory.
+struct Capped<R> {
+    inner: R,
+    budget: std::rc::Rc<Budget>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.budget.allowed().saturating_sub(self.budget.read.get());
+        if left == 0 {
+            return Err(io::Error::other(OVER_BUDGET));
+        }
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.budget.read.set(self.budget.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+const OVER_BUDGET: &str = "the package holds more than its entries account for";
+
+/// Unpack a package into `dest`, entry by entry, refusing anything that could escape it or
+/// outgrow what the signed manifest declares. Every write goes through [`Beneath`]: no link
+/// is ever followed, no entry replaces another. `select(path)` maps an entry's path to
+/// where it goes (`Ok(None)`: skip, e.g. `patch.toml`; `Err`: refuse the package before
+/// anything of that entry is written). `max_bytes` caps the contents of all entries
+/// together. With `hash`, the sha256 of every file written is returned.
 pub fn unpack(
     package: &Path,
-    dest: &Path,
-    select: &dyn Fn(&Path) -> Option<PathBuf>,
+    dest: &Beneath,
+    select: &dyn Fn(&Path) -> Result<Option<PathBuf>, String>,
     hash: bool,
-) -> Result<BTreeMap<PathBuf, String>, String> {
+    max_bytes: u64,
+) -> Result<Unpacked, String> {
     let pkg = package.display().to_string();
     let file = File::open(package).map_err(|e| format!("cannot open {pkg}: {e}"))?;
     let dec = zstd::stream::read::Decoder::new(file).map_err(|e| format!("{pkg}: {e}"))?;
-    let mut ar = tar::Archive::new(dec);
-    std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-    let mut written = BTreeMap::new();
+    let budget = std::rc::Rc::new(Budget::default());
+    let mut ar = tar::Archive::new(Capped {
+        inner: dec,
+        budget: budget.clone(),
+    });
+    let damaged = |e: io::Error| {
+        if e.to_string().contains(OVER_BUDGET) {
+            format!("{pkg} refused: {OVER_BUDGET} (a decompression bomb, or a damaged package)")
+        } else {
+            format!("{pkg} is damaged: {e}")
+        }
+    };
+    let mut out = Unpacked::default();
+    let mut contents: u64 = 0;
     let entries = ar
         .entries()
         .map_err(|e| format!("{pkg} is not a readable package: {e}"))?;
+    let refused = |e: crate::beneath::Refused| format!("{pkg} refused: {e}");
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("{pkg} is damaged: {e}"))?;
+        let mut entry = entry.map_err(damaged)?;
+        budget.entries.set(budget.entries.get() + 1);
+        if budget.entries.get() > MAX_ENTRIES {
+            return Err(format!("{pkg} refused: more than {MAX_ENTRIES} entries"));
+        }
+        let size = entry.size();
+        contents = contents.saturating_add(size);
+        if contents > max_bytes {
+            return Err(format!(
+                "{pkg} refused: it unpacks to more than the {max_bytes} bytes its manifest declares"
+            ));
+        }
+        budget
+            .granted
+            .set(budget.granted.get() + size.div_ceil(512) * 512);
         let raw = entry
             .path()
             .map_err(|e| format!("{pkg}: {e}"))?
             .into_owned();
         let rel = safe_entry_path(&raw).map_err(|e| format!("{pkg} refused: {e}"))?;
-        let Some(rel) = select(&rel) else { continue };
-        parents_are_dirs(dest, &rel).map_err(|e| format!("{pkg} refused: {e}"))?;
-        let out = dest.join(&rel);
+        let Some(rel) = select(&rel).map_err(|e| format!("{pkg} refused: {e}"))? else {
+            continue;
+        };
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-        let io = |e: io::Error| format!("cannot write {}: {e}", out.display());
         match kind {
             tar::EntryType::Directory => {
-                std::fs::create_dir_all(&out).map_err(io)?;
+                dest.create_dir(&rel).map_err(refused)?;
+                out.model.insert(rel, Node::Dir);
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if let Some(parent) = out.parent() {
-                    std::fs::create_dir_all(parent).map_err(io)?;
-                }
-                let mut f = File::create(&out).map_err(io)?;
+                let mut f = dest.create_file(&rel).map_err(refused)?;
                 let mut hasher = hash.then(Sha256::new);
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let n = entry.read(&mut buf).map_err(|e| format!("{pkg} is damaged: {e}"))?;
+                    let n = entry.read(&mut buf).map_err(damaged)?;
                     if n == 0 {
                         break;
                     }
                     if let Some(h) = hasher.as_mut() {
                         h.update(&buf[..n]);
                     }
-                    f.write_all(&buf[..n]).map_err(io)?;
+                    f.write_all(&buf[..n])
+                        .map_err(|e| format!("cannot write {}: {e}", rel.display()))?;
                 }
-                drop(f);
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode & 0o777)).map_err(io)?;
+                if mode & 0o7000 != 0 {
+                    tracing::warn!(
+                        "{pkg}: {} asks for mode {mode:o}; setuid, setgid and sticky bits are dropped",
+                        rel.display()
+                    );
+                    out.stripped.push(rel.clone());
+                }
+                Beneath::set_mode(&f, &rel, mode & 0o777).map_err(refused)?;
                 if let Some(h) = hasher {
-                    written.insert(rel.clone(), format!("{:x}", h.finalize()));
+                    out.hashes.insert(rel.clone(), format!("{:x}", h.finalize()));
                 }
+                out.model.insert(rel, Node::File);
                 engine::failpoint("steps::stage::unpack_entry");
             }
             tar::EntryType::Symlink => {
@@ -403,11 +581,8 @@ pub fn unpack(
                         target.display()
                     ));
                 }
-                if let Some(parent) = out.parent() {
-                    std::fs::create_dir_all(parent).map_err(io)?;
-                }
-                crate::fsutil::remove_path(&out).map_err(io)?;
-                std::os::unix::fs::symlink(&target, &out).map_err(io)?;
+                dest.symlink(&target, &rel).map_err(refused)?;
+                out.model.insert(rel, Node::Link(target));
             }
             tar::EntryType::Link => {
                 return Err(format!("{pkg} refused: hard link {} (packages may not hold hard links)", rel.display()))
@@ -420,7 +595,7 @@ pub fn unpack(
             }
         }
     }
-    Ok(written)
+    Ok(out)
 }
 
 /// Read `patch.toml` out of a patch package.
@@ -468,6 +643,40 @@ mod tests {
         assert!(!ok("d/a", "../../b"));
         assert!(!ok("a", "/etc/passwd"));
         assert!(!ok("d/a", "x/../../../b"));
+    }
+
+    #[test]
+    fn links_are_resolved_through_each_other() {
+        let model = |links: &[(&str, &str)], files: &[&str]| {
+            let mut m = Model::new();
+            for (at, t) in links {
+                m.insert(PathBuf::from(at), Node::Link(PathBuf::from(t)));
+            }
+            for f in files {
+                m.insert(PathBuf::from(f), Node::File);
+            }
+            m
+        };
+        let check = |links: &[(&str, &str)], files: &[&str]| {
+            check_links(&model(links, files), &["data".to_string()])
+        };
+        assert!(check(&[("a", "b/c"), ("b", "d")], &[]).is_ok());
+        assert!(check(&[("r", "."), ("x", "r/r/r")], &[]).is_ok());
+        let e = check(&[("r", "."), ("x", "r/r/r/../../..")], &[]).unwrap_err();
+        assert!(e.contains("leaves the release"), "{e}");
+        let e = check(&[("d/r", ".."), ("d/x", "r/..")], &[]).unwrap_err();
+        assert!(e.contains("leaves the release"), "{e}");
+        assert!(check(&[("a", "b"), ("b", "a")], &[])
+            .unwrap_err()
+            .contains("loops"));
+        assert!(check(&[("u", "data/uploads")], &[]).is_ok());
+        let e = check(&[("u", "data/x/../..")], &[]).unwrap_err();
+        assert!(e.contains("persistent"), "{e}");
+        // A file in the middle ends the resolution where the kernel would.
+        assert!(check(&[("x", "f/../..")], &["f"]).is_ok());
+        assert!(check(&[("x", "/etc")], &[])
+            .unwrap_err()
+            .contains("absolute"));
     }
 
     #[test]

@@ -80,14 +80,30 @@ async fn main() {
     // 2. unpack
     Command::new("sync").status().unwrap();
     let t = Instant::now();
+    let dest = steps::beneath::Beneath::create(&dir.path().join("u-molt")).unwrap();
     unpack(
         &molt_pkg,
-        &dir.path().join("u-molt"),
-        &|p: &Path| Some(p.to_path_buf()),
+        &dest,
+        &|p: &Path| Ok(Some(p.to_path_buf())),
         false,
+        packed.installed_size,
     )
     .unwrap();
     let molt_unpack = t.elapsed().as_secs_f64();
+    // The same archive through the tar crate's own unpack: no link, size or mode guard.
+    Command::new("sync").status().unwrap();
+    let t = Instant::now();
+    tar::Archive::new(
+        zstd::stream::read::Decoder::new(std::fs::File::open(&molt_pkg).unwrap()).unwrap(),
+    )
+    .unpack(dir.path().join("u-plain"))
+    .unwrap();
+    let plain_unpack = t.elapsed().as_secs_f64();
+    println!(
+        "  unpack: hardened molt {molt_unpack:.2} s, unguarded (tar crate) {plain_unpack:.2} s, ratio time {:.2}x (target <= 1.1x)",
+        molt_unpack / plain_unpack
+    );
+    std::fs::remove_dir_all(dir.path().join("u-plain")).unwrap();
     std::fs::create_dir_all(dir.path().join("u-tar")).unwrap();
     let tar_unpack = tests::timed(
         Command::new("tar")

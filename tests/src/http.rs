@@ -26,6 +26,12 @@ pub enum Fault {
     ChangeAfterFirst(Vec<u8>),
     /// Send this many extra bytes after the file, with a matching Content-Length.
     Longer(usize),
+    /// 200 without a length, then bytes for as long as the client reads.
+    Endless,
+    /// The file with its length, one byte per interval (a slow-drip server).
+    Drip(Duration),
+    /// 302 to this URL.
+    Redirect(String),
 }
 
 impl std::fmt::Debug for Fault {
@@ -39,6 +45,9 @@ impl std::fmt::Debug for Fault {
             Fault::Status(s) => write!(f, "Status({s})"),
             Fault::ChangeAfterFirst(b) => write!(f, "ChangeAfterFirst({} bytes)", b.len()),
             Fault::Longer(n) => write!(f, "Longer({n})"),
+            Fault::Endless => write!(f, "Endless"),
+            Fault::Drip(d) => write!(f, "Drip({d:?})"),
+            Fault::Redirect(to) => write!(f, "Redirect({to})"),
         }
     }
 }
@@ -143,9 +152,39 @@ impl Server {
                 };
                 (bytes, f.fault.clone(), f.served)
             };
-            if let Fault::Status(code) = fault {
-                write!(conn, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\n\r\n")?;
-                continue;
+            match &fault {
+                Fault::Status(code) => {
+                    write!(conn, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\n\r\n")?;
+                    continue;
+                }
+                Fault::Redirect(to) => {
+                    write!(
+                        conn,
+                        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n"
+                    )?;
+                    continue;
+                }
+                Fault::Endless => {
+                    write!(conn, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+                    let chunk = vec![b'{'; 64 * 1024];
+                    loop {
+                        conn.write_all(&chunk)?; // ends when the client hangs up
+                    }
+                }
+                Fault::Drip(every) => {
+                    write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        bytes.len()
+                    )?;
+                    for b in &bytes {
+                        conn.write_all(&[*b])?;
+                        conn.flush()?;
+                        std::thread::sleep(*every);
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let etag = format!(
                 "\"{:x}-{}\"",

@@ -56,6 +56,8 @@ pub struct Vendor {
     pub dir: tempfile::TempDir,
     pub server: Server,
     molt: PathBuf,
+    /// The last manifest sequence published.
+    sequence: std::sync::atomic::AtomicU64,
 }
 
 impl Vendor {
@@ -64,6 +66,7 @@ impl Vendor {
             dir: tempfile::tempdir().unwrap(),
             server: Server::start(),
             molt: molt.to_path_buf(),
+            sequence: std::sync::atomic::AtomicU64::new(0),
         };
         let out = run(Command::new(molt).current_dir(v.dir.path()).args([
             "keygen",
@@ -138,9 +141,27 @@ impl Vendor {
         self.show(version);
     }
 
-    /// Make the server's `manifest.json` name `version` again (published before).
+    /// Make the server's `manifest.json` name `version` (published before). Like a vendor
+    /// publishing it again, the manifest gets the next sequence number and a new signature:
+    /// installations refuse a sequence older than one they trusted.
     pub fn show(&self, version: &str) {
         let out_dir = self.dir.path().join(format!("pub-{version}"));
+        let path = out_dir.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let seq = self
+            .sequence
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        m["sequence"] = seq.into();
+        std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let out = run(Command::new(&self.molt)
+            .current_dir(self.dir.path())
+            .arg("sign")
+            .arg(&path)
+            .args(["--secret-key", "vendor.sec"])
+            .env("MOLT_LOG", "error"));
+        ok(&out, "molt sign");
         for e in std::fs::read_dir(&out_dir).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             self.server.put(

@@ -111,6 +111,8 @@ pub struct PackArgs {
     pub notes: String,
     pub base_url: Option<String>,
     pub released_at: Option<String>,
+    pub sequence: Option<u64>,
+    pub expires_in: std::time::Duration,
     pub secret_key: Option<PathBuf>,
     pub password_env: Option<String>,
 }
@@ -181,6 +183,8 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
             product: a.product.clone(),
             version: release.version.clone(),
             released_at: String::new(),
+            sequence: 0,
+            expires: String::new(),
             notes: String::new(),
             platforms: Default::default(),
         },
@@ -194,6 +198,19 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
     });
     m.notes = a.notes.clone();
+    let previous = m.sequence;
+    m.sequence = a.sequence.unwrap_or(previous + 1);
+    if m.sequence <= previous {
+        return Err(exit::coded(
+            exit::ERROR,
+            format!(
+                "--sequence {} is not newer than the manifest's {previous}: installations that saw {previous} would refuse it",
+                m.sequence
+            ),
+        ));
+    }
+    m.expires =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + a.expires_in).to_string();
     m.platforms.insert(
         a.arch.clone(),
         Platform {
@@ -234,7 +251,11 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
 
 /// Fetch a URL (http/https) or read a path.
 pub async fn check_manifest(inst: &Installation, force_full: bool) -> anyhow::Result<Checked> {
-    steps::plans::check::check(inst, force_full)
+    let want = steps::plans::check::Want {
+        force_full,
+        allow_downgrade: false,
+    };
+    steps::plans::check::check(inst, want)
         .await
         .map_err(exit::failed)
 }
@@ -310,6 +331,7 @@ pub async fn fetch(inst: &Installation, force_full: bool, as_json: bool) -> anyh
         url: manifest::resolve(&c.url, &package.url),
         size: package.size,
         sha256: package.sha256.clone(),
+        installed_size: package.installed_size,
         source,
     };
     let mut session = Session::open(inst, "molt fetch")?;

@@ -27,7 +27,14 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    let store = open_for_reading(inst)?;
+    let store = match open_for_reading(inst) {
+        Ok(s) => s,
+        // A journal from a newer molt is not damaged: it is refused, as every command
+        // refuses it, and nothing should be moved aside.
+        Err(e) if newer_format(&e) => return Err(e),
+        Err(e) if exit::code_of(&e) == exit::JOURNAL => return damaged(inst, &e, as_json),
+        Err(e) => return Err(e),
+    };
     let runs = store.runs()?;
     let latest = match runs.last() {
         None => None,
@@ -110,5 +117,95 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(exit::OK)
+    let damaged = latest
+        .as_ref()
+        .and_then(|l| l["damage"].as_array())
+        .is_some_and(|d| !d.is_empty());
+    Ok(if damaged { exit::JOURNAL } else { exit::OK })
+}
+
+/// The installation as its files show it, for when the journal cannot be read: what is
+/// live, what is staged, which backups are complete, and the command that brings each back.
+fn newer_format(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<journal::Error>(),
+            Some(journal::Error::NewerFormat { .. })
+        )
+    })
+}
+
+fn damaged(inst: &Installation, e: &anyhow::Error, as_json: bool) -> anyhow::Result<u8> {
+    eprintln!("error: journal cannot be read: {e:#}");
+    let installed = steps::upgrade::Installed::read(&inst.installed_file())
+        .ok()
+        .flatten();
+    let current = inst
+        .current()
+        .ok()
+        .flatten()
+        .map(|(rel, r)| json!({"release": rel, "version": r.version}));
+    let mut staged: Vec<String> = std::fs::read_dir(inst.releases_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    staged.sort();
+    let backups: Vec<_> = steps::backup::list(&inst.root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.state == "complete")
+        .collect();
+    let mut advice = vec![
+        "the damaged journal is kept as it is; first move it aside (`mv journal journal.damaged`): molt then starts a fresh one, and:".to_string(),
+    ];
+    for b in &backups {
+        advice.push(format!(
+            "`molt rollback --to {}` brings back the release and the data of backup {}",
+            b.id, b.id
+        ));
+    }
+    if let Some(c) = &current {
+        advice.push(format!(
+            "`current` points at {}: `molt services start` starts it as it is",
+            c["release"].as_str().unwrap_or("?")
+        ));
+    }
+    let v = json!({
+        "root": inst.root,
+        "journal": {"damaged": true, "error": format!("{e:#}")},
+        "current": current,
+        "installed": installed,
+        "releases": staged,
+        "complete_backups": backups,
+        "advice": advice,
+    });
+    if as_json {
+        print_json(&v);
+    } else {
+        println!("installation {}", inst.root.display());
+        println!("!! journal cannot be read: {e:#}");
+        match &current {
+            Some(c) => println!("current release {}", c["version"].as_str().unwrap_or("?")),
+            None => println!("no current release"),
+        }
+        if let Some(i) = &installed {
+            println!("installed.json says {} (run {})", i.version, i.run);
+        }
+        println!("releases on disk: {}", staged.join(", "));
+        println!(
+            "complete backups: {}",
+            backups
+                .iter()
+                .map(|b| b.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for a in &advice {
+            println!("  - {a}");
+        }
+    }
+    Ok(exit::JOURNAL)
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use std::io::IsTerminal;
 use steps::fetch::Source;
 use steps::manifest::{self, Choice};
-use steps::plans::check::{check, free_space, space_needed, CheckError};
+use steps::plans::check::{check, free_space, space_needed, CheckError, Want};
 use steps::plans::{FetchRelease, PlanSpec, Upgrade};
 use steps::release::Release;
 use steps::Installation;
@@ -41,13 +41,13 @@ fn staged(inst: &Installation, version: &str) -> Option<Release> {
 
 pub async fn upgrade(
     inst: &Installation,
-    force_full: bool,
+    want: Want,
     dry_run: bool,
     yes: bool,
     as_json: bool,
 ) -> anyhow::Result<u8> {
-    // 1. check: signature, choice
-    let c = check(inst, force_full).await.map_err(exit::failed)?;
+    // 1. check: signature, freshness, choice
+    let c = check(inst, want).await.map_err(exit::failed)?;
     let (package, kind) = match &c.choice {
         Choice::None { reason } => {
             if as_json {
@@ -70,6 +70,7 @@ pub async fn upgrade(
             url: manifest::resolve(&c.url, &package.url),
             size: package.size,
             sha256: package.sha256.clone(),
+            installed_size: package.installed_size,
             source: match kind {
                 "patch" => Source::Patch {
                     base: inst
@@ -275,6 +276,7 @@ async fn dry_run_report(
             "from": c.current,
             "to": spec.to,
             "package": kind,
+            "downgrade": spec.downgrade,
             "signed": c.signed,
             "download_bytes": if spec.fetch.is_some() { package.size } else { 0 },
             "disk_needed": need,
@@ -288,7 +290,12 @@ async fn dry_run_report(
         return Ok(exit::OK);
     }
     println!(
-        "upgrade {} -> {} ({kind} package{}, signature {})",
+        "{} {} -> {} ({kind} package{}, signature {})",
+        if spec.downgrade {
+            "DOWNGRADE"
+        } else {
+            "upgrade"
+        },
         c.current.as_deref().unwrap_or("nothing"),
         spec.to,
         if spec.fetch.is_some() {

@@ -32,6 +32,9 @@ pub struct Compress {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Receipt {
     pub archive_bytes: u64,
+    /// Why the backup was left as a directory (it is complete and verifiable either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncompressed: Option<String>,
 }
 
 fn header(item: &Item) -> tar::Header {
@@ -202,8 +205,11 @@ impl Step for Compress {
         format!("compress backup {}", self.layout.id)
     }
 
+    /// The backup was sealed (its manifest written) before this step: compressing only
+    /// changes its form. A crash here is finished forward, never rolled back (that would
+    /// throw a good backup away), and a compression that fails leaves the directory form.
     fn class(&self) -> StepClass {
-        StepClass::Reversible
+        StepClass::ForwardOnly
     }
 
     async fn apply(&self, _ctx: &StepCtx) -> Result<Receipt, StepError> {
@@ -216,10 +222,22 @@ impl Step for Compress {
         if manifest.archive.is_none() {
             let partial = l.dir().join(format!("{ARCHIVE}.partial"));
             if !archive.exists() {
-                write_archive(&l.data(), &manifest.items, &partial, self.level)
-                    .map_err(|e| io_err("write", &partial, e))?;
-                std::fs::rename(&partial, &archive).map_err(|e| io_err("rename", &partial, e))?;
-                sync_dir(&l.dir()).map_err(|e| io_err("sync", &l.dir(), e))?;
+                let made = write_archive(&l.data(), &manifest.items, &partial, self.level)
+                    .and_then(|_| std::fs::rename(&partial, &archive))
+                    .and_then(|()| sync_dir(&l.dir()));
+                if let Err(e) = made {
+                    let _ = remove_path(&partial);
+                    let _ = remove_path(&archive);
+                    let why = format!(
+                        "cannot compress backup {} ({e}); it is kept as a directory",
+                        l.id
+                    );
+                    tracing::warn!("{why}");
+                    return Ok(Receipt {
+                        archive_bytes: 0,
+                        uncompressed: Some(why),
+                    });
+                }
             }
             engine::failpoint("steps::backup::archived");
             manifest.archive = Some(ARCHIVE.to_string());
@@ -230,7 +248,10 @@ impl Step for Compress {
         let archive_bytes = std::fs::metadata(&archive)
             .map_err(|e| io_err("inspect", &archive, e))?
             .len();
-        Ok(Receipt { archive_bytes })
+        Ok(Receipt {
+            archive_bytes,
+            uncompressed: None,
+        })
     }
 
     async fn undo(&self, _ctx: &StepCtx, _receipt: Option<Receipt>) -> Result<(), StepError> {

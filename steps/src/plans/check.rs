@@ -36,6 +36,16 @@ pub enum CheckError {
     Unsigned(String),
     #[error("{0}")]
     PublicKey(String),
+    #[error("molt.toml names no public_key, so the manifest's signature cannot be checked; name the vendor's key, or write `allow_unsigned = true` to accept unsigned manifests")]
+    UnsignedNotAllowed,
+    #[error("manifest {url} refused: {source}")]
+    Distrust {
+        url: String,
+        #[source]
+        source: crate::trust::Distrust,
+    },
+    #[error("{0}")]
+    Trust(String),
     #[error("manifest {url} refused: {reason}")]
     Refused { url: String, reason: String },
     #[error("manifest {url}: {reason}")]
@@ -68,14 +78,15 @@ pub struct Checked {
     pub signed: bool,
 }
 
-/// Read a metadata file by URL or path, at most [`METADATA_CAP`] bytes; `None` when absent.
-pub async fn get(url: &str) -> Result<Option<Vec<u8>>, CheckError> {
+/// Read a metadata file by URL or path, at most [`METADATA_CAP`] bytes and within `timeout`
+/// (a slow-drip server cannot hold molt forever); `None` when absent.
+pub async fn get(url: &str, timeout: std::time::Duration) -> Result<Option<Vec<u8>>, CheckError> {
     manifest::check_url(url).map_err(CheckError::BadUrl)?;
     if url.starts_with("http://") || url.starts_with("https://") {
         let client = reqwest::Client::builder()
             .no_proxy()
-            .timeout(std::time::Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .timeout(timeout)
+            .redirect(crate::http::redirects())
             .build()
             .map_err(|source| CheckError::Fetch {
                 url: url.to_string(),
@@ -132,8 +143,17 @@ pub async fn get(url: &str) -> Result<Option<Vec<u8>>, CheckError> {
     }
 }
 
+/// What the operator asked for beyond "the latest".
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Want {
+    /// The full package even when a patch applies.
+    pub force_full: bool,
+    /// Accept a manifest whose release is older than the installed one.
+    pub allow_downgrade: bool,
+}
+
 /// Fetch and verify the manifest molt.toml names, and choose what to install.
-pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, CheckError> {
+pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckError> {
     let url = inst
         .config
         .manifest_url
@@ -144,7 +164,8 @@ pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, Che
     } else {
         inst.root.join(url).to_string_lossy().into_owned()
     };
-    let bytes = get(&url)
+    let timeout = std::time::Duration::from_secs(inst.config.download.metadata_timeout_secs.max(1));
+    let bytes = get(&url, timeout)
         .await?
         .ok_or_else(|| CheckError::NoManifest(url.clone()))?;
     let key = inst
@@ -154,7 +175,7 @@ pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, Che
     let signed = match key {
         Some(key) => {
             let sig_url = format!("{url}.minisig");
-            let sig = get(&sig_url)
+            let sig = get(&sig_url, timeout)
                 .await?
                 .ok_or_else(|| CheckError::Unsigned(sig_url.clone()))?;
             manifest::verify_signature(&bytes, &String::from_utf8_lossy(&sig), &key).map_err(
@@ -165,23 +186,51 @@ pub async fn check(inst: &Installation, force_full: bool) -> Result<Checked, Che
             )?;
             true
         }
-        None => {
+        None if inst.config.allow_unsigned => {
             tracing::warn!(
-                "molt.toml names no public_key: the manifest's signature is not checked"
+                "molt.toml names no public_key (allow_unsigned = true): the manifest's signature is not checked"
             );
             false
         }
+        None => return Err(CheckError::UnsignedNotAllowed),
     };
     let m = Manifest::parse(&bytes).map_err(|reason| CheckError::Manifest {
         url: url.clone(),
         reason,
     })?;
+    // Fresh and not older than what was trusted before; remembered before it is acted upon.
+    let trust_file = inst.trust_file();
+    let trusted = crate::trust::Trusted::load(&trust_file).map_err(CheckError::Trust)?;
+    let sha256 = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&bytes))
+    };
+    let now = trusted
+        .admit(&m, &sha256, std::time::SystemTime::now())
+        .map_err(|source| CheckError::Distrust {
+            url: url.clone(),
+            source,
+        })?;
+    if now != trusted {
+        now.store(&trust_file).map_err(|e| {
+            CheckError::Trust(format!(
+                "cannot record the trusted manifest in {}: {e}",
+                trust_file.display()
+            ))
+        })?;
+    }
     let current = inst
         .current()
         .map_err(CheckError::Installed)?
         .map(|(_, r)| r.version);
-    let choice = manifest::choose(&m, std::env::consts::ARCH, current.as_deref(), force_full)
-        .map_err(CheckError::Choice)?;
+    let choice = manifest::choose(
+        &m,
+        std::env::consts::ARCH,
+        current.as_deref(),
+        want.force_full,
+        want.allow_downgrade,
+    )
+    .map_err(CheckError::Choice)?;
     Ok(Checked {
         url,
         manifest: m,

@@ -15,6 +15,8 @@ pub struct FetchRelease {
     pub size: u64,
     pub sha256: String,
     pub source: crate::fetch::Source,
+    /// Bytes the release unpacks to, from the signed manifest (staging writes no more).
+    pub installed_size: u64,
     /// Seconds without a byte before a download attempt is abandoned and retried.
     #[serde(default = "default_stall")]
     pub stall_timeout_secs: u64,
@@ -56,6 +58,7 @@ impl FetchRelease {
                 package: dest,
                 source: self.source.clone(),
                 scratch: env.scratch.clone(),
+                installed_size: self.installed_size,
             }),
         ])
     }

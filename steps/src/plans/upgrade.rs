@@ -66,6 +66,9 @@ pub struct Upgrade {
     pub keep_releases: usize,
     pub keep_backups: usize,
     pub keep_backup_days: u64,
+    /// `to` is older than `from` (the operator allowed it with `--allow-downgrade`).
+    #[serde(default)]
+    pub downgrade: bool,
 }
 
 impl Upgrade {
@@ -83,6 +86,12 @@ impl Upgrade {
             .as_ref()
             .map(|f| format!("upgrade-{}-to-{}-{}", f.version, to, crate::now_ms()));
         let database_url = inst.database_url_journaled();
+        let downgrade = match &from {
+            Some(f) => {
+                crate::version::Version::parse(to)? < crate::version::Version::parse(&f.version)?
+            }
+            None => false,
+        };
         let mut allow = Allow::default();
         allow
             .subjects
@@ -100,6 +109,7 @@ impl Upgrade {
             keep_releases: inst.config.retention.keep_releases,
             keep_backups: inst.config.retention.keep_backups,
             keep_backup_days: inst.config.retention.keep_backup_days,
+            downgrade,
         })
     }
 

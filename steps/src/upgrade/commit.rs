@@ -231,11 +231,16 @@ impl Step for Housekeeping {
     async fn apply(&self, ctx: &StepCtx) -> Result<Kept, StepError> {
         let mut kept = Kept::default();
         if let Some(layout) = &self.backup {
+            use crate::backup::compress::Receipt;
             let c = crate::backup::compress::Compress {
                 layout: layout.clone(),
                 level: 3,
             };
             match c.apply(ctx).await {
+                Ok(Receipt {
+                    uncompressed: Some(why),
+                    ..
+                }) => kept.warnings.push(why),
                 Ok(r) => kept.archive_bytes = Some(r.archive_bytes),
                 Err(e) => kept
                     .warnings
