@@ -130,10 +130,36 @@ enum Command {
         /// fresh one before). A duration such as `90days` or `12h`.
         #[arg(long, default_value = "90days")]
         expires_in: humantime::Duration,
-        /// Sign manifest.json with this minisign secret key.
+        /// Sign manifest.json with this minisign secret key (repeat it when the vendor's
+        /// root asks for more than one signature).
         #[arg(long)]
-        secret_key: Option<PathBuf>,
+        secret_key: Vec<PathBuf>,
         /// Environment variable holding the secret key's password.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Vendor: publish the next root document (`N.root.json` and its signatures) in --out:
+    /// the keys allowed to sign manifests. The first root is signed by its own keys; a
+    /// rotation must be signed by the previous root's keys and by the new ones.
+    Root {
+        /// The directory the manifest is published from.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        product: String,
+        /// A public key (`.pub` file) allowed to sign manifests (repeatable).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// How many of the keys must sign.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
+        /// How long the root stays valid.
+        #[arg(long, default_value = "365days")]
+        expires_in: humantime::Duration,
+        /// Secret keys to sign with: the new root's and, for a rotation, the previous root's
+        /// (repeatable).
+        #[arg(long, required = true)]
+        secret_key: Vec<PathBuf>,
         #[arg(long)]
         password_env: Option<String>,
     },
@@ -146,11 +172,11 @@ enum Command {
         #[arg(long)]
         password_env: Option<String>,
     },
-    /// Vendor: sign a file (writes FILE.minisig).
+    /// Vendor: sign a file (writes FILE.minisig; with several keys, one signature each).
     Sign {
         file: PathBuf,
-        #[arg(long)]
-        secret_key: PathBuf,
+        #[arg(long, required = true)]
+        secret_key: Vec<PathBuf>,
         #[arg(long)]
         password_env: Option<String>,
     },
@@ -284,6 +310,10 @@ enum JournalCommand {
     List,
     /// Every transition of one run, with time, duration and error.
     Show { run: u64 },
+    /// Rebuild a damaged journal from its readable records (sled, its mirror records.log)
+    /// into a fresh one; the damaged journal is kept aside as journal.damaged-SECS.
+    /// `molt recover` does this by itself.
+    Salvage,
 }
 
 fn init_logging() {
@@ -392,6 +422,26 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             public_key,
             password_env,
         } => cmd::release::keygen(&secret_key, &public_key, &password_env),
+        Command::Root {
+            out,
+            product,
+            keys,
+            threshold,
+            expires_in,
+            secret_key,
+            password_env,
+        } => cmd::release::root(
+            cmd::release::RootArgs {
+                out,
+                product,
+                keys,
+                threshold,
+                expires_in: expires_in.into(),
+                secret_keys: secret_key,
+                password_env,
+            },
+            json,
+        ),
         Command::Sign {
             file,
             secret_key,
@@ -471,6 +521,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Journal { command } => match command {
             JournalCommand::List => cmd::journal::list(&inst()?, json),
             JournalCommand::Show { run } => cmd::journal::show(&inst()?, run, json),
+            JournalCommand::Salvage => cmd::journal::salvage(&inst()?, json),
         },
     }
 }

@@ -42,14 +42,47 @@ fn open_store(inst: &Installation) -> anyhow::Result<Store> {
                 message: "this molt cannot read the journal".into(),
             },
         )),
-        Err(e @ (journal::Error::Open { .. } | journal::Error::Sled { .. })) => Err(coded(
+        Err(
+            e @ (journal::Error::Open { .. }
+            | journal::Error::Sled { .. }
+            | journal::Error::Diverged { .. }),
+        ) => Err(coded(
             exit::JOURNAL,
             format!(
-                "{e}; the journal's files are left as they are. `molt status` shows what is on disk and which command brings back which state"
+                "{e}; the journal's files are left as they are. `molt recover` (or `molt journal salvage`) rebuilds it from what is readable; `molt status` shows what is on disk"
             ),
         )),
         Err(e) => Err(anyhow::Error::new(e)),
     }
+}
+
+/// Salvage the journal (the caller holds the installation lock).
+pub fn salvage_journal(inst: &Installation) -> anyhow::Result<journal::Salvaged> {
+    journal::salvage(&inst.journal_dir()).map_err(|e| match e {
+        journal::Error::Unsalvageable { .. } => coded(exit::JOURNAL, e.to_string()),
+        e => anyhow::Error::new(e),
+    })
+}
+
+/// One paragraph on what a salvage kept and dropped.
+pub fn describe_salvage(s: &journal::Salvaged) -> String {
+    let mut out = format!(
+        "the damaged journal was salvaged: {} runs rebuilt ({} records; from {}), the damaged one kept as {}",
+        s.kept.len(),
+        s.kept.iter().map(|(_, n)| n).sum::<usize>(),
+        s.sources
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.kept_aside.display()
+    );
+    for (run, why) in &s.dropped {
+        out.push_str(&format!(
+            "\n  finished run {run} left out of the new journal: {why}"
+        ));
+    }
+    out
 }
 
 /// A run's records, refusing any damage.
@@ -94,11 +127,26 @@ pub struct Session {
 
 impl Session {
     pub fn open(inst: &Installation, command: &str) -> anyhow::Result<Session> {
+        Session::open_with(inst, command, false)
+    }
+
+    /// Like [`Session::open`], but a damaged journal is first salvaged (under the lock) into
+    /// a fresh one: what `molt recover` does, so an unattended boot-time recovery is not
+    /// stranded by a few damaged bytes.
+    pub fn open_salvaging(inst: &Installation, command: &str) -> anyhow::Result<Session> {
+        Session::open_with(inst, command, true)
+    }
+
+    fn open_with(inst: &Installation, command: &str, salvaging: bool) -> anyhow::Result<Session> {
         let me = Holder::this_process(command);
         let lock = match Lock::acquire(&inst.lock_path(), &me)? {
             Ok(lock) => lock,
             Err(held) => return Err(coded(exit::LOCKED, held.to_string())),
         };
+        if salvaging && journal::needs_salvage(&inst.journal_dir()) {
+            let s = salvage_journal(inst)?;
+            eprintln!("{}", describe_salvage(&s));
+        }
         let store = open_store(inst)?;
         let session = Session {
             inst: inst.clone(),

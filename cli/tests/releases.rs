@@ -1519,3 +1519,147 @@ fn an_installation_without_a_key_refuses_unsigned_manifests_unless_told() {
     let out = i.molt(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// The vendor's published directory, file for file, on `s` (again after a change).
+fn publish(v: &Vendor, s: &Server) {
+    for e in std::fs::read_dir(v.path("pub")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        s.put(
+            &format!("/{name}"),
+            std::fs::read(e.path()).unwrap(),
+            Fault::None,
+        );
+    }
+}
+
+fn trusted_root_version(i: &Inst) -> u64 {
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(i.root.join("trust.json")).unwrap()).unwrap();
+    t["root"]["version"].as_u64().unwrap()
+}
+
+#[test]
+fn key_rotation_across_three_roots_and_the_roots_an_attacker_makes() {
+    let v = Vendor::new();
+    let ok = |out: &Output| assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    let refused = |out: &Output, says: &str| {
+        assert_eq!(out.status.code(), Some(1), "{}", text(out));
+        assert!(
+            text(out).contains(says),
+            "should say {says:?}: {}",
+            text(out)
+        );
+    };
+    for k in ["b", "c", "d"] {
+        ok(&v.molt(&[
+            "keygen",
+            "--secret-key",
+            &format!("{k}.sec"),
+            "--public-key",
+            &format!("{k}.pub"),
+        ]));
+    }
+    let root = |keys: &[&str], signers: &[&str], expires: &str| {
+        let mut args = vec!["root", "--out", "pub", "--product", "demo"];
+        for k in keys {
+            args.extend(["--key", k]);
+        }
+        for k in signers {
+            args.extend(["--secret-key", k]);
+        }
+        args.extend(["--expires-in", expires]);
+        v.molt(&args)
+    };
+    // Root 1 names the key the manifest was packed with; the operator pins it.
+    ok(&root(&["k.pub"], &["k.sec"], "365days"));
+    let s = v.serve(&Fault::None);
+    let i = Inst::new(&v, &s.url("/manifest.json"), false, "");
+    for f in ["1.root.json", "1.root.json.minisig"] {
+        std::fs::copy(v.path("pub").join(f), i.root.join(format!("vendor-{f}"))).unwrap();
+    }
+    let toml = format!(
+        "manifest_url = \"{}\"\nroot = \"vendor-1.root.json\"\n",
+        s.url("/manifest.json")
+    );
+    std::fs::write(i.root.join("molt.toml"), &toml).unwrap();
+    ok(&i.molt(&["check"]));
+    assert_eq!(trusted_root_version(&i), 1);
+
+    // The vendor tool refuses to publish a rotation signed by the new key alone.
+    refused(&root(&["b.pub"], &["b.sec"], "365days"), "would refuse");
+    assert!(!v.path("pub/2.root.json").exists());
+    // Two rotations (root 2 expires on the way: only the newest root must be fresh), the
+    // manifest re-signed by the third key; an installation that slept through both follows.
+    ok(&root(&["b.pub"], &["k.sec", "b.sec"], "1s"));
+    ok(&root(&["c.pub"], &["b.sec", "c.sec"], "365days"));
+    ok(&v.molt(&["sign", "pub/manifest.json", "--secret-key", "c.sec"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    publish(&v, &s);
+    ok(&i.molt(&["check"]));
+    assert_eq!(trusted_root_version(&i), 3);
+    // The old key no longer signs manifests, even re-pinned by the file the operator has.
+    ok(&v.molt(&["sign", "pub/manifest.json", "--secret-key", "k.sec"]));
+    publish(&v, &s);
+    refused(
+        &i.molt(&["check"]),
+        "signed by 0 of root version 3's keys; it needs 1",
+    );
+    ok(&v.molt(&["sign", "pub/manifest.json", "--secret-key", "c.sec"]));
+    publish(&v, &s);
+    ok(&i.molt(&["check"]));
+
+    // An attacker's root 4, signed only by a key of its own: refused, trust stays at 3.
+    let forged = |key: &str, expires: &str| {
+        let pk = std::fs::read_to_string(v.path(key)).unwrap();
+        let line = pk.lines().last().unwrap().to_string();
+        let doc = serde_json::json!({"format": 1, "product": "demo", "version": 4,
+            "expires": expires, "threshold": 1, "keys": [line]});
+        std::fs::write(v.path("pub/4.root.json"), doc.to_string()).unwrap();
+    };
+    forged("d.pub", "2099-01-01T00:00:00Z");
+    ok(&v.molt(&["sign", "pub/4.root.json", "--secret-key", "d.sec"]));
+    publish(&v, &s);
+    refused(
+        &i.molt(&["check"]),
+        "root version 4 is signed by 0 of root version 3's keys; it needs 1",
+    );
+    assert_eq!(trusted_root_version(&i), 3);
+    // Root 4 signed by 3's key but not by its own: refused.
+    ok(&v.molt(&["sign", "pub/4.root.json", "--secret-key", "c.sec"]));
+    publish(&v, &s);
+    refused(
+        &i.molt(&["check"]),
+        "root version 4 is signed by 0 of root version 4's keys",
+    );
+    // A properly rotated root 4 that has expired: a frozen vendor mirror is refused.
+    forged("d.pub", "2026-01-01T00:00:00Z");
+    ok(&v.molt(&[
+        "sign",
+        "pub/4.root.json",
+        "--secret-key",
+        "c.sec",
+        "--secret-key",
+        "d.sec",
+    ]));
+    publish(&v, &s);
+    refused(&i.molt(&["check"]), "root version 4 expired at 2026-01-01");
+    assert!(!i.staged());
+
+    // A pinned root that was edited (or not signed by its own keys) is refused.
+    let pinned = i.root.join("vendor-1.root.json");
+    let edited = std::fs::read_to_string(&pinned)
+        .unwrap()
+        .replace("\"threshold\": 1", "\"threshold\":1");
+    std::fs::write(&pinned, edited).unwrap();
+    refused(
+        &i.molt(&["check"]),
+        "root version 1 is signed by 0 of root version 1's keys",
+    );
+    // root and public_key together are an error that says why.
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!("{toml}public_key = \"vendor.pub\"\n"),
+    )
+    .unwrap();
+    refused(&i.molt(&["check"]), "both `root` and `public_key`");
+}

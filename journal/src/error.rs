@@ -44,4 +44,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// sled opened but lacks records its mirror (`records.log`) holds: sled's files lost
+    /// data (truncated or damaged), and a run read from them would be missing its end.
+    #[error("the journal at {path} lost {missing} records that its mirror records.log holds (first: run {first_run} record {first_seq})")]
+    Diverged {
+        path: PathBuf,
+        missing: usize,
+        first_run: u64,
+        first_seq: u64,
+    },
+    /// Salvage could not rebuild a journal that recovery may act on; nothing was changed.
+    #[error("the journal at {path} cannot be salvaged: {reason}")]
+    Unsalvageable { path: PathBuf, reason: String },
 }

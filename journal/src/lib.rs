@@ -12,6 +12,10 @@
 //!   the next intent (nothing happens between them). After any crash the journal holds a
 //!   prefix of the appended records and says, for each step, "not started", "may have
 //!   half-happened" or "done".
+//! - After sled, the same records are appended to the mirror `records.log` and synced: the
+//!   mirror never holds a record sled has not made durable, so a record only the mirror holds
+//!   proves that sled lost data (a truncated log opens without a word), and
+//!   [`salvage`] can rebuild a journal whose sled files are damaged.
 //! - The cost is one `fdatasync` per side effect (about two records); `cargo bench -p tests
 //!   --bench journal_cost` measures it against a raw sled insert+flush loop.
 //!
@@ -30,8 +34,11 @@
 
 mod error;
 mod lock;
+mod mirror;
+mod salvage;
 mod store;
 
 pub use error::Error;
 pub use lock::{Held, Holder, Lock};
+pub use salvage::{needs_salvage, salvage, Salvaged};
 pub use store::{Damage, RunLog, Store};

@@ -1,14 +1,17 @@
 //! The sled-backed record store.
 
 use crate::error::Error;
+use crate::mirror::{self, MIRROR};
 use engine::{Record, RunId, FORMAT};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
 const META_FORMAT: &[u8] = b"format";
+/// The lowest id a new run may take (u64 BE): salvage sets it past a run it had to drop.
+const META_NEXT_RUN: &[u8] = b"next_run";
 
 /// A stored value that could not be turned into a record. Never acted on.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -51,14 +54,22 @@ pub struct Store {
     path: PathBuf,
     db: sled::Db,
     records: sled::Tree,
+    meta: sled::Tree,
     log: File,
     synced_blobs: HashSet<PathBuf>,
+    /// Mirror lines of records appended since the last sync.
+    pending: Vec<u8>,
 }
 
 impl Store {
     /// Open (or create) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let path = dir.to_path_buf();
+        crate::salvage::finish_switch(dir).map_err(|source| Error::Io {
+            op: "finish salvage",
+            path: path.clone(),
+            source,
+        })?;
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             op: "create",
             path: path.clone(),
@@ -133,10 +144,13 @@ impl Store {
             path,
             db,
             records,
+            meta,
             log,
             synced_blobs: HashSet::new(),
+            pending: Vec::new(),
         };
         store.sync()?;
+        store.check_mirror()?;
         sync_dir(dir).map_err(|source| Error::Io {
             op: "sync",
             path: dir.to_path_buf(),
@@ -149,6 +163,71 @@ impl Store {
         &self.path
     }
 
+    /// Every stored (run, seq, value), in key order.
+    pub(crate) fn raw(&self) -> Result<Vec<mirror::Raw>, Error> {
+        let mut out = Vec::new();
+        for item in self.records.iter() {
+            let (k, v) = item.map_err(|source| Error::Sled {
+                op: "read",
+                path: self.path.clone(),
+                source,
+            })?;
+            if let Some((run, seq)) = split_key(&k) {
+                out.push((run, seq, v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compare sled with its mirror: a record only the mirror holds means sled lost data
+    /// (refused: [`Error::Diverged`]); a mirror missing records or holding damaged lines is
+    /// rewritten from sled (a kill between sled's sync and the mirror's leaves it short).
+    fn check_mirror(&mut self) -> Result<(), Error> {
+        let mirror_path = self.path.join(MIRROR);
+        let io = |op| {
+            let path = mirror_path.clone();
+            move |source| Error::Io { op, path, source }
+        };
+        let (lines, bad) = mirror::read(&mirror_path).map_err(io("read"))?;
+        let stored = self.raw()?;
+        let in_sled: BTreeSet<(u64, u64)> = stored.iter().map(|(r, s, _)| (r.0, *s)).collect();
+        let missing: Vec<(u64, u64)> = lines
+            .iter()
+            .map(|(r, s, _)| (r.0, *s))
+            .filter(|k| !in_sled.contains(k))
+            .collect();
+        if let Some(&(first_run, first_seq)) = missing.first() {
+            return Err(Error::Diverged {
+                path: self.path.clone(),
+                missing: missing.len(),
+                first_run,
+                first_seq,
+            });
+        }
+        let in_mirror: BTreeSet<(u64, u64)> = lines.iter().map(|(r, s, _)| (r.0, *s)).collect();
+        let decodable: Vec<&mirror::Raw> = stored
+            .iter()
+            .filter(|(r, s, v)| decode(*r, *s, v).is_ok())
+            .collect();
+        if bad > 0
+            || decodable
+                .iter()
+                .any(|(r, s, _)| !in_mirror.contains(&(r.0, *s)))
+        {
+            if bad > 0 {
+                tracing::warn!(
+                    "{}: {bad} damaged lines; rewritten from the journal",
+                    mirror_path.display()
+                );
+            }
+            let fresh: Vec<Vec<u8>> = decodable
+                .iter()
+                .map(|(r, s, v)| mirror::line(*r, *s, v))
+                .collect();
+            mirror::rewrite(&self.path, &fresh).map_err(io("rewrite"))?;
+        }
+        Ok(())
+    }
     /// Append one record and make it durable (see the crate's durability contract).
     pub fn append(&mut self, record: &Record) -> Result<(), Error> {
         self.append_buffered(record)?;
@@ -163,7 +242,10 @@ impl Store {
             seq: record.seq,
             source,
         })?;
-        self.insert(record.run, record.seq, &bytes)
+        self.insert(record.run, record.seq, &bytes)?;
+        self.pending
+            .extend_from_slice(&mirror::line(record.run, record.seq, &bytes));
+        Ok(())
     }
 
     /// Store raw bytes under a record key, durably. Tests use it to plant damaged records.
@@ -184,8 +266,30 @@ impl Store {
     }
 
     /// Make everything appended so far durable: sled's flush, then `fdatasync` of its log and
-    /// of any new blob file.
+    /// of any new blob file; then the same records appended to the mirror and synced (after
+    /// sled, so the mirror is never ahead of a whole sled).
     pub fn sync(&mut self) -> Result<(), Error> {
+        self.sync_sled()?;
+        if !self.pending.is_empty() {
+            let path = self.path.join(MIRROR);
+            let io = |op| {
+                let path = path.clone();
+                move |source| Error::Io { op, path, source }
+            };
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io("open"))?;
+            use std::io::Write;
+            f.write_all(&self.pending).map_err(io("write"))?;
+            f.sync_data().map_err(io("sync"))?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    fn sync_sled(&mut self) -> Result<(), Error> {
         self.db.flush().map_err(|source| Error::Sled {
             op: "flush",
             path: self.path.clone(),
@@ -247,7 +351,29 @@ impl Store {
 
     /// The id for a new run: one more than the largest in the journal.
     pub fn next_run_id(&self) -> Result<RunId, Error> {
-        Ok(RunId(self.runs()?.last().map_or(1, |r| r.0 + 1)))
+        let floor = self
+            .meta
+            .get(META_NEXT_RUN)
+            .map_err(|source| Error::Sled {
+                op: "read",
+                path: self.path.clone(),
+                source,
+            })?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes);
+        Ok(RunId(self.runs()?.last().map_or(1, |r| r.0 + 1).max(floor)))
+    }
+
+    /// New runs take ids from `next` on (salvage: past a run it could not keep).
+    pub(crate) fn set_next_run_floor(&mut self, next: u64) -> Result<(), Error> {
+        self.meta
+            .insert(META_NEXT_RUN, &next.to_be_bytes())
+            .map_err(|source| Error::Sled {
+                op: "write",
+                path: self.path.clone(),
+                source,
+            })?;
+        self.sync()
     }
 
     /// Read one run, separating what decodes from what does not.

@@ -22,8 +22,13 @@ pub struct Config {
     pub project: Option<String>,
     /// Where the vendor publishes `manifest.json` (http(s) URL or path).
     pub manifest_url: Option<String>,
-    /// The vendor's minisign public key: a path to its `.pub` file, or the key itself.
+    /// The vendor's minisign public key: a path to its `.pub` file, or the key itself. A
+    /// single key that cannot be rotated; `root` is the way that can.
     pub public_key: Option<String>,
+    /// The vendor's first root document the operator pins (a path, relative to the
+    /// installation root; its signatures in the same path plus `.minisig`). Later roots are
+    /// fetched beside the manifest and followed by rotation (see `crate::root`).
+    pub root: Option<String>,
     /// Accept manifests that carry no signature; only honoured without `public_key`.
     pub allow_unsigned: bool,
     /// The release's database (`mysql://user:password@host:port/db`), for the schema
@@ -52,6 +57,7 @@ impl Default for Config {
             project: None,
             manifest_url: None,
             public_key: None,
+            root: None,
             allow_unsigned: false,
             database_url: None,
             backup: Backup::default(),
@@ -180,6 +186,14 @@ impl Config {
         }
         if c.format == 0 {
             return Err("format 0 does not exist (the first format is 1)".into());
+        }
+        if c.root.is_some() && c.public_key.is_some() {
+            return Err(
+                "both `root` and `public_key` are set: name the vendor's keys in one place (`root` pins the vendor's root document, which names them)".into(),
+            );
+        }
+        if c.root.is_some() && c.allow_unsigned {
+            return Err("`allow_unsigned = true` with a pinned `root`: a root means manifests are signed; remove one of them".into());
         }
         Ok(c)
     }

@@ -23,6 +23,7 @@ pub mod plans;
 pub mod release;
 pub mod remove_path;
 pub mod report;
+pub mod root;
 pub mod schema;
 pub mod services;
 pub mod switch_link;

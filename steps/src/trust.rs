@@ -21,6 +21,9 @@ pub struct Trusted {
     pub manifest_sequence: u64,
     pub manifest_sha256: Option<String>,
     pub manifest_version: Option<String>,
+    /// The newest vendor root trusted (pinned, then followed through rotations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<crate::root::Root>,
 }
 
 /// Why a manifest is not trusted. Each names what was offered and what is trusted.
@@ -111,6 +114,7 @@ impl Trusted {
             manifest_sequence: m.sequence,
             manifest_sha256: Some(sha256.to_string()),
             manifest_version: Some(m.version.clone()),
+            root: self.root.clone(),
         })
     }
 

@@ -79,26 +79,143 @@ pub fn keygen(secret: &Path, public: &Path, password_env: &Option<String>) -> an
     Ok(exit::OK)
 }
 
-/// Sign `file` into `file.minisig`.
+/// minisign signatures of `data`, one per key, concatenated as `cat` would join the
+/// signature files of the `minisign` tool.
+fn signatures(
+    name: &str,
+    data: &[u8],
+    secrets: &[PathBuf],
+    password_env: &Option<String>,
+) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for secret in secrets {
+        let sk = load_secret_key(secret, password_env)?;
+        let sig = minisign::sign(
+            None,
+            &sk,
+            std::io::Cursor::new(data),
+            Some(&format!("file:{name}")),
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot sign {name}: {e}"))?;
+        text.push_str(&sig.into_string());
+    }
+    Ok(text)
+}
+
+fn signature_path(file: &Path) -> PathBuf {
+    let mut out = file.as_os_str().to_owned();
+    out.push(".minisig");
+    PathBuf::from(out)
+}
+
+/// Sign `file` into `file.minisig` (one signature per key).
 pub fn sign_file(
     file: &Path,
-    secret: &Path,
+    secrets: &[PathBuf],
     password_env: &Option<String>,
 ) -> anyhow::Result<PathBuf> {
-    let sk = load_secret_key(secret, password_env)?;
-    let data =
-        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let sig = minisign::sign(None, &sk, data, Some(&format!("file:{name}")), None)
-        .map_err(|e| anyhow::anyhow!("cannot sign {}: {e}", file.display()))?;
-    let mut out = file.as_os_str().to_owned();
-    out.push(".minisig");
-    let out = PathBuf::from(out);
-    steps::fsutil::write_atomic(&out, sig.into_string().as_bytes())?;
+    let text = signatures(&name, &data, secrets, password_env)?;
+    let out = signature_path(file);
+    steps::fsutil::write_atomic(&out, text.as_bytes())?;
     Ok(out)
+}
+
+pub struct RootArgs {
+    pub out: PathBuf,
+    pub product: String,
+    pub keys: Vec<PathBuf>,
+    pub threshold: u32,
+    pub expires_in: std::time::Duration,
+    pub secret_keys: Vec<PathBuf>,
+    pub password_env: Option<String>,
+}
+
+/// The newest `N.root.json` in `dir`: its version and parsed content.
+fn latest_root(dir: &Path) -> anyhow::Result<Option<(u64, steps::root::Root)>> {
+    let mut best: Option<u64> = None;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(v) = name
+                .strip_suffix(".root.json")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                best = best.max(Some(v));
+            }
+        }
+    }
+    let Some(v) = best else { return Ok(None) };
+    let path = dir.join(format!("{v}.root.json"));
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let root = steps::root::Root::parse(&bytes)
+        .map_err(|e| exit::coded(exit::ERROR, format!("{}: {e}", path.display())))?;
+    Ok(Some((v, root)))
+}
+
+/// `molt root`: write the next root document in `out`, signed, after checking that an
+/// installation trusting the previous one would accept it.
+pub fn root(a: RootArgs, as_json: bool) -> anyhow::Result<u8> {
+    use steps::root::{Root, ROOT_FORMAT};
+    std::fs::create_dir_all(&a.out)?;
+    let previous = latest_root(&a.out)?;
+    let mut keys = Vec::new();
+    for k in &a.keys {
+        let text =
+            std::fs::read_to_string(k).with_context(|| format!("cannot read {}", k.display()))?;
+        let pk = manifest::public_key_from(&text)
+            .map_err(|e| exit::coded(exit::ERROR, format!("{}: {e}", k.display())))?;
+        keys.push(pk.to_base64());
+    }
+    let version = previous.as_ref().map_or(1, |(v, _)| v + 1);
+    let doc = Root {
+        format: ROOT_FORMAT,
+        product: a.product.clone(),
+        version,
+        expires: humantime::format_rfc3339_seconds(std::time::SystemTime::now() + a.expires_in)
+            .to_string(),
+        threshold: a.threshold,
+        keys,
+    };
+    let bytes = serde_json::to_string_pretty(&doc)? + "\n";
+    let name = format!("{version}.root.json");
+    let sigs = signatures(&name, bytes.as_bytes(), &a.secret_keys, &a.password_env)?;
+    let checked = match &previous {
+        None => Root::verify_pinned(bytes.as_bytes(), &sigs),
+        Some((_, prev)) => prev.verify_next(bytes.as_bytes(), &sigs),
+    };
+    checked.map_err(|e| {
+        exit::coded(
+            exit::ERROR,
+            format!("installations would refuse this root, so it was not written: {e}"),
+        )
+    })?;
+    let path = a.out.join(&name);
+    // The signatures first: a root without them is refused, never half-trusted.
+    steps::fsutil::write_atomic(&signature_path(&path), sigs.as_bytes())?;
+    steps::fsutil::write_atomic(&path, bytes.as_bytes())?;
+    if as_json {
+        print_json(&json!({ "root": path, "content": doc }));
+    } else {
+        println!(
+            "wrote {} (version {version}, {} of {} keys must sign, expires {})",
+            path.display(),
+            doc.threshold,
+            doc.keys.len(),
+            doc.expires
+        );
+        if version == 1 {
+            println!(
+                "operators pin it: copy {name} and {name}.minisig into the installation and write `root = \"{name}\"` in molt.toml"
+            );
+        }
+    }
+    Ok(exit::OK)
 }
 
 pub struct PackArgs {
@@ -113,7 +230,7 @@ pub struct PackArgs {
     pub released_at: Option<String>,
     pub sequence: Option<u64>,
     pub expires_in: std::time::Duration,
-    pub secret_key: Option<PathBuf>,
+    pub secret_key: Vec<PathBuf>,
     pub password_env: Option<String>,
 }
 
@@ -222,9 +339,9 @@ pub fn pack(a: PackArgs, as_json: bool) -> anyhow::Result<u8> {
     Manifest::parse(text.as_bytes())
         .map_err(|e| anyhow::anyhow!("the manifest molt wrote does not parse: {e}"))?;
     steps::fsutil::write_atomic(&manifest_path, text.as_bytes())?;
-    let sig = match &a.secret_key {
-        Some(k) => Some(sign_file(&manifest_path, k, &a.password_env)?),
-        None => None,
+    let sig = match a.secret_key.is_empty() {
+        false => Some(sign_file(&manifest_path, &a.secret_key, &a.password_env)?),
+        true => None,
     };
     if as_json {
         print_json(&json!({ "manifest": manifest_path, "signature": sig, "content": m }));

@@ -41,7 +41,10 @@ pub async fn attach(
         Some(Mode::Rollback) => "molt rollback",
         None => "molt recover",
     };
-    let mut session = Session::open(inst, command)?;
+    let mut session = match mode {
+        None => Session::open_salvaging(inst, command)?,
+        Some(_) => Session::open(inst, command)?,
+    };
     let printer = std::sync::Arc::new(std::sync::Mutex::new(crate::progress::Printer::new(
         as_json,
     )));

@@ -159,7 +159,8 @@ fn damaged(inst: &Installation, e: &anyhow::Error, as_json: bool) -> anyhow::Res
         .filter(|b| b.state == "complete")
         .collect();
     let mut advice = vec![
-        "the damaged journal is kept as it is; first move it aside (`mv journal journal.damaged`): molt then starts a fresh one, and:".to_string(),
+        "`molt recover` rebuilds the journal from its readable records (the damaged one is kept aside as journal.damaged-SECS) and finishes or rolls back the unfinished run".to_string(),
+        "if it cannot (it says which records are lost), move the journal aside (`mv journal journal.damaged`): molt then starts a fresh one, and:".to_string(),
     ];
     for b in &backups {
         advice.push(format!(

@@ -38,14 +38,19 @@ pub enum CheckError {
     PublicKey(String),
     #[error("molt.toml names no public_key, so the manifest's signature cannot be checked; name the vendor's key, or write `allow_unsigned = true` to accept unsigned manifests")]
     UnsignedNotAllowed,
-    #[error("manifest {url} refused: {source}")]
+    /// (`why` is in the message, not a `source`: printing the chain would say it twice.)
+    #[error("manifest {url} refused: {why}")]
     Distrust {
         url: String,
-        #[source]
-        source: crate::trust::Distrust,
+        why: crate::trust::Distrust,
     },
     #[error("{0}")]
     Trust(String),
+    #[error("{url} refused: {why}")]
+    Root {
+        url: String,
+        why: crate::root::RootError,
+    },
     #[error("manifest {url} refused: {reason}")]
     Refused { url: String, reason: String },
     #[error("manifest {url}: {reason}")]
@@ -168,13 +173,24 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
     let bytes = get(&url, timeout)
         .await?
         .ok_or_else(|| CheckError::NoManifest(url.clone()))?;
-    let key = inst
-        .config
-        .public_key_text(&inst.root)
-        .map_err(CheckError::PublicKey)?;
-    let signed = match key {
-        Some(key) => {
-            let sig_url = format!("{url}.minisig");
+    let trust_file = inst.trust_file();
+    let mut trusted = crate::trust::Trusted::load(&trust_file).map_err(CheckError::Trust)?;
+    let sig_url = format!("{url}.minisig");
+    let signed = match (&inst.config.root, inst.config.public_key_text(&inst.root)) {
+        (Some(pin), _) => {
+            let root = follow_roots(inst, pin, &url, timeout, &mut trusted).await?;
+            let sig = get(&sig_url, timeout)
+                .await?
+                .ok_or_else(|| CheckError::Unsigned(sig_url.clone()))?;
+            root.verify("the manifest", &bytes, &String::from_utf8_lossy(&sig))
+                .map_err(|why| CheckError::Root {
+                    url: url.clone(),
+                    why,
+                })?;
+            true
+        }
+        (None, Err(e)) => return Err(CheckError::PublicKey(e)),
+        (None, Ok(Some(key))) => {
             let sig = get(&sig_url, timeout)
                 .await?
                 .ok_or_else(|| CheckError::Unsigned(sig_url.clone()))?;
@@ -186,38 +202,42 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
             )?;
             true
         }
-        None if inst.config.allow_unsigned => {
+        (None, Ok(None)) if inst.config.allow_unsigned => {
             tracing::warn!(
                 "molt.toml names no public_key (allow_unsigned = true): the manifest's signature is not checked"
             );
             false
         }
-        None => return Err(CheckError::UnsignedNotAllowed),
+        (None, Ok(None)) => return Err(CheckError::UnsignedNotAllowed),
     };
     let m = Manifest::parse(&bytes).map_err(|reason| CheckError::Manifest {
         url: url.clone(),
         reason,
     })?;
+    if let (Some(_), Some(root)) = (&inst.config.root, &trusted.root) {
+        if root.product != m.product {
+            return Err(CheckError::Distrust {
+                url: url.clone(),
+                why: crate::trust::Distrust::Product {
+                    offered: m.product.clone(),
+                    trusted: root.product.clone(),
+                },
+            });
+        }
+    }
     // Fresh and not older than what was trusted before; remembered before it is acted upon.
-    let trust_file = inst.trust_file();
-    let trusted = crate::trust::Trusted::load(&trust_file).map_err(CheckError::Trust)?;
     let sha256 = {
         use sha2::Digest;
         format!("{:x}", sha2::Sha256::digest(&bytes))
     };
     let now = trusted
         .admit(&m, &sha256, std::time::SystemTime::now())
-        .map_err(|source| CheckError::Distrust {
+        .map_err(|why| CheckError::Distrust {
             url: url.clone(),
-            source,
+            why,
         })?;
     if now != trusted {
-        now.store(&trust_file).map_err(|e| {
-            CheckError::Trust(format!(
-                "cannot record the trusted manifest in {}: {e}",
-                trust_file.display()
-            ))
-        })?;
+        store_trust(&now, &trust_file)?;
     }
     let current = inst
         .current()
@@ -238,6 +258,82 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
         choice,
         signed,
     })
+}
+
+fn store_trust(t: &crate::trust::Trusted, path: &std::path::Path) -> Result<(), CheckError> {
+    t.store(path).map_err(|e| {
+        CheckError::Trust(format!(
+            "cannot record the trusted manifest and root in {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The most root rotations one check follows.
+pub const MAX_ROTATIONS: u64 = 1024;
+
+/// The newest vendor root: the operator's pinned one (`pin`, checked against its own
+/// signatures) or the newer one trusted since, followed through every rotation published
+/// beside the manifest (`N.root.json`), refused when expired. A newer root is stored in
+/// `trusted` (and on disk) before it is used.
+async fn follow_roots(
+    inst: &Installation,
+    pin: &str,
+    manifest_url: &str,
+    timeout: std::time::Duration,
+    trusted: &mut crate::trust::Trusted,
+) -> Result<crate::root::Root, CheckError> {
+    use crate::root::{self, Root};
+    let pin_path = inst.root.join(pin).to_string_lossy().into_owned();
+    let pin_sig = format!("{pin_path}.minisig");
+    let bytes = get(&pin_path, timeout)
+        .await?
+        .ok_or_else(|| CheckError::Trust(format!("the pinned root {pin_path} does not exist")))?;
+    let sig = get(&pin_sig, timeout)
+        .await?
+        .ok_or_else(|| CheckError::Unsigned(pin_sig.clone()))?;
+    let pinned = Root::verify_pinned(&bytes, &String::from_utf8_lossy(&sig)).map_err(|why| {
+        CheckError::Root {
+            url: pin_path.clone(),
+            why,
+        }
+    })?;
+    let mut cur = match &trusted.root {
+        Some(t) if t.version >= pinned.version => {
+            if t.product != pinned.product {
+                return Err(CheckError::Trust(format!(
+                    "the pinned root {pin_path} is for product {}, the trusted root for {}",
+                    pinned.product, t.product
+                )));
+            }
+            t.clone()
+        }
+        _ => pinned,
+    };
+    for _ in 0..MAX_ROTATIONS {
+        let next = root::url_of(manifest_url, cur.version + 1);
+        let Some(next_bytes) = get(&next, timeout).await? else {
+            break;
+        };
+        let next_sig = format!("{next}.minisig");
+        let sig = get(&next_sig, timeout)
+            .await?
+            .ok_or(CheckError::Unsigned(next_sig))?;
+        cur = cur
+            .verify_next(&next_bytes, &String::from_utf8_lossy(&sig))
+            .map_err(|why| CheckError::Root { url: next, why })?;
+    }
+    let changed = trusted.root.as_ref() != Some(&cur);
+    if changed {
+        trusted.root = Some(cur.clone());
+        store_trust(trusted, &inst.trust_file())?;
+    }
+    cur.check_fresh(std::time::SystemTime::now())
+        .map_err(|why| CheckError::Root {
+            url: root::url_of(manifest_url, cur.version),
+            why,
+        })?;
+    Ok(cur)
 }
 
 /// Free bytes on the file system holding `path`.
