@@ -750,3 +750,82 @@ fn v1_journal_of_finished_runs_reads_back() {
         Path::new("releases/2")
     );
 }
+
+/// Every file of the journal of an unfinished run damaged in turn (truncated, bytes flipped,
+/// emptied), at a crash before the switch and one after it: `molt recover` salvages what is
+/// readable and ends exactly old or exactly new, the damaged journal kept aside.
+#[test]
+fn a_damaged_journal_of_an_unfinished_run_is_salvaged_and_recovered() {
+    let before = Sandbox::new().snapshot();
+    let after = after_good();
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 4] = [
+        ("truncated to half", |b| b.truncate(b.len() / 2)),
+        ("emptied", |b| b.clear()),
+        ("flipped at the start", |b| {
+            for x in b.iter_mut().take(32) {
+                *x ^= 0x5a;
+            }
+        }),
+        ("flipped in the middle", |b| {
+            let mid = b.len() / 2;
+            for x in b.iter_mut().skip(mid).take(32) {
+                *x ^= 0x5a;
+            }
+        }),
+    ];
+    let mut cases = 0;
+    let mut salvaged = 0;
+    let mut ends = std::collections::BTreeMap::<&str, usize>::new();
+    for crash in [
+        "steps::switch_link::stashed=return",
+        "engine::after_apply=4*off->return",
+    ] {
+        let files: Vec<String> = {
+            let s = Sandbox::new();
+            assert!(aborted(&s.molt_fp(Some(crash), &["exec", "good.toml"])));
+            std::fs::read_dir(s.root.join("journal"))
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert!(files.iter().any(|f| f == "records.log"), "{files:?}");
+        for file in &files {
+            for (what, damage) in &damages {
+                let case = format!("{crash}: {file} {what}");
+                let s = Sandbox::new();
+                assert!(aborted(&s.molt_fp(Some(crash), &["exec", "good.toml"])));
+                let p = s.root.join("journal").join(file);
+                let mut bytes = std::fs::read(&p).unwrap();
+                damage(&mut bytes);
+                std::fs::write(&p, &bytes).unwrap();
+                cases += 1;
+                let out = s.molt(&["recover"]);
+                assert!(
+                    matches!(out.status.code(), Some(0 | 4)),
+                    "{case}: {}",
+                    text(&out)
+                );
+                if text(&out).contains("salvaged") {
+                    salvaged += 1;
+                }
+                let tree = s.snapshot();
+                let end = if tree == before {
+                    "old"
+                } else {
+                    assert_tree(&tree, &after, &format!("{case}: neither old nor new"));
+                    "new"
+                };
+                *ends.entry(end).or_default() += 1;
+                assert!(
+                    text(&s.molt(&["recover"])).contains("nothing to do"),
+                    "{case}"
+                );
+            }
+        }
+    }
+    println!("{cases} damaged journals: {salvaged} salvaged, ended {ends:?}");
+    assert!(cases >= 24, "{cases}");
+}

@@ -50,7 +50,7 @@ pub fn assert_tree(got: &Tree, want: &Tree, what: &str) {
 /// cache, lock) at the root.
 pub fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
     walk_filtered(root, dir, tree, &|rel| {
-        ["journal", "cache", "molt.lock"].contains(&rel)
+        ["journal", "cache", "molt.lock"].contains(&rel) || rel.starts_with("journal.")
     });
 }
 
