@@ -70,11 +70,22 @@ impl Store {
             path: path.clone(),
             source,
         })?;
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             op: "create",
             path: path.clone(),
             source,
         })?;
+        if created {
+            // The journal's own name must survive a power cut too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(|source| Error::Io {
+                    op: "sync",
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
         // sled releases its file lock from a background thread after the last handle is
         // dropped, so a journal closed a moment ago (by this process) may still look held:
         // give it a short grace period before calling it busy.
@@ -134,6 +145,15 @@ impl Store {
                     .map_err(sled_err("write"))?;
             }
         }
+        // sled writes its `conf` without syncing it; a torn one would stop sled opening.
+        let conf = dir.join("conf");
+        File::open(&conf)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| Error::Io {
+                op: "sync",
+                path: conf,
+                source,
+            })?;
         let log_path = dir.join("db");
         let log = File::open(&log_path).map_err(|source| Error::Io {
             op: "open",
@@ -151,6 +171,17 @@ impl Store {
         };
         store.sync()?;
         store.check_mirror()?;
+        // The mirror exists from the first open on, its name made durable with the
+        // directory's sync below (a file created and never named durably can vanish).
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(MIRROR))
+            .map_err(|source| Error::Io {
+                op: "create",
+                path: dir.join(MIRROR),
+                source,
+            })?;
         sync_dir(dir).map_err(|source| Error::Io {
             op: "sync",
             path: dir.to_path_buf(),
