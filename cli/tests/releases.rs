@@ -1663,3 +1663,57 @@ fn key_rotation_across_three_roots_and_the_roots_an_attacker_makes() {
     .unwrap();
     refused(&i.molt(&["check"]), "both `root` and `public_key`");
 }
+
+/// An unfinished fetch whose journal is damaged (sled's log truncated or emptied, its conf
+/// garbage): `molt recover` salvages the records and ends with the release staged whole or
+/// not at all; nothing partial is left.
+#[test]
+fn a_fetch_with_a_damaged_journal_is_salvaged_and_recovered() {
+    let v = Vendor::new();
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("db truncated", |j| {
+            let b = std::fs::read(j.join("db")).unwrap();
+            std::fs::write(j.join("db"), &b[..b.len() / 2]).unwrap();
+        }),
+        ("db emptied", |j| std::fs::write(j.join("db"), b"").unwrap()),
+        ("conf garbage", |j| {
+            std::fs::write(j.join("conf"), b"\xff garbage").unwrap()
+        }),
+    ];
+    for fp in [
+        "steps::download::checkpoint=return",
+        "steps::stage::unpack_entry=3*off->return",
+        "steps::stage::before_rename=return",
+    ] {
+        for (what, damage) in &damages {
+            let case = format!("{fp}, {what}");
+            let s = v.serve(&Fault::None);
+            let i = Inst::new(&v, &s.url("/manifest.json"), false, FAST);
+            let out = molt_in(&i.root, Some(fp), &["fetch"]);
+            assert!(aborted(&out), "{case}: {}", text(&out));
+            damage(&i.root.join("journal"));
+            let out = i.molt(&["status"]);
+            assert_eq!(out.status.code(), Some(7), "{case}: {}", text(&out));
+            let out = i.molt(&["recover"]);
+            assert!(
+                matches!(out.status.code(), Some(0 | 4)),
+                "{case}: {}",
+                text(&out)
+            );
+            assert!(text(&out).contains("salvaged"), "{case}: {}", text(&out));
+            assert!(
+                !i.root.join("releases/2.0.0.partial").exists(),
+                "{case}: partial staging left"
+            );
+            if i.staged() {
+                assert_tree(
+                    &tree_of(&i.root.join("releases/2.0.0")),
+                    &tree_of(&v.path("r2")),
+                    &case,
+                );
+            }
+            assert_eq!(i.molt(&["status"]).status.code(), Some(0), "{case}");
+        }
+    }
+}
