@@ -223,3 +223,34 @@ fn an_unfinished_run_with_a_lost_record_is_refused_and_nothing_changes() {
     assert_eq!(read_all(&dir), written[..4].to_vec());
     assert_eq!(Store::open(&dir).unwrap().next_run_id().unwrap(), RunId(3));
 }
+
+#[test]
+fn a_damaged_last_record_of_an_unfinished_run_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("journal");
+    journal(&dir);
+    // The run's next record exists but is unreadable everywhere: what it said is unknown.
+    Store::open(&dir)
+        .unwrap()
+        .insert_raw(RunId(2), 21, b"{\"format\":1,")
+        .unwrap();
+    let e = salvage(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("run 2 is unfinished") && e.contains("first: seq 21"),
+        "{e}"
+    );
+    assert!(aside(root.path()).is_empty());
+}
+
+#[test]
+fn salvages_in_the_same_second_keep_every_damaged_journal() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("journal");
+    let written = journal(&dir);
+    for n in 1..=3 {
+        std::fs::write(dir.join("db"), b"").unwrap();
+        salvage(&dir).unwrap();
+        assert_eq!(aside(root.path()).len(), n);
+        assert_eq!(read_all(&dir), written);
+    }
+}

@@ -223,3 +223,59 @@ fn lock_is_exclusive_names_its_holder_and_survives_garbage() {
         .expect("released lock");
     drop(again);
 }
+
+#[test]
+fn the_holder_of_a_lock_is_read_back_whole_and_its_absence_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("molt.lock");
+    assert!(Lock::holder(&path).unwrap().is_none());
+    // A path that cannot be opened for another reason is an error, not "nobody".
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(Lock::holder(&file.join("molt.lock")).is_err());
+    // A long command line (a whole `molt upgrade ...`) is read back whole.
+    let long = format!("molt upgrade {}", "--flag ".repeat(400));
+    let _lock = Lock::acquire(&path, &Holder::this_process(long.clone()))
+        .unwrap()
+        .unwrap();
+    let held = Lock::holder(&path).unwrap().expect("held");
+    assert_eq!(held.holder.expect("readable").command, long);
+}
+
+#[test]
+fn records_written_through_the_engine_trait_are_stored_and_mirrored() {
+    use engine::Journal;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    for seq in 0..3 {
+        Journal::append(&mut s, &record(1, seq)).unwrap();
+    }
+    // Appended, not yet in the mirror: it is written at the sync.
+    let mirror = || std::fs::read_to_string(dir.path().join("records.log")).unwrap();
+    assert_eq!(mirror().lines().count(), 0);
+    Journal::sync(&mut s).unwrap();
+    assert_eq!(mirror().lines().count(), 3);
+    let log = s.read_run(RunId(1)).unwrap();
+    assert_eq!(
+        log.records,
+        (0..3).map(|q| record(1, q)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_mirror_missing_its_last_lines_is_completed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(dir.path()).unwrap();
+        for seq in 0..6 {
+            s.append(&record(1, seq)).unwrap();
+        }
+    }
+    // Cut cleanly at a line boundary: no damaged line, three records missing.
+    let m = dir.path().join("records.log");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let kept: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&m, kept).unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    assert_eq!(std::fs::read_to_string(&m).unwrap(), text);
+}
