@@ -254,3 +254,32 @@ fn terminal_records_before_their_time_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_rebuilt_plan_must_match_the_journal_exactly() {
+    let plan = engine::Plan::new("driver", serde_json::Value::Null, vec![step(false, 0)]).unwrap();
+    // The journaled meta is built from each step's own name and class.
+    assert_eq!(plan.meta.steps[0].name, "s");
+    assert_eq!(DynStep::name(&*plan.steps[0]), "s");
+    plan.check_matches(&meta(1)).unwrap();
+    let mut other_id = meta(1);
+    other_id.id = "another".into();
+    let mut other_name = meta(1);
+    other_name.steps[0].name = "t".into();
+    let mut other_class = meta(1);
+    other_class.steps[0].class = StepClass::Pivot;
+    for (what, journal) in [
+        ("id", other_id),
+        ("name", other_name),
+        ("class", other_class),
+        ("length", meta(2)),
+    ] {
+        assert!(
+            matches!(
+                plan.check_matches(&journal),
+                Err(engine::Error::PlanMismatch { .. })
+            ),
+            "a plan with another {what} was accepted"
+        );
+    }
+}
