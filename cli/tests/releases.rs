@@ -1608,6 +1608,19 @@ fn key_rotation_across_three_roots_and_the_roots_an_attacker_makes() {
     publish(&v, &s);
     ok(&i.molt(&["check"]));
 
+    // An endless root document: cut at the cap, memory near a plain run's, trust unchanged.
+    let (out, baseline) = with_peak_rss(&i.root, &["status"]);
+    ok(&out);
+    s.put("/4.root.json", Vec::new(), Fault::Endless);
+    let (out, endless_root) = with_peak_rss(&i.root, &["check"]);
+    refused(&out, "is larger than 4194304 bytes");
+    println!("peak RSS: plain `molt status` {baseline} KiB, endless root {endless_root} KiB");
+    assert!(
+        endless_root < baseline + 64 * 1024,
+        "an endless root drove memory to {endless_root} KiB"
+    );
+    assert_eq!(trusted_root_version(&i), 3);
+
     // An attacker's root 4, signed only by a key of its own: refused, trust stays at 3.
     let forged = |key: &str, expires: &str| {
         let pk = std::fs::read_to_string(v.path(key)).unwrap();

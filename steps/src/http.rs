@@ -437,17 +437,68 @@ fn copy_local(f: &Fetch, st: &mut State) -> Result<(), Attempt> {
 /// man-in-the-middle must not be able to move a fetch off TLS).
 pub fn redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let from_tls = attempt
-            .previous()
-            .last()
-            .is_some_and(|u| u.scheme() == "https");
-        if from_tls && attempt.url().scheme() != "https" {
-            let to = attempt.url().to_string();
-            attempt.error(format!("refusing a redirect from https to {to}"))
-        } else if attempt.previous().len() > 5 {
-            attempt.error("more than 5 redirects")
-        } else {
-            attempt.follow()
+        match redirect_refusal(attempt.previous(), attempt.url()) {
+            Some(why) => attempt.error(why),
+            None => attempt.follow(),
         }
     })
+}
+
+/// Why molt does not follow a redirect to `next` after `previous` (the first request and
+/// every redirect so far), or `None` when it does.
+pub fn redirect_refusal(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<String> {
+    let once_tls = previous.iter().any(|u| u.scheme() == "https");
+    if once_tls && next.scheme() != "https" {
+        Some(format!("refusing a redirect from https to {next}"))
+    } else if previous.len() > 5 {
+        Some("more than 5 redirects".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_never_leave_tls_and_stop_after_five() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        let refuse = |prev: &[&str], next: &str| {
+            let prev: Vec<reqwest::Url> = prev.iter().map(|p| u(p)).collect();
+            redirect_refusal(&prev, &u(next))
+        };
+        assert_eq!(refuse(&["http://a/m"], "https://b/m"), None);
+        assert_eq!(refuse(&["https://a/m"], "https://b/m"), None);
+        for chain in [
+            &["https://a/m"][..],
+            &["http://a/m", "https://b/m"],
+            &["https://a/m", "https://b/m"],
+        ] {
+            let e = refuse(chain, "http://c/m").expect("refused");
+            assert!(e.contains("from https to http://c/m"), "{e}");
+        }
+        // Once on TLS, never off it, even two hops later.
+        assert!(refuse(&["https://a/m", "https://b/m"], "ftp://c/m").is_some());
+        let five = [
+            "http://a/1",
+            "http://a/2",
+            "http://a/3",
+            "http://a/4",
+            "http://a/5",
+        ];
+        assert_eq!(refuse(&five, "http://a/6"), None);
+        let six = [
+            "http://a/0",
+            "http://a/1",
+            "http://a/2",
+            "http://a/3",
+            "http://a/4",
+            "http://a/5",
+        ];
+        assert_eq!(
+            refuse(&six, "http://a/7").as_deref(),
+            Some("more than 5 redirects")
+        );
+    }
 }
