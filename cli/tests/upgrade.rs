@@ -703,3 +703,45 @@ async fn rollback_to_a_backup_after_a_commit_says_what_is_lost_and_brings_releas
     code(&molt(&site, &["upgrade", "--yes"]), 0);
     assert_eq!(site.app("/version").as_deref(), Some("2.0.0"));
 }
+
+/// An upgrade killed before and after its pivot, then its journal damaged (sled's log
+/// emptied; sled's files unreadable): `molt status` answers exit 7 from the disk, `molt
+/// recover` salvages the readable records and ends exactly old or exactly new.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_upgrade_with_a_damaged_journal_is_salvaged_and_recovered() {
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("1.0.0", None);
+    vendor.publish("2.0.0", Some("1.0.0"));
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 2] = [
+        ("db emptied", |j| std::fs::write(j.join("db"), b"").unwrap()),
+        ("conf garbage", |j| {
+            std::fs::write(j.join("conf"), b"\xff garbage").unwrap()
+        }),
+    ];
+    let mut ends = Vec::new();
+    for fp in [
+        "steps::switch_link::stashed=return",
+        "steps::schema::statement_done=1*off->return",
+    ] {
+        for (what, damage) in &damages {
+            let case = format!("{fp}, {what}");
+            let (s, e) = old_site(&vendor).await;
+            let out = molt_in(&s.root, Some(fp), &["upgrade", "--yes"]);
+            assert!(common::aborted(&out), "{case}: {}", text(&out));
+            damage(&s.root.join("journal"));
+            let out = molt(&s, &["status"]);
+            code(&out, 7);
+            let out = molt(&s, &["recover"]);
+            assert!(
+                matches!(out.status.code(), Some(0 | 4)),
+                "{case}: {}",
+                text(&out)
+            );
+            assert!(text(&out).contains("salvaged"), "{case}: {}", text(&out));
+            let new = exactly_old_or_new(&s, &e, &case).await;
+            ends.push((case, if new { "new" } else { "old" }));
+        }
+    }
+    eprintln!("damaged journals of killed upgrades: {ends:?}");
+}
