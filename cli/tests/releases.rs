@@ -435,6 +435,59 @@ fn signatures_interoperate_with_the_minisign_tool() {
     let out = i.molt(&["fetch"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(i.staged());
+
+    // Roots: a rotation from molt's key to the tool's, its two signatures made one by molt
+    // and one by the minisign tool, joined with `cat`.
+    let ok = |out: Output| assert!(out.status.success(), "{}", text(&out));
+    ok(v.molt(&[
+        "root",
+        "--out",
+        "pub",
+        "--product",
+        "demo",
+        "--key",
+        "k.pub",
+        "--secret-key",
+        "k.sec",
+    ]));
+    let r2 = serde_json::json!({"format": 1, "product": "demo", "version": 2,
+        "expires": "2099-01-01T00:00:00Z", "threshold": 1,
+        "keys": [std::fs::read_to_string(v.path("tool.pub")).unwrap().lines().last().unwrap()]});
+    std::fs::write(v.path("pub/2.root.json"), r2.to_string()).unwrap();
+    ok(v.molt(&["sign", "pub/2.root.json", "--secret-key", "k.sec"]));
+    std::fs::rename(v.path("pub/2.root.json.minisig"), v.path("by-molt.minisig")).unwrap();
+    ok(Command::new("minisign")
+        .current_dir(v.dir.path())
+        .args([
+            "-S",
+            "-s",
+            "tool.sec",
+            "-m",
+            "pub/2.root.json",
+            "-x",
+            "by-tool.minisig",
+        ])
+        .output()
+        .unwrap());
+    let mut both = std::fs::read(v.path("by-molt.minisig")).unwrap();
+    both.extend(std::fs::read(v.path("by-tool.minisig")).unwrap());
+    std::fs::write(v.path("pub/2.root.json.minisig"), both).unwrap();
+    for f in ["1.root.json", "1.root.json.minisig"] {
+        std::fs::copy(v.path("pub").join(f), i.root.join(f)).unwrap();
+    }
+    std::fs::write(
+        i.root.join("molt.toml"),
+        format!(
+            "manifest_url = \"{}\"\nroot = \"1.root.json\"\n",
+            v.path("pub/manifest.json").display()
+        ),
+    )
+    .unwrap();
+    let out = i.molt(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(i.root.join("trust.json")).unwrap()).unwrap();
+    assert_eq!(t["root"]["version"], 2, "{t}");
 }
 
 /// One raw tar entry: name, type, content, link target.
