@@ -278,4 +278,8 @@ fn a_mirror_missing_its_last_lines_is_completed_on_open() {
     std::fs::write(&m, kept).unwrap();
     drop(Store::open(dir.path()).unwrap());
     assert_eq!(std::fs::read_to_string(&m).unwrap(), text);
+    // A mirror that is gone is made again.
+    std::fs::remove_file(&m).unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    assert_eq!(std::fs::read_to_string(&m).unwrap(), text);
 }
