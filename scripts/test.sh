@@ -19,6 +19,14 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # --- tests ----------------------------------------------------------------------------
 log "cargo test (workspace)"
 cargo test --workspace 2>&1 | tee target/test-output.txt
+# The nuwax suite: the original system's real schema chain, beside the project in
+# ../shared/fixtures/nuwax. Run when it is there, and always under CI (missing, it fails loudly).
+if [ -d ../shared/fixtures/nuwax ] || [ "${CI:-}" = true ]; then
+  log "cargo test (nuwax suite, ../shared/fixtures/nuwax)"
+  cargo test --workspace -- --ignored nuwax 2>&1 | tee -a target/test-output.txt
+else
+  log "nuwax suite not run: ../shared/fixtures/nuwax is not beside this clone"
+fi
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "\n%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt

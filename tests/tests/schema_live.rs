@@ -34,6 +34,7 @@ async fn inspect_as_product(conn: &mut mysql_async::Conn, names: &[String]) -> S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "nuwax suite: needs ../shared/fixtures/nuwax; scripts/test.sh runs it with --ignored"]
 async fn nuwax_chain_migrates_to_exactly_what_a_fresh_install_of_each_version_has() {
     let mut conn = connect().await;
     let migrated: Vec<String> = DBS
@@ -136,7 +137,8 @@ async fn a_second_migration_waits_for_the_lock_and_gives_up_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mariadb_dump_of_a_live_database_loads_to_the_same_model() {
+#[ignore = "nuwax suite: needs ../shared/fixtures/nuwax; scripts/test.sh runs it with --ignored"]
+async fn nuwax_v4_mariadb_dump_of_a_live_database_loads_to_the_same_model() {
     let mut conn = connect().await;
     let names: Vec<String> = DBS
         .iter()

@@ -803,6 +803,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "nuwax suite: needs ../shared/fixtures/nuwax; scripts/test.sh runs it with --ignored"]
     fn same_schema_is_no_change_and_nuwax_steps_are_additive() {
         let dir = format!(
             "{}/../../shared/fixtures/nuwax/mysql",
