@@ -92,6 +92,11 @@ enum Command {
         #[arg(long)]
         force_full: bool,
     },
+    /// Unattended runs: the maintenance window.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// The download cache.
     Cache {
         #[command(subcommand)]
@@ -205,6 +210,16 @@ enum Command {
         /// Directory for the scratch installation (created; must not exist or be empty).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// The upgrade window (molt.toml `[schedule]`) and whether an upgrade may start now.
+    Show {
+        /// Decide for this instant instead of now (RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
     },
 }
 
@@ -368,6 +383,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Recover => cmd::run::attach(&inst()?, None, false, json).await,
         Command::Status => cmd::status::status(&inst()?, json),
+        Command::Schedule {
+            command: ScheduleCommand::Show { at },
+        } => cmd::schedule::show(&inst()?, at.as_deref(), json),
         Command::Cache {
             command: CacheCommand::Clean,
         } => cmd::release::cache_clean(&inst()?, json),

@@ -829,3 +829,73 @@ fn a_damaged_journal_of_an_unfinished_run_is_salvaged_and_recovered() {
     println!("{cases} damaged journals: {salvaged} salvaged, ended {ends:?}");
     assert!(cases >= 24, "{cases}");
 }
+
+/// `molt schedule show` at fixed instants: inside the window, too close to its end, outside;
+/// bad windows and zones are refused naming them, and nothing is written.
+#[test]
+fn schedule_show_answers_for_a_fixed_clock_and_refuses_bad_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let toml = |window: &str, tz: &str| {
+        std::fs::write(
+            root.join("molt.toml"),
+            format!("[schedule]\nupgrade_window = \"{window}\"\ntimezone = \"{tz}\"\n"),
+        )
+        .unwrap();
+    };
+    toml("Mon-Fri 02:00-04:00", "Europe/Berlin");
+    let show = |at: &str| {
+        let out = common::molt_in(root, None, &["schedule", "show", "--at", at]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Tuesday 02:30 in Berlin (01:30 UTC): no downtime measured, 10 minutes assumed.
+    let s = show("2026-11-24T01:30:00Z");
+    assert!(
+        s.contains("start: the window closes Tue 2026-11-24 04:00 CET"),
+        "{s}"
+    );
+    assert!(s.contains("no downtime measured yet"), "{s}");
+    let s = show("2026-11-24T02:55:00Z");
+    assert!(s.contains("do not start: 300s left"), "{s}");
+    let s = show("2026-11-28T09:00:00Z");
+    assert!(
+        s.contains("wait: the next window opens Mon 2026-11-30 02:00 CET"),
+        "{s}"
+    );
+    let out = common::molt_in(
+        root,
+        None,
+        &["--json", "schedule", "show", "--at", "2026-11-28T09:00:00Z"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "wait", "{v}");
+    assert_eq!(v["need_secs"], 600, "{v}");
+
+    for (window, tz, says) in [
+        (
+            "Mon 02:00-04:00",
+            "Mars/Olympus",
+            "unknown time zone `Mars/Olympus`",
+        ),
+        ("Mon 02:00-02:00", "UTC", "it is empty"),
+        ("Someday 02:00-03:00", "UTC", "`Someday` is not a day"),
+    ] {
+        toml(window, tz);
+        let out = common::molt_in(root, None, &["schedule", "show"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+        let out = common::molt_in(root, None, &["status"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a bad window is refused everywhere"
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["molt.toml"], "a refused command wrote something");
+}

@@ -38,6 +38,17 @@ pub struct Config {
     pub retention: Retention,
     pub download: Download,
     pub upgrade: Upgrade,
+    pub schedule: Schedule,
+}
+
+/// When unattended runs may happen.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Schedule {
+    /// When an unattended upgrade may start: `DAYS HH:MM-HH:MM` (see `crate::window`).
+    pub upgrade_window: Option<String>,
+    /// The IANA time zone of the window (default: the host's).
+    pub timezone: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -64,6 +75,7 @@ impl Default for Config {
             retention: Retention::default(),
             download: Download::default(),
             upgrade: Upgrade::default(),
+            schedule: Schedule::default(),
         }
     }
 }
@@ -132,6 +144,17 @@ impl Default for Retention {
 }
 
 impl Config {
+    /// The maintenance window for unattended upgrades, if one is set.
+    pub fn upgrade_window(&self) -> Result<Option<crate::window::Window>, String> {
+        let tz = crate::window::zone(self.schedule.timezone.as_deref())
+            .map_err(|e| format!("[schedule] timezone: {e}"))?;
+        self.schedule
+            .upgrade_window
+            .as_deref()
+            .map(|w| crate::window::Window::parse(w, tz).map_err(|e| format!("[schedule] {e}")))
+            .transpose()
+    }
+
     /// The public key's text, read from the file it names if it names one.
     pub fn public_key_text(&self, root: &Path) -> Result<Option<String>, String> {
         let Some(k) = &self.public_key else {
@@ -192,6 +215,7 @@ impl Config {
                 "both `root` and `public_key` are set: name the vendor's keys in one place (`root` pins the vendor's root document, which names them)".into(),
             );
         }
+        c.upgrade_window()?;
         if c.root.is_some() && c.allow_unsigned {
             return Err("`allow_unsigned = true` with a pinned `root`: a root means manifests are signed; remove one of them".into());
         }
@@ -269,5 +293,34 @@ mod tests {
         assert!(e.contains("newer than this molt reads"), "{e}");
         let c = Config::parse("format = 1\nallow_unsigned = true\n").unwrap();
         assert!(c.allow_unsigned && c.public_key.is_none());
+    }
+
+    #[test]
+    fn a_schedule_is_checked_when_the_file_is_read() {
+        let c = Config::parse(
+            "[schedule]\nupgrade_window = \"Mon-Fri 02:00-04:00\"\ntimezone = \"Europe/Berlin\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upgrade_window().unwrap().unwrap().text(),
+            "Mon-Fri 02:00-04:00"
+        );
+        for (text, says) in [
+            (
+                "[schedule]\nupgrade_window = \"Mon 02:00-04:00\"\ntimezone = \"Mars/Olympus\"\n",
+                "[schedule] timezone: unknown time zone `Mars/Olympus`",
+            ),
+            (
+                "[schedule]\nupgrade_window = \"Mon 02:00-02:00\"\n",
+                "it is empty",
+            ),
+            (
+                "[schedule]\nupgrade-window = \"Mon 02:00-03:00\"\n",
+                "did you mean `upgrade_window`?",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
     }
 }

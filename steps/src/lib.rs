@@ -31,6 +31,7 @@ pub mod trust;
 pub mod upgrade;
 pub mod verify_file;
 pub mod version;
+pub mod window;
 pub mod write_file;
 
 pub use error::Error;

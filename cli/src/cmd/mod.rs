@@ -5,6 +5,7 @@ pub mod demo;
 pub mod journal;
 pub mod release;
 pub mod run;
+pub mod schedule;
 pub mod schema;
 pub mod services;
 pub mod status;

@@ -383,6 +383,7 @@ pub async fn check(inst: &Installation, force_full: bool, as_json: bool) -> anyh
         print_json(&json!({
             "manifest": c.url,
             "signed": c.signed,
+            "root": c.root.as_ref().map(|r| json!({"version": r.version, "threshold": r.threshold, "keys": r.keys.len(), "expires": r.expires})),
             "product": c.manifest.product,
             "installed": c.current,
             "latest": c.manifest.version,
@@ -397,10 +398,16 @@ pub async fn check(inst: &Installation, force_full: bool, as_json: bool) -> anyh
         c.current.as_deref().unwrap_or("nothing"),
         c.manifest.version,
         c.manifest.released_at,
-        if c.signed {
-            ", signature verified"
-        } else {
-            ", signature NOT checked"
+        match (&c.root, c.signed) {
+            (Some(r), _) => format!(
+                ", signature verified (vendor root version {}: {} of its {} keys must sign; it expires {})",
+                r.version,
+                r.threshold,
+                r.keys.len(),
+                r.expires
+            ),
+            (None, true) => ", signature verified".to_string(),
+            (None, false) => ", signature NOT checked".to_string(),
         }
     );
     match &c.choice {

@@ -81,6 +81,8 @@ pub struct Checked {
     pub current: Option<String>,
     pub choice: Choice,
     pub signed: bool,
+    /// The vendor root the signature was checked against (with a pinned `root`).
+    pub root: Option<crate::root::Root>,
 }
 
 /// Read a metadata file by URL or path, at most [`METADATA_CAP`] bytes and within `timeout`
@@ -251,12 +253,14 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
         want.allow_downgrade,
     )
     .map_err(CheckError::Choice)?;
+    let root = inst.config.root.as_ref().and(trusted.root.clone());
     Ok(Checked {
         url,
         manifest: m,
         current,
         choice,
         signed,
+        root,
     })
 }
 
