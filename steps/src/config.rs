@@ -146,6 +146,9 @@ impl Default for Retention {
 impl Config {
     /// The maintenance window for unattended upgrades, if one is set.
     pub fn upgrade_window(&self) -> Result<Option<crate::window::Window>, String> {
+        if self.schedule.upgrade_window.is_none() && self.schedule.timezone.is_none() {
+            return Ok(None);
+        }
         let tz = crate::window::zone(self.schedule.timezone.as_deref())
             .map_err(|e| format!("[schedule] timezone: {e}"))?;
         self.schedule
