@@ -1656,6 +1656,12 @@ fn key_rotation_across_three_roots_and_the_roots_an_attacker_makes() {
         text(&out)
     );
     assert_eq!(trusted_root_version(&i), 3);
+    let out = i.molt(&["status"]);
+    assert!(
+        text(&out).contains("trusted: manifest sequence 2 (2.0.0), vendor root version 3"),
+        "{}",
+        text(&out)
+    );
     // The old key no longer signs manifests, even re-pinned by the file the operator has.
     ok(&v.molt(&["sign", "pub/manifest.json", "--secret-key", "k.sec"]));
     publish(&v, &s);

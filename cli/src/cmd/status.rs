@@ -65,6 +65,10 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
         .ok()
         .flatten()
         .map(|(rel, r)| json!({"release": rel, "version": r.version}));
+    // What the installation trusts (shown, never an error: `molt check` reports a bad file).
+    let trust = steps::trust::Trusted::load(&inst.trust_file())
+        .ok()
+        .filter(|t| t.manifest_sequence > 0 || t.root.is_some());
     let v = json!({
         "root": inst.root,
         "busy": false,
@@ -72,6 +76,7 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
         "installed": installed,
         "runs": runs.len(),
         "latest": latest,
+        "trust": trust,
     });
     if as_json {
         print_json(&v);
@@ -96,6 +101,23 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
                 println!("current release {}", c["version"].as_str().unwrap_or("?"));
             }
         }
+    }
+    if let Some(t) = &trust {
+        let root = t
+            .root
+            .as_ref()
+            .map(|r| {
+                format!(
+                    ", vendor root version {} (expires {})",
+                    r.version, r.expires
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "trusted: manifest sequence {} ({}){root}",
+            t.manifest_sequence,
+            t.manifest_version.as_deref().unwrap_or("?")
+        );
     }
     match &latest {
         None => println!("no runs yet"),
