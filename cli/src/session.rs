@@ -26,42 +26,56 @@ pub fn open_for_reading(inst: &Installation) -> anyhow::Result<Store> {
 }
 
 fn open_store(inst: &Installation) -> anyhow::Result<Store> {
-    match Store::open(&inst.journal_dir()) {
-        Ok(s) => Ok(s),
-        Err(journal::Error::Busy { .. }) => {
+    Store::open(&inst.journal_dir()).map_err(|e| journal_refusal(inst, e))
+}
+
+/// A journal error as the exit code and words the operator gets.
+pub fn journal_refusal(inst: &Installation, e: journal::Error) -> anyhow::Error {
+    match e {
+        journal::Error::Busy { .. } => {
             let who = match Lock::holder(&inst.lock_path()) {
                 Ok(Some(held)) => held.to_string(),
                 _ => "another process has the journal open".to_string(),
             };
-            Err(coded(exit::LOCKED, format!("installation is busy: {who}")))
+            coded(exit::LOCKED, format!("installation is busy: {who}"))
         }
         // Kept as the source so `molt status` can tell "newer" from "damaged".
-        Err(e @ journal::Error::NewerFormat { .. }) => Err(anyhow::Error::new(e).context(
-            exit::Coded {
+        e @ journal::Error::NewerFormat { .. } => {
+            anyhow::Error::new(e).context(exit::Coded {
                 code: exit::JOURNAL,
                 message: "this molt cannot read the journal".into(),
-            },
-        )),
-        Err(
-            e @ (journal::Error::Open { .. }
-            | journal::Error::Sled { .. }
-            | journal::Error::Diverged { .. }),
-        ) => Err(coded(
+            })
+        }
+        e @ (journal::Error::Open { .. }
+        | journal::Error::Sled { .. }
+        | journal::Error::Diverged { .. }) => coded(
             exit::JOURNAL,
             format!(
                 "{e}; the journal's files are left as they are. `molt recover` (or `molt journal salvage`) rebuilds it from what is readable; `molt status` shows what is on disk"
             ),
-        )),
-        Err(e) => Err(anyhow::Error::new(e)),
+        ),
+        e @ journal::Error::Unsalvageable { .. } => coded(exit::JOURNAL, e.to_string()),
+        e => anyhow::Error::new(e),
     }
 }
 
-/// Salvage the journal (the caller holds the installation lock).
-pub fn salvage_journal(inst: &Installation) -> anyhow::Result<journal::Salvaged> {
-    journal::salvage(&inst.journal_dir()).map_err(|e| match e {
-        journal::Error::Unsalvageable { .. } => coded(exit::JOURNAL, e.to_string()),
-        e => anyhow::Error::new(e),
-    })
+/// Take the installation lock for `command`, or say who holds it (exit 3).
+pub fn lock(inst: &Installation, command: &str) -> anyhow::Result<Lock> {
+    match Lock::acquire(&inst.lock_path(), &Holder::this_process(command))? {
+        Ok(lock) => Ok(lock),
+        Err(held) => Err(coded(exit::LOCKED, held.to_string())),
+    }
+}
+
+/// Open the journal, salvaging it first when it needs it (the caller holds the
+/// installation lock); what the salvage did is said on stderr.
+pub fn open_salvaging(inst: &Installation) -> anyhow::Result<Store> {
+    let (store, report) =
+        journal::open_salvaging(&inst.journal_dir()).map_err(|e| journal_refusal(inst, e))?;
+    if let Some(s) = report {
+        eprintln!("{}", describe_salvage(&s));
+    }
+    Ok(store)
 }
 
 /// One paragraph on what a salvage kept and dropped.
@@ -138,16 +152,12 @@ impl Session {
     }
 
     fn open_with(inst: &Installation, command: &str, salvaging: bool) -> anyhow::Result<Session> {
-        let me = Holder::this_process(command);
-        let lock = match Lock::acquire(&inst.lock_path(), &me)? {
-            Ok(lock) => lock,
-            Err(held) => return Err(coded(exit::LOCKED, held.to_string())),
+        let lock = lock(inst, command)?;
+        let store = if salvaging {
+            open_salvaging(inst)?
+        } else {
+            open_store(inst)?
         };
-        if salvaging && journal::needs_salvage(&inst.journal_dir()) {
-            let s = salvage_journal(inst)?;
-            eprintln!("{}", describe_salvage(&s));
-        }
-        let store = open_store(inst)?;
         let session = Session {
             inst: inst.clone(),
             store,

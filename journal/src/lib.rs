@@ -43,5 +43,5 @@ mod store;
 
 pub use error::Error;
 pub use lock::{Held, Holder, Lock};
-pub use salvage::{needs_salvage, salvage, Salvaged};
+pub use salvage::{needs_salvage, open_salvaging, salvage, Salvaged};
 pub use store::{Damage, RunLog, Store};

@@ -93,8 +93,10 @@ impl Gathered {
 
 /// Open sled alone (no mirror check): its values, or `None` when it does not open.
 fn sled_values(dir: &Path) -> Option<Vec<crate::mirror::Raw>> {
-    let opened = std::panic::catch_unwind(|| {
-        let db = sled::Config::new().path(dir).open().ok()?;
+    // The same opening as `Store::open`: a journal this process closed a moment ago is
+    // waited for, not mistaken for an unreadable one.
+    let db = crate::store::open_sled(dir).ok()?;
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let tree = db.open_tree("records").ok()?;
         let mut out = Vec::new();
         for item in tree.iter() {
@@ -104,8 +106,8 @@ fn sled_values(dir: &Path) -> Option<Vec<crate::mirror::Raw>> {
             out.push((RunId(run), seq, v.to_vec()));
         }
         Some(out)
-    });
-    opened.ok().flatten()
+    }));
+    read.ok().flatten()
 }
 
 /// Whole records found anywhere in `bytes`.
@@ -287,17 +289,21 @@ pub fn salvage(dir: &Path) -> Result<Salvaged, Error> {
 /// its mirror has), or a run in it has damaged records.
 pub fn needs_salvage(dir: &Path) -> bool {
     match Store::open(dir) {
-        Ok(store) => match store.runs() {
-            Ok(runs) => runs.iter().any(|r| {
-                store.read_run(*r).map_or(true, |log| {
-                    log.damage
-                        .iter()
-                        .any(|d| !matches!(d, Damage::NewerFormat { .. }))
-                })
-            }),
-            Err(_) => true,
-        },
+        Ok(store) => store.has_damage().unwrap_or(true),
         Err(Error::Busy { .. } | Error::NewerFormat { .. }) => false,
         Err(_) => true,
     }
+}
+
+/// Open the journal at `dir`, salvaging it first when it needs it (what `molt recover`
+/// does): the open store, and the salvage's report when there was one.
+pub fn open_salvaging(dir: &Path) -> Result<(Store, Option<Salvaged>), Error> {
+    match Store::open(dir) {
+        Ok(store) if !store.has_damage()? => return Ok((store, None)),
+        Ok(store) => drop(store),
+        Err(e @ (Error::Busy { .. } | Error::NewerFormat { .. })) => return Err(e),
+        Err(_) => {}
+    }
+    let report = salvage(dir)?;
+    Ok((Store::open(dir)?, Some(report)))
 }

@@ -56,6 +56,8 @@ pub struct Store {
     records: sled::Tree,
     meta: sled::Tree,
     log: File,
+    /// `records.log`, open for appending.
+    mirror: File,
     synced_blobs: HashSet<PathBuf>,
     /// Mirror lines of records appended since the last sync.
     pending: Vec<u8>,
@@ -86,45 +88,7 @@ impl Store {
                 })?;
             }
         }
-        // sled releases its file lock from a background thread after the last handle is
-        // dropped, so a journal closed a moment ago (by this process) may still look held:
-        // give it a short grace period before calling it busy.
-        let mut tries = 0;
-        let opened = loop {
-            let config = sled::Config::new().path(dir);
-            // sled panics on some kinds of corrupt files instead of returning an error; a
-            // journal that cannot be read must be reported, not crash the tool.
-            let opened =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
-            match &opened {
-                Ok(Err(sled::Error::Io(e)))
-                    if e.to_string().contains("could not acquire lock") && tries < 40 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                _ => break opened,
-            }
-        };
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
-                return Err(Error::Busy { path })
-            }
-            Ok(Err(e)) => {
-                return Err(Error::Open {
-                    path,
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(Error::Open {
-                    path,
-                    reason: "sled panicked while reading its files (they are probably corrupt)"
-                        .into(),
-                })
-            }
-        };
+        let db = open_sled(dir)?;
         let sled_err = |op| {
             let path = path.clone();
             move |source| Error::Sled { op, path, source }
@@ -160,28 +124,30 @@ impl Store {
             path: log_path,
             source,
         })?;
+        check_mirror(dir, &records)?;
+        // Opened after the check (which may replace the file); it exists from the first open
+        // on, its name made durable with the directory's sync below.
+        let mirror_path = dir.join(MIRROR);
+        let mirror = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&mirror_path)
+            .map_err(|source| Error::Io {
+                op: "open",
+                path: mirror_path,
+                source,
+            })?;
         let mut store = Store {
             path,
             db,
             records,
             meta,
             log,
+            mirror,
             synced_blobs: HashSet::new(),
             pending: Vec::new(),
         };
         store.sync()?;
-        store.check_mirror()?;
-        // The mirror exists from the first open on, its name made durable with the
-        // directory's sync below (a file created and never named durably can vanish).
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(MIRROR))
-            .map_err(|source| Error::Io {
-                op: "create",
-                path: dir.join(MIRROR),
-                source,
-            })?;
         sync_dir(dir).map_err(|source| Error::Io {
             op: "sync",
             path: dir.to_path_buf(),
@@ -194,71 +160,22 @@ impl Store {
         &self.path
     }
 
-    /// Every stored (run, seq, value), in key order.
-    pub(crate) fn raw(&self) -> Result<Vec<mirror::Raw>, Error> {
-        let mut out = Vec::new();
-        for item in self.records.iter() {
-            let (k, v) = item.map_err(|source| Error::Sled {
-                op: "read",
-                path: self.path.clone(),
-                source,
-            })?;
-            if let Some((run, seq)) = split_key(&k) {
-                out.push((run, seq, v.to_vec()));
+    /// Whether a run holds a damaged record (a record from a newer molt is not damage: it is
+    /// refused, never salvaged).
+    pub fn has_damage(&self) -> Result<bool, Error> {
+        for run in self.runs()? {
+            let log = self.read_run(run)?;
+            if log
+                .damage
+                .iter()
+                .any(|d| !matches!(d, Damage::NewerFormat { .. }))
+            {
+                return Ok(true);
             }
         }
-        Ok(out)
+        Ok(false)
     }
 
-    /// Compare sled with its mirror: a record only the mirror holds means sled lost data
-    /// (refused: [`Error::Diverged`]); a mirror missing records or holding damaged lines is
-    /// rewritten from sled (a kill between sled's sync and the mirror's leaves it short).
-    fn check_mirror(&mut self) -> Result<(), Error> {
-        let mirror_path = self.path.join(MIRROR);
-        let io = |op| {
-            let path = mirror_path.clone();
-            move |source| Error::Io { op, path, source }
-        };
-        let (lines, bad) = mirror::read(&mirror_path).map_err(io("read"))?;
-        let stored = self.raw()?;
-        let in_sled: BTreeSet<(u64, u64)> = stored.iter().map(|(r, s, _)| (r.0, *s)).collect();
-        let missing: Vec<(u64, u64)> = lines
-            .iter()
-            .map(|(r, s, _)| (r.0, *s))
-            .filter(|k| !in_sled.contains(k))
-            .collect();
-        if let Some(&(first_run, first_seq)) = missing.first() {
-            return Err(Error::Diverged {
-                path: self.path.clone(),
-                missing: missing.len(),
-                first_run,
-                first_seq,
-            });
-        }
-        let in_mirror: BTreeSet<(u64, u64)> = lines.iter().map(|(r, s, _)| (r.0, *s)).collect();
-        let decodable: Vec<&mirror::Raw> = stored
-            .iter()
-            .filter(|(r, s, v)| decode(*r, *s, v).is_ok())
-            .collect();
-        if bad > 0
-            || decodable
-                .iter()
-                .any(|(r, s, _)| !in_mirror.contains(&(r.0, *s)))
-        {
-            if bad > 0 {
-                tracing::warn!(
-                    "{}: {bad} damaged lines; rewritten from the journal",
-                    mirror_path.display()
-                );
-            }
-            let fresh: Vec<Vec<u8>> = decodable
-                .iter()
-                .map(|(r, s, v)| mirror::line(*r, *s, v))
-                .collect();
-            mirror::rewrite(&self.path, &fresh).map_err(io("rewrite"))?;
-        }
-        Ok(())
-    }
     /// Append one record and make it durable (see the crate's durability contract).
     pub fn append(&mut self, record: &Record) -> Result<(), Error> {
         self.append_buffered(record)?;
@@ -302,19 +219,13 @@ impl Store {
     pub fn sync(&mut self) -> Result<(), Error> {
         self.sync_sled()?;
         if !self.pending.is_empty() {
-            let path = self.path.join(MIRROR);
+            use std::io::Write;
             let io = |op| {
-                let path = path.clone();
+                let path = self.path.join(MIRROR);
                 move |source| Error::Io { op, path, source }
             };
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io("open"))?;
-            use std::io::Write;
-            f.write_all(&self.pending).map_err(io("write"))?;
-            f.sync_data().map_err(io("sync"))?;
+            self.mirror.write_all(&self.pending).map_err(io("write"))?;
+            self.mirror.sync_data().map_err(io("sync"))?;
             self.pending.clear();
         }
         Ok(())
@@ -430,6 +341,109 @@ impl Store {
         }
         Ok(log)
     }
+}
+
+/// Open sled's database in `dir`. sled releases its file lock from a background thread after
+/// the last handle is dropped, so a journal closed a moment ago (by this process) may still
+/// look held: a short grace period before calling it busy. sled panics on some kinds of
+/// corrupt files instead of returning an error; a journal that cannot be read is reported,
+/// not a crash of the tool.
+pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, Error> {
+    let path = dir.to_path_buf();
+    let mut tries = 0;
+    let opened = loop {
+        let config = sled::Config::new().path(dir);
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
+        match &opened {
+            Ok(Err(sled::Error::Io(e)))
+                if e.to_string().contains("could not acquire lock") && tries < 40 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            _ => break opened,
+        }
+    };
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+            Err(Error::Busy { path })
+        }
+        Ok(Err(e)) => Err(Error::Open {
+            path,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(Error::Open {
+            path,
+            reason: "sled panicked while reading its files (they are probably corrupt)".into(),
+        }),
+    }
+}
+
+/// Every (run, seq, value) stored in `records`, in key order.
+fn raw(path: &Path, records: &sled::Tree) -> Result<Vec<mirror::Raw>, Error> {
+    let mut out = Vec::new();
+    for item in records.iter() {
+        let (k, v) = item.map_err(|source| Error::Sled {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if let Some((run, seq)) = split_key(&k) {
+            out.push((run, seq, v.to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Compare sled with its mirror: a record only the mirror holds means sled lost data
+/// (refused: [`Error::Diverged`]); a mirror missing records or holding damaged lines is
+/// rewritten from sled (a kill between sled's sync and the mirror's leaves it short).
+fn check_mirror(dir: &Path, records: &sled::Tree) -> Result<(), Error> {
+    let mirror_path = dir.join(MIRROR);
+    let io = |op| {
+        let path = mirror_path.clone();
+        move |source| Error::Io { op, path, source }
+    };
+    let (lines, bad) = mirror::read(&mirror_path).map_err(io("read"))?;
+    let stored = raw(dir, records)?;
+    let in_sled: BTreeSet<(u64, u64)> = stored.iter().map(|(r, s, _)| (r.0, *s)).collect();
+    let missing: Vec<(u64, u64)> = lines
+        .iter()
+        .map(|(r, s, _)| (r.0, *s))
+        .filter(|k| !in_sled.contains(k))
+        .collect();
+    if let Some(&(first_run, first_seq)) = missing.first() {
+        return Err(Error::Diverged {
+            path: dir.to_path_buf(),
+            missing: missing.len(),
+            first_run,
+            first_seq,
+        });
+    }
+    let in_mirror: BTreeSet<(u64, u64)> = lines.iter().map(|(r, s, _)| (r.0, *s)).collect();
+    let decodable: Vec<&mirror::Raw> = stored
+        .iter()
+        .filter(|(r, s, v)| decode(*r, *s, v).is_ok())
+        .collect();
+    if bad > 0
+        || decodable
+            .iter()
+            .any(|(r, s, _)| !in_mirror.contains(&(r.0, *s)))
+    {
+        if bad > 0 {
+            tracing::warn!(
+                "{}: {bad} damaged lines; rewritten from the journal",
+                mirror_path.display()
+            );
+        }
+        let fresh: Vec<Vec<u8>> = decodable
+            .iter()
+            .map(|(r, s, v)| mirror::line(*r, *s, v))
+            .collect();
+        mirror::rewrite(dir, &fresh).map_err(io("rewrite"))?;
+    }
+    Ok(())
 }
 
 /// Decode one stored value, checking it against its key.

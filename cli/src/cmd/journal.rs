@@ -195,24 +195,13 @@ fn row(r: &Record, before: &[&Record], names: &[String]) -> serde_json::Value {
 
 /// `molt journal salvage`: rebuild a damaged journal under the installation lock.
 pub fn salvage(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
-    let me = journal::Holder::this_process("molt journal salvage");
-    let _lock = match journal::Lock::acquire(&inst.lock_path(), &me)? {
-        Ok(lock) => lock,
-        Err(held) => return Err(crate::exit::coded(crate::exit::LOCKED, held.to_string())),
-    };
-    if !journal::needs_salvage(&inst.journal_dir()) {
-        if as_json {
-            super::print_json(&serde_json::json!({ "salvaged": false }));
-        } else {
-            println!("the journal reads whole; nothing to salvage");
-        }
-        return Ok(crate::exit::OK);
+    let _lock = crate::session::lock(inst, "molt journal salvage")?;
+    let (_, report) = journal::open_salvaging(&inst.journal_dir())
+        .map_err(|e| crate::session::journal_refusal(inst, e))?;
+    match (&report, as_json) {
+        (_, true) => print_json(&json!({ "salvaged": report.is_some(), "report": report })),
+        (None, false) => println!("the journal reads whole; nothing to salvage"),
+        (Some(s), false) => println!("{}", crate::session::describe_salvage(s)),
     }
-    let s = crate::session::salvage_journal(inst)?;
-    if as_json {
-        super::print_json(&serde_json::json!({ "salvaged": true, "report": s }));
-    } else {
-        println!("{}", crate::session::describe_salvage(&s));
-    }
-    Ok(crate::exit::OK)
+    Ok(exit::OK)
 }
