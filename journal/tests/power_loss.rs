@@ -164,7 +164,7 @@ fn unhex(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len() / 4);
     let mut i = 0;
-    while i + 3 < b.len() + 1 && i < b.len() {
+    while i < b.len() {
         if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
             let h = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
             out.push(u8::from_str_radix(h, 16).unwrap());

@@ -68,6 +68,11 @@ fn time(text: &str) -> Result<Time, String> {
     Time::new(h, m, 0, 0).map_err(|_| bad())
 }
 
+/// An instant as windows are shown: `Tue 2026-11-24 04:00 CET`.
+pub fn shown(z: &Zoned) -> String {
+    z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
+}
+
 /// A time zone by name, or the host's.
 pub fn zone(name: Option<&str>) -> Result<TimeZone, String> {
     match name {
@@ -203,10 +208,6 @@ mod tests {
 
     fn mins(m: i64) -> SignedDuration {
         SignedDuration::from_mins(m)
-    }
-
-    fn shown(z: &Zoned) -> String {
-        z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
     }
 
     const B: &str = "Europe/Berlin";

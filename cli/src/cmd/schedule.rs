@@ -4,7 +4,7 @@
 use super::print_json;
 use crate::exit;
 use serde_json::json;
-use steps::window::{Decision, Window};
+use steps::window::{shown, Decision, Window};
 use steps::Installation;
 
 /// What an upgrade is assumed to need inside the window: twice the last measured downtime,
@@ -14,10 +14,6 @@ pub fn estimated_need(last_downtime_ms: Option<u64>) -> jiff::SignedDuration {
         Some(ms) => jiff::SignedDuration::from_millis((2 * ms).max(5 * 60_000) as i64),
         None => jiff::SignedDuration::from_mins(10),
     }
-}
-
-fn shown(z: &jiff::Zoned) -> String {
-    z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
 }
 
 pub fn show(inst: &Installation, at: Option<&str>, as_json: bool) -> anyhow::Result<u8> {
