@@ -26,6 +26,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 # peak memory of a child (metadata attack tests)
 [ -x /usr/bin/time ] || need_apt+=(time)
 command -v strace >/dev/null || need_apt+=(strace)   # the journal's power-loss test
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)   # units checked by systemd-analyze verify
 # the schema tests run against a real MariaDB server
 [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 command -v mariadb >/dev/null || need_apt+=(mariadb-client)

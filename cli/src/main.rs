@@ -86,7 +86,23 @@ enum Command {
         /// Do not ask for confirmation on a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Upgrade only to this version: refuse when the vendor's manifest offers another.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// As the upgrade timer runs it: never asks; skips (exit 0, nothing changed) while
+        /// held, outside the maintenance window, when the offered release is outside the
+        /// pinned `[upgrade] versions`, or when the last upgrade to it rolled back.
+        #[arg(long)]
+        unattended: bool,
     },
+    /// Hold unattended upgrades (the upgrade timer skips until `molt unhold`).
+    Hold {
+        /// Why, for whoever finds the hold.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Release the hold on unattended upgrades.
+    Unhold,
     /// Download and stage the release `check` chooses, without cutting over.
     Fetch {
         #[arg(long)]
@@ -220,6 +236,23 @@ enum ScheduleCommand {
         /// Decide for this instant instead of now (RFC 3339).
         #[arg(long)]
         at: Option<String>,
+    },
+    /// Write the systemd units: boot-time recovery, the upgrade timer, the backup timer
+    /// (`[schedule] backup`), and enable them when systemd runs.
+    Install {
+        /// Where the units go.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// Write the units only: no `systemctl daemon-reload`/`enable --now`.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Disable and remove the units `install` wrote (files without molt's mark are kept).
+    Remove {
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        #[arg(long)]
+        no_enable: bool,
     },
 }
 
@@ -386,6 +419,22 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schedule {
             command: ScheduleCommand::Show { at },
         } => cmd::schedule::show(&inst()?, at.as_deref(), json),
+        Command::Schedule {
+            command:
+                ScheduleCommand::Install {
+                    unit_dir,
+                    no_enable,
+                },
+        } => cmd::schedule::install(&inst()?, &unit_dir, !no_enable, json),
+        Command::Schedule {
+            command:
+                ScheduleCommand::Remove {
+                    unit_dir,
+                    no_enable,
+                },
+        } => cmd::schedule::remove(&inst()?, &unit_dir, !no_enable, json),
+        Command::Hold { reason } => cmd::schedule::hold(&inst()?, &reason, json),
+        Command::Unhold => cmd::schedule::unhold(&inst()?, json),
         Command::Cache {
             command: CacheCommand::Clean,
         } => cmd::release::cache_clean(&inst()?, json),
@@ -395,12 +444,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             allow_downgrade,
             dry_run,
             yes,
+            to,
+            unattended,
         } => {
             let want = steps::plans::check::Want {
                 force_full,
                 allow_downgrade,
             };
-            cmd::upgrade::upgrade(&inst()?, want, dry_run, yes, json).await
+            let how = cmd::upgrade::How {
+                dry_run,
+                yes: yes || unattended,
+                to,
+                unattended,
+            };
+            cmd::upgrade::upgrade(&inst()?, want, how, json).await
         }
         Command::Fetch { force_full } => cmd::release::fetch(&inst()?, force_full, json).await,
         Command::Pack {

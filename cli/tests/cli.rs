@@ -899,3 +899,126 @@ fn schedule_show_answers_for_a_fixed_clock_and_refuses_bad_windows() {
         .collect();
     assert_eq!(names, ["molt.toml"], "a refused command wrote something");
 }
+
+/// `molt schedule install` writes units that systemd's own checker accepts (boot-time
+/// recovery after Docker, the upgrade timer, the backup timer), never over a file molt did
+/// not write; `remove` takes away exactly what it wrote; a bad calendar writes nothing.
+#[test]
+fn schedule_units_pass_systemd_analyze_verify_and_remove_only_molts_files() {
+    let analyze = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    assert!(
+        analyze.is_ok_and(|o| o.status.success()),
+        "systemd-analyze is missing: scripts/setup.sh installs systemd"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop");
+    let units = dir.path().join("units");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(
+        root.join("molt.toml"),
+        "[schedule]\nupgrade_window = \"Mon-Fri 02:00-04:00\"\ntimezone = \"Europe/Berlin\"\nbackup = \"Sun 03:00\"\n",
+    )
+    .unwrap();
+    let unit_dir = units.to_str().unwrap();
+    let schedule =
+        |verb: &str| common::molt_in(&root, None, &["schedule", verb, "--unit-dir", unit_dir]);
+    let out = schedule("install");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&units)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "molt-shop-backup.service",
+            "molt-shop-backup.timer",
+            "molt-shop-recover.service",
+            "molt-shop-upgrade.service",
+            "molt-shop-upgrade.timer"
+        ]
+    );
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(names.iter().map(|n| units.join(n)))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "systemd-analyze verify: {}",
+        text(&verify)
+    );
+    let recover = std::fs::read_to_string(units.join("molt-shop-recover.service")).unwrap();
+    assert!(recover.contains("After=docker.service"), "{recover}");
+    assert!(
+        recover.contains(&format!(
+            "--root \"{}\" recover",
+            root.canonicalize().unwrap().display()
+        )),
+        "{recover}"
+    );
+    let timer = std::fs::read_to_string(units.join("molt-shop-backup.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=Sun 03:00\n"), "{timer}");
+    // the checker does catch a broken unit (so its approval above means something)
+    std::fs::write(
+        dir.path().join("broken.service"),
+        "[Service]\nExecStart=not-absolute\n",
+    )
+    .unwrap();
+    let bad = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("broken.service"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    // install again: molt's own files are replaced; a file molt did not write is not
+    let out = schedule("install");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::write(
+        units.join("molt-shop-upgrade.timer"),
+        "[Timer]\n# the admin's own\n",
+    )
+    .unwrap();
+    let out = schedule("install");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("molt did not write it"),
+        "{}",
+        text(&out)
+    );
+    let out = schedule("remove");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let left: Vec<String> = std::fs::read_dir(&units)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["molt-shop-upgrade.timer"],
+        "only the admin's file is left"
+    );
+    std::fs::remove_file(units.join("molt-shop-upgrade.timer")).unwrap();
+
+    // a calendar systemd does not understand, a control character: nothing written
+    for (cal, says) in [
+        ("Sunday at three", "not a systemd calendar expression"),
+        ("daily\\nExecStartPre=/bin/sh", "[schedule] backup"),
+    ] {
+        std::fs::write(
+            root.join("molt.toml"),
+            format!("[schedule]\nbackup = \"{cal}\"\n"),
+        )
+        .unwrap();
+        let out = schedule("install");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+        assert_eq!(std::fs::read_dir(&units).unwrap().count(), 0, "{cal}");
+    }
+}

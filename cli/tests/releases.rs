@@ -1795,3 +1795,106 @@ fn a_fetch_with_a_damaged_journal_is_salvaged_and_recovered() {
         }
     }
 }
+
+/// `molt upgrade --unattended` (what the upgrade timer runs) skips, with exit 0 and nothing
+/// fetched, while held, outside the window, and when the offered release is outside the
+/// pinned range; a pinned range that excludes the installed release and a `--to` the manifest
+/// does not offer are errors, with nothing changed. Bad input for all of it is refused.
+#[test]
+fn unattended_upgrades_skip_while_held_outside_the_window_and_outside_the_pinned_range() {
+    let v = Vendor::new();
+    let s = v.serve(&Fault::None);
+    let url = s.url("/manifest.json");
+    let i = Inst::new(&v, &url, true, "");
+    let config = |extra: &str| {
+        std::fs::write(
+            i.root.join("molt.toml"),
+            format!("manifest_url = \"{url}\"\npublic_key = \"vendor.pub\"\n{extra}"),
+        )
+        .unwrap();
+    };
+    let unattended = |want: i32| -> serde_json::Value {
+        let out = i.molt(&["--json", "upgrade", "--unattended"]);
+        assert_eq!(out.status.code(), Some(want), "{}", text(&out));
+        i.nothing_left();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let summary = |v: &serde_json::Value| v["summary"].as_str().unwrap_or("").to_string();
+
+    // held: the reason is shown, by `schedule show` too
+    let out = i.molt(&["hold", "--reason", "waiting for the vendor's fix"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = unattended(0);
+    assert_eq!(r["action"], "skipped", "{r}");
+    assert!(
+        summary(&r).contains("held (waiting for the vendor's fix)"),
+        "{r}"
+    );
+    let out = i.molt(&["schedule", "show"]);
+    assert!(text(&out).contains("held (waiting"), "{}", text(&out));
+    let out = i.molt(&["hold", "--reason", "two\nlines"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        i.root.join("hold.json").exists(),
+        "the refused hold left the earlier one"
+    );
+    let out = i.molt(&["unhold"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!i.root.join("hold.json").exists());
+
+    // outside the window: a window on a day two days from today (UTC)
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .weekday();
+    let other = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        [(today.to_monday_zero_offset() as usize + 2) % 7];
+    config(&format!(
+        "[schedule]\nupgrade_window = \"{other} 02:00-04:00\"\ntimezone = \"UTC\"\n"
+    ));
+    let r = unattended(0);
+    assert!(
+        summary(&r).contains(&format!(
+            "outside the upgrade window \"{other} 02:00-04:00\""
+        )),
+        "{r}"
+    );
+
+    // the pinned range: the offered 2.0.0 is outside it
+    config("[upgrade]\nversions = \">=1.0.0, <2.0.0\"\n");
+    let r = unattended(0);
+    assert!(
+        summary(&r).contains("the vendor offers 2.0.0, outside the pinned range >=1.0.0, <2.0.0"),
+        "{r}"
+    );
+    // a range that excludes what is installed is an error, not a silent skip
+    config("[upgrade]\nversions = \">=1.5.0\"\n");
+    let out = i.molt(&["upgrade", "--unattended"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("excludes the installed version 1.0.0"),
+        "{}",
+        text(&out)
+    );
+    i.nothing_left();
+    // bad ranges are refused when molt.toml is read, by every command
+    config("[upgrade]\nversions = \">=banana\"\n");
+    let out = i.molt(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("[upgrade] versions"), "{}", text(&out));
+
+    // --to: only that version
+    config("");
+    for (to, says) in [
+        ("3.0.0", "the vendor's manifest offers 2.0.0, not 3.0.0"),
+        ("banana", "--to \"banana\""),
+    ] {
+        let out = i.molt(&["upgrade", "--yes", "--to", to]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+        i.nothing_left();
+    }
+    // none of it started a run
+    let out = i.molt(&["--json", "status"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["latest"], serde_json::Value::Null, "{st}");
+}

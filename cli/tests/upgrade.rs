@@ -230,6 +230,21 @@ async fn a_release_that_never_becomes_healthy_is_rolled_back_with_identical_data
         "{}",
         text(&show)
     );
+    // The upgrade timer does not try the failed release again every time it fires: only an
+    // operator's own `molt upgrade` does.
+    let out = molt(&site, &["--json", "upgrade", "--unattended"]);
+    code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["action"], "skipped", "{v}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the last upgrade to 2.1.0 (run 2) rolled back"),
+        "{v}"
+    );
+    assert_eq!(site.app("/version").as_deref(), Some("2.0.0"));
+    assert!(!site.root.join("releases/2.1.0").exists());
 }
 
 /// What the site looked like with 1.0.0 serving, and what 2.0.0 must look like.

@@ -49,6 +49,9 @@ pub struct Schedule {
     pub upgrade_window: Option<String>,
     /// The IANA time zone of the window (default: the host's).
     pub timezone: Option<String>,
+    /// When the backup timer runs: a systemd calendar expression (`daily`, `Sun 03:00`).
+    /// Checked by `systemd-analyze calendar` when the units are installed.
+    pub backup: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -59,6 +62,9 @@ pub struct Upgrade {
     /// Destructive schema changes the operator allows on top of the release's own
     /// `allow_destructive` (subjects `db.table`, `db.table.column`, `db.table.index`).
     pub allow_destructive: Vec<String>,
+    /// The releases unattended upgrades stay within (`">=2.0, <3"`; see
+    /// `crate::version::Range`). An operator's own `molt upgrade` is not bound by it.
+    pub versions: Option<String>,
 }
 
 impl Default for Config {
@@ -85,6 +91,7 @@ impl Default for Upgrade {
         Upgrade {
             schema_lock_wait_secs: 30,
             allow_destructive: Vec::new(),
+            versions: None,
         }
     }
 }
@@ -219,6 +226,16 @@ impl Config {
             );
         }
         c.upgrade_window()?;
+        if let Some(v) = &c.upgrade.versions {
+            crate::version::Range::parse(v).map_err(|e| format!("[upgrade] versions: {e}"))?;
+        }
+        if let Some(b) = &c.schedule.backup {
+            if b.trim().is_empty() || b.chars().any(|ch| ch.is_control()) {
+                return Err(format!(
+                    "[schedule] backup = {b:?}: a systemd calendar expression on one line (daily, Sun 03:00)"
+                ));
+            }
+        }
         if c.root.is_some() && c.allow_unsigned {
             return Err("`allow_unsigned = true` with a pinned `root`: a root means manifests are signed; remove one of them".into());
         }

@@ -183,6 +183,11 @@ impl Installation {
     }
 
     /// What the last committed upgrade installed (`installed.json`).
+    /// `hold.json`: unattended upgrades are held (`crate::unattended::Hold`).
+    pub fn hold_file(&self) -> PathBuf {
+        self.root.join("hold.json")
+    }
+
     pub fn installed_file(&self) -> PathBuf {
         self.root.join("installed.json")
     }

@@ -28,6 +28,8 @@ pub mod schema;
 pub mod services;
 pub mod switch_link;
 pub mod trust;
+pub mod unattended;
+pub mod units;
 pub mod upgrade;
 pub mod verify_file;
 pub mod version;

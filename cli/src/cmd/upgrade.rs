@@ -39,13 +39,68 @@ fn staged(inst: &Installation, version: &str) -> Option<Release> {
     Release::load(&dir).ok().filter(|r| r.version == version)
 }
 
+/// How `molt upgrade` was asked to run.
+pub struct How {
+    pub dry_run: bool,
+    pub yes: bool,
+    /// `--to`: only this version.
+    pub to: Option<String>,
+    /// `--unattended`: hold, window and pinned range apply (`steps::unattended`).
+    pub unattended: bool,
+}
+
+/// An unattended upgrade that does not happen: exit 0, nothing changed, the reason said.
+fn skipped(reason: &str, as_json: bool) -> anyhow::Result<u8> {
+    if as_json {
+        print_json(&json!({ "action": "skipped", "summary": reason, "exit_code": 0 }));
+    } else {
+        println!("unattended upgrade skipped: {reason}");
+    }
+    Ok(exit::OK)
+}
+
+/// The run of the latest upgrade plan in the journal, when it rolled back on its way to `to`.
+fn rolled_back_to(inst: &Installation, to: &str) -> anyhow::Result<Option<u64>> {
+    let store = crate::session::open_for_reading(inst)?;
+    for run in store.runs()?.into_iter().rev() {
+        let log = store.read_run(run)?;
+        let (_, Some(ledger)) = super::journal::run_state(&log) else {
+            continue;
+        };
+        if ledger.plan.id != "upgrade" {
+            continue;
+        }
+        let target = ledger.plan.spec.get("to").and_then(|v| v.as_str());
+        return Ok(
+            (matches!(ledger.terminal, Some(engine::Outcome::RolledBack)) && target == Some(to))
+                .then_some(run.0),
+        );
+    }
+    Ok(None)
+}
+
 pub async fn upgrade(
     inst: &Installation,
     want: Want,
-    dry_run: bool,
-    yes: bool,
+    how: How,
     as_json: bool,
 ) -> anyhow::Result<u8> {
+    let How {
+        dry_run,
+        yes,
+        to: only,
+        unattended,
+    } = how;
+    if let Some(v) = &only {
+        steps::version::Version::parse(v).map_err(|e| err(format!("--to {v:?}: {e}")))?;
+    }
+    // 0. unattended: the hold, the pinned range, the window (no network access yet)
+    if unattended {
+        use steps::unattended::{before_check, Verdict};
+        if let Verdict::Skip(why) = before_check(inst, jiff::Timestamp::now()).map_err(err)? {
+            return skipped(&why, as_json);
+        }
+    }
     // 1. check: signature, freshness, choice
     let c = check(inst, want).await.map_err(exit::failed)?;
     let (package, kind) = match &c.choice {
@@ -61,6 +116,27 @@ pub async fn upgrade(
         Choice::Patch { package, .. } => (package.clone(), "patch"),
     };
     let to = c.manifest.version.clone();
+    if let Some(v) = &only {
+        let same = steps::version::Version::parse(v).map_err(err)?
+            == steps::version::Version::parse(&to).map_err(err)?;
+        if !same {
+            return Err(err(format!(
+                "--to {v}: the vendor's manifest offers {to}, not {v}; nothing was changed"
+            )));
+        }
+    }
+    if unattended {
+        use steps::unattended::{offered, Verdict};
+        if let Verdict::Skip(why) = offered(inst, &to).map_err(err)? {
+            return skipped(&why, as_json);
+        }
+        if let Some(run) = rolled_back_to(inst, &to)? {
+            return skipped(
+                &format!("the last upgrade to {to} (run {run}) rolled back; an operator's `molt upgrade` tries it again"),
+                as_json,
+            );
+        }
+    }
     let fetch = match staged(inst, &to) {
         Some(_) => None,
         None => Some(FetchRelease {

@@ -4,12 +4,13 @@
 //!   copy over from an empty `data/`: records the time, scans the sources, copies every entry
 //!   (files hashed as they are written), applies directory metadata, and writes `precopy.json`
 //!   (what was seen: stat and sha256 of every entry, and when the scan began) atomically.
-//!   `Ok` guarantees `precopy.json` describes `data/`; nothing is fsynced yet: the final sync
-//!   makes the whole backup durable at once. Idempotent: a re-run either finds `precopy.json`
+//!   `Ok` guarantees `precopy.json` describes `data/`. The copy is flushed (`syncfs`) before
+//!   `precopy.json` is written, so that the final sync, inside the downtime, only flushes
+//!   what it changed; it is the final sync that makes the backup complete. Idempotent: a re-run either finds `precopy.json`
 //!   or starts over.
 //! - `undo`: removes `backups/<id>/` entirely. Idempotent.
 
-use super::tree::{finish_dirs, materialize, scan, Seen};
+use super::tree::{finish_dirs, materialize, scan, syncfs, Seen};
 use super::{write_json, Layout, MANIFEST_FORMAT};
 use crate::fsutil::remove_path;
 use crate::io_err;
@@ -97,6 +98,9 @@ impl Step for PreCopy {
         bar.finish();
         let items: Vec<_> = seen.iter().map(|s| s.item.clone()).collect();
         finish_dirs(&data, &items).map_err(|e| io_err("set metadata in", &data, e))?;
+        // Flushed now, while the old release still serves: otherwise the final sync's
+        // `syncfs` would write back the whole copy inside the downtime.
+        syncfs(&data).map_err(|e| io_err("sync", &data, e))?;
         let record = PreCopyRecord {
             format: MANIFEST_FORMAT,
             id: l.id.clone(),

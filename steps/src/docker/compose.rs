@@ -26,7 +26,24 @@ impl Flavor {
     }
 }
 
+/// `prog` as the shell would find it on `PATH`: an executable file.
+fn on_path(prog: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(prog))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Does the front-end answer? v2 is asked for its version (a Go program: milliseconds). v1 is
+/// only looked up on `PATH`: asking it costs a Python start (about 0.4 s here), which every
+/// molt command would pay; a v1 that is installed but broken fails its first real command
+/// with compose's own message.
 async fn answers(flavor: Flavor) -> Option<String> {
+    if flavor == Flavor::V1 {
+        return on_path("docker-compose").map(|p| format!("docker-compose at {}", p.display()));
+    }
     let (prog, pre) = flavor.program();
     let out = Command::new(prog)
         .args(pre)
@@ -75,6 +92,45 @@ pub async fn detect() -> Result<Flavor, String> {
         .clone()
         .map(|(f, _)| f)
 }
+
+/// What the list of services depends on: the compose file and the override (by path, size
+/// and modification time), and the active profiles (`COMPOSE_PROFILES` from the process or
+/// the project directory's `.env`). Any change is a new key, so a memo is never stale.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ServicesKey {
+    files: Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)>,
+    profiles: Option<String>,
+}
+
+impl ServicesKey {
+    fn of(c: &Compose) -> ServicesKey {
+        let stamp = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+        };
+        let mut files = vec![(c.file.clone(), stamp(&c.file))];
+        if let Some(o) = &c.overlay {
+            files.push((o.clone(), stamp(o)));
+        }
+        let dir = c.file.parent().unwrap_or(Path::new("."));
+        let profiles = std::env::var("COMPOSE_PROFILES").ok().or_else(|| {
+            std::fs::read_to_string(dir.join(".env"))
+                .ok()?
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("COMPOSE_PROFILES=")
+                        .map(str::to_string)
+                })
+        });
+        ServicesKey { files, profiles }
+    }
+}
+
+static SERVICES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<ServicesKey, Vec<String>>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// One compose project (stable across releases) and one compose file.
 #[derive(Clone, Debug)]
@@ -136,15 +192,27 @@ impl Compose {
         Ok(out)
     }
 
-    /// The services the file defines (this also validates the file).
+    /// The services the file defines (this also validates the file). Asked of compose once
+    /// per process for the same files (see [`ServicesKey`]): every compose run of the v1
+    /// front-end costs a Python start, and the upgrade's cut-over would otherwise pay it for
+    /// each service-name check.
     pub async fn services(&self) -> Result<Vec<String>, String> {
+        let key = ServicesKey::of(self);
+        if let Some(known) = SERVICES.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(known.clone());
+        }
         let out = self.run(&["config", "--services"], &[]).await?;
-        Ok(String::from_utf8_lossy(&out.stdout)
+        let services: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .map(str::to_string)
-            .collect())
+            .collect();
+        SERVICES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, services.clone());
+        Ok(services)
     }
 
     /// Create and start (all services, or the ones named), detached. Idempotent.

@@ -2,9 +2,10 @@
 //! wait until it is healthy and accepts connections, so the migration runs before any app
 //! meets the schema.
 //!
-//! - `do`: compose up of that one service, the health gate for it, then connection attempts
-//!   with the installation's database URL until one succeeds or the release's health timeout
-//!   ends. Idempotent (up of a running service changes nothing). A release without a database
+//! - `do`: compose up of that one service, then connection attempts with the installation's
+//!   database URL every 50 ms alongside the health gate for it: the first login ends the wait
+//!   (the migration needs no more), a failed gate or the release's health timeout fails it.
+//!   Without a URL, the health gate alone. Idempotent (up of a running service changes nothing). A release without a database
 //!   service makes it a no-op.
 //! - `undo`: stops that service's containers through the API. Idempotent.
 
@@ -46,27 +47,42 @@ impl Step for StartDatabase {
         };
         let only = [service.clone()];
         self.target.up(&only).await?;
-        self.target.wait_healthy(&only).await?;
-        if let Some(url) = &self.url {
-            let url = url.get().map_err(StepError::new)?;
-            let deadline = Instant::now() + Duration::from_secs(timeout);
+        let Some(url) = &self.url else {
+            self.target.wait_healthy(&only).await?;
+            return Ok(Some(service));
+        };
+        // The migration may start once the server accepts the installation's login, which is
+        // usually before Docker's next healthcheck calls it healthy: both are awaited together
+        // and the login decides. The gate still fails the step when the container dies or
+        // stays unhealthy past the release's health timeout (with its logs); a login that
+        // never succeeds fails it at the same deadline.
+        let url = url.get().map_err(StepError::new)?;
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        let login = async {
             loop {
                 match crate::schema::live::connect(&url).await {
                     Ok(conn) => {
                         let _ = conn.disconnect().await;
-                        break;
+                        return Ok(());
                     }
                     Err(source) if Instant::now() >= deadline => {
-                        return Err(super::Error::DatabaseSilent {
-                            service,
+                        return Err(StepError::from(super::Error::DatabaseSilent {
+                            service: only[0].clone(),
                             secs: timeout,
                             source,
-                        }
-                        .into())
+                        }))
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
+        };
+        tokio::pin!(login);
+        tokio::select! {
+            gate = self.target.wait_healthy(&only) => {
+                gate?;
+                (&mut login).await?;
+            }
+            ready = &mut login => ready?,
         }
         Ok(Some(service))
     }
