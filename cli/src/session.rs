@@ -383,6 +383,25 @@ impl RunReport {
         }
     }
 
+    /// One word for a notification: committed, rolled_back, stuck, incomplete.
+    pub fn outcome_word(&self) -> &'static str {
+        match &self.finish {
+            Finish::Finished(Outcome::Committed) => "committed",
+            Finish::Finished(Outcome::RolledBack) => "rolled_back",
+            Finish::Finished(Outcome::Stuck { .. }) => "stuck",
+            Finish::Halted(_) => "incomplete",
+        }
+    }
+
+    /// Why the run did not commit, in full (a stuck step's reason, a halted step's error).
+    pub fn failure(&self) -> Option<String> {
+        match &self.finish {
+            Finish::Finished(Outcome::Committed) => None,
+            Finish::Finished(Outcome::Stuck { reason, .. }) => Some(reason.clone()),
+            _ => self.reason.clone().or_else(|| Some(self.summary())),
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let (state, detail) = match &self.finish {
             Finish::Finished(o) => ("finished", serde_json::to_value(o).unwrap_or_default()),

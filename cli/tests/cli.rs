@@ -1022,3 +1022,90 @@ fn schedule_units_pass_systemd_analyze_verify_and_remove_only_molts_files() {
         assert_eq!(std::fs::read_dir(&units).unwrap().count(), 0, "{cal}");
     }
 }
+
+/// Notifications leave no secret on the wire (the `.env`'s secret-named values and the
+/// database password are replaced, even inside log lines), retry with back-off against a
+/// server that answers 503, log every attempt, and bad channels are refused when molt.toml
+/// is read.
+#[tokio::test]
+async fn notifications_redact_secrets_retry_and_refuse_bad_channels() {
+    use tests::http::{Fault, Server};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(
+        root.join("shared/.env"),
+        "MYSQL_PASSWORD=s3cr3t-pw-123\nAPI_TOKEN=tok-abcdef\nGREETING=hello\n",
+    )
+    .unwrap();
+    let server = Server::start();
+    server.put("/hook", Vec::new(), Fault::None);
+    server.put("/down", Vec::new(), Fault::Status(503));
+    let toml = |path: &str| {
+        std::fs::write(
+            root.join("molt.toml"),
+            format!(
+                "database_url = \"mysql://app:dbpass-xyz@127.0.0.1:1/app\"\n[notify]\nwebhook = \"{}\"\nretries = 2\nbackoff_ms = 10\n",
+                server.url(path)
+            ),
+        )
+        .unwrap();
+        steps::Installation::open(root).unwrap()
+    };
+    let inst = toml("/hook");
+    let payload = steps::notify::Payload::new(
+        &inst,
+        7,
+        "upgrade",
+        "rolled_back",
+        Some("1.0.0".into()),
+        Some("2.0.0".into()),
+        Some(1234),
+        Some(
+            "app logged: password s3cr3t-pw-123, token tok-abcdef, url mysql://app:dbpass-xyz@db"
+                .into(),
+        ),
+    );
+    let sent = steps::notify::send(&inst, &payload).await;
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].1, "{sent:?}");
+    let body = String::from_utf8(server.log().last().unwrap().body.clone()).unwrap();
+    for secret in ["s3cr3t-pw-123", "tok-abcdef", "dbpass-xyz"] {
+        assert!(!body.contains(secret), "{secret} was sent: {body}");
+    }
+    assert!(
+        body.contains("password [redacted], token [redacted]"),
+        "{body}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["outcome"], "rolled_back");
+    assert_eq!(v["downtime_ms"], 1234);
+
+    // a server that answers 503: three attempts, each in notify.log, not delivered
+    std::fs::remove_file(root.join("notify.log")).unwrap();
+    let inst = toml("/down");
+    let sent = steps::notify::send(&inst, &payload).await;
+    assert!(!sent[0].1);
+    let log = std::fs::read_to_string(root.join("notify.log")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.contains("503"), "{log}");
+    let downs = server.log().iter().filter(|l| l.path == "/down").count();
+    assert_eq!(downs, 3);
+
+    // bad channels: refused by every command, naming the key
+    for (notify, says) in [
+        (
+            "webhook = \"ftp://hooks.example.com/x\"",
+            "only http:// and https://",
+        ),
+        ("webhook = \"not a url\"", "is not a URL"),
+        ("command = [\"notify-send\"]", "absolute path"),
+        ("command = []", "[notify] command is empty"),
+        ("timeout_secs = 0", "at least 1"),
+    ] {
+        std::fs::write(root.join("molt.toml"), format!("[notify]\n{notify}\n")).unwrap();
+        let out = common::molt_in(root, None, &["status"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(says), "{notify}: {}", text(&out));
+    }
+}

@@ -104,6 +104,14 @@ async fn installs_then_upgrades_by_patch_and_by_full_package_keeping_data_and_en
     assert_eq!(patch.app("/version").as_deref(), Some("1.0.0"));
 
     let rows_before = patch.rows().await;
+    // The patch site notifies a webhook that is down: the upgrade completes all the same, and
+    // every attempt is in notify.log.
+    let dead = format!("http://127.0.0.1:{}/hook", tests::free_port());
+    let mut toml = std::fs::read_to_string(patch.root.join("molt.toml")).unwrap();
+    toml.push_str(&format!(
+        "\n[notify]\nwebhook = \"{dead}\"\nretries = 2\nbackoff_ms = 50\ntimeout_secs = 2\n"
+    ));
+    std::fs::write(patch.root.join("molt.toml"), toml).unwrap();
     for (site, extra) in [(&patch, None), (&full, Some("--force-full"))] {
         let mut args = vec!["upgrade", "--yes"];
         args.extend(extra);
@@ -157,6 +165,14 @@ async fn installs_then_upgrades_by_patch_and_by_full_package_keeping_data_and_en
         }
     }
     assert_eq!(rows_before["notes"].len(), 2);
+    let log = std::fs::read_to_string(patch.root.join("notify.log")).unwrap();
+    let attempts: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(attempts.len(), 3, "one try and two retries: {log}");
+    assert!(attempts.iter().all(|a| a["ok"] == false), "{log}");
+    assert_eq!(attempts[2]["attempt"], 3, "{log}");
 
     // the journal tells the story: one committed upgrade run with its steps and times
     let list = molt(&patch, &["journal", "list", "--json"]);
@@ -186,6 +202,17 @@ async fn a_release_that_never_becomes_healthy_is_rolled_back_with_identical_data
     let schema = site.schema().await;
     let images = site.running_images();
     let log_before = std::fs::read_to_string(site.root.join("shared/logs/app.log")).unwrap();
+    // Both notification channels: a webhook on a real local server, a command.
+    let hook = tests::http::Server::start();
+    hook.put("/hook", Vec::new(), tests::http::Fault::None);
+    let payload_file = site.root.join("payload.json");
+    let mut toml = std::fs::read_to_string(site.root.join("molt.toml")).unwrap();
+    toml.push_str(&format!(
+        "\n[notify]\nwebhook = \"{}\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > '{}'\"]\n",
+        hook.url("/hook"),
+        payload_file.display()
+    ));
+    std::fs::write(site.root.join("molt.toml"), toml).unwrap();
     vendor.publish("2.1.0", Some("2.0.0"));
 
     let out = molt(&site, &["upgrade", "--yes"]);
@@ -229,6 +256,33 @@ async fn a_release_that_never_becomes_healthy_is_rolled_back_with_identical_data
         String::from_utf8_lossy(&show.stdout).contains("last healthcheck"),
         "{}",
         text(&show)
+    );
+    // The notification: on the webhook and to the command, the same JSON, with the failing
+    // service's health output, and without the operator's secrets.
+    let posts: Vec<_> = hook
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "POST" && l.path == "/hook")
+        .collect();
+    assert_eq!(posts.len(), 1, "one POST");
+    let sent: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&payload_file).unwrap())
+            .unwrap()
+    );
+    assert_eq!(sent["outcome"], "rolled_back", "{sent}");
+    assert_eq!(sent["from"], "2.0.0", "{sent}");
+    assert_eq!(sent["to"], "2.1.0", "{sent}");
+    assert!(sent["downtime_ms"].as_u64().is_some(), "{sent}");
+    let reason = sent["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("service app") && reason.contains("last healthcheck"),
+        "{sent}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&posts[0].body).contains(&site.password),
+        "{sent}"
     );
     // The upgrade timer does not try the failed release again every time it fires: only an
     // operator's own `molt upgrade` does.

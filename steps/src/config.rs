@@ -39,6 +39,7 @@ pub struct Config {
     pub download: Download,
     pub upgrade: Upgrade,
     pub schedule: Schedule,
+    pub notify: crate::notify::Config,
 }
 
 /// When unattended runs may happen.
@@ -82,6 +83,7 @@ impl Default for Config {
             download: Download::default(),
             upgrade: Upgrade::default(),
             schedule: Schedule::default(),
+            notify: crate::notify::Config::default(),
         }
     }
 }
@@ -226,6 +228,7 @@ impl Config {
             );
         }
         c.upgrade_window()?;
+        c.notify.check()?;
         if let Some(v) = &c.upgrade.versions {
             crate::version::Range::parse(v).map_err(|e| format!("[upgrade] versions: {e}"))?;
         }

@@ -89,6 +89,39 @@ impl Installation {
         expand(text, &self.dotenv)
     }
 
+    /// Values that must never leave the host (a notification, a report): the values of the
+    /// `.env` keys whose names say secret (`PASS`, `SECRET`, `TOKEN`, `KEY`, `CREDENTIAL`,
+    /// `PRIVATE`, `AUTH`) and the database URL's password. Longest first, so that a secret
+    /// containing another is replaced whole.
+    pub fn secrets(&self) -> Vec<String> {
+        const SAY_SECRET: [&str; 7] = [
+            "PASS",
+            "SECRET",
+            "TOKEN",
+            "KEY",
+            "CREDENTIAL",
+            "PRIVATE",
+            "AUTH",
+        ];
+        let mut out: Vec<String> = self
+            .dotenv
+            .iter()
+            .filter(|(k, v)| {
+                let k = k.to_ascii_uppercase();
+                v.len() >= 3 && SAY_SECRET.iter().any(|s| k.contains(s))
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        if let Ok(Some(url)) = self.database_url() {
+            if let Some(pw) = url_password(&url).filter(|p| p.len() >= 3) {
+                out.push(pw);
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out.dedup();
+        out
+    }
+
     /// The full database URL (with its password), if one is configured.
     pub fn database_url(&self) -> Result<Option<String>, String> {
         self.database_url
@@ -265,6 +298,13 @@ pub fn redact(url: &str) -> String {
         }
     }
     url.to_string()
+}
+
+/// The password of a `scheme://user:password@host/...` URL.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let auth = rest.split(['/', '?']).next()?.rsplit_once('@')?.0;
+    Some(auth.split_once(':')?.1.to_string())
 }
 
 /// Parse `.env` text: `KEY=VALUE` lines, `export` allowed, values optionally quoted, `#`

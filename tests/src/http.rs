@@ -1,7 +1,8 @@
 //! A real HTTP/1.1 server on 127.0.0.1 for the download tests, which can also misbehave: cut
 //! the connection at byte N, stall, ignore `Range`, answer an error status, send more bytes
 //! than the file has, or start serving different bytes (with a new ETag) after the first
-//! request. Every request is recorded so tests can check what the client asked for.
+//! request. Every request is recorded (method, path, range headers, body) so tests can check
+//! what the client asked for or posted.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -54,7 +55,10 @@ impl std::fmt::Debug for Fault {
 
 #[derive(Clone, Debug)]
 pub struct Logged {
+    pub method: String,
     pub path: String,
+    /// The request body (a webhook's POST), read by its Content-Length.
+    pub body: Vec<u8>,
     pub range: Option<String>,
     pub if_range: Option<String>,
 }
@@ -119,6 +123,7 @@ impl Server {
             if reader.read_line(&mut line)? == 0 {
                 return Ok(());
             }
+            let method = line.split_whitespace().next().unwrap_or("GET").to_string();
             let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
             let mut headers = HashMap::new();
             loop {
@@ -134,7 +139,15 @@ impl Server {
             }
             let range = headers.get("range").cloned();
             let if_range = headers.get("if-range").cloned();
+            let length: usize = headers
+                .get("content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length.min(16 << 20)];
+            std::io::Read::read_exact(&mut reader, &mut body)?;
             self.log.lock().unwrap().push(Logged {
+                method,
+                body,
                 path: path.clone(),
                 range: range.clone(),
                 if_range: if_range.clone(),

@@ -53,6 +53,8 @@ pub async fn attach(
         Some(r) => {
             let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
             super::upgrade::report(inst, &r, downtime, as_json);
+            drop(session);
+            super::upgrade::notify(inst, &r, downtime).await;
             Ok(r.exit_code())
         }
         None => {

@@ -249,7 +249,53 @@ pub async fn upgrade(
     let r = session.start(PlanSpec::Upgrade(Box::new(spec))).await?;
     let downtime = printer.lock().map(|p| p.downtime).unwrap_or(None);
     report(inst, &r, downtime, as_json);
+    drop(session); // the lock: a notification never holds the installation
+    notify(inst, &r, downtime).await;
     Ok(r.exit_code())
+}
+
+/// Tell `[notify]`'s channels how the run ended (after the lock is released; failures only
+/// reach `notify.log` and a warning, never the exit code).
+pub async fn notify(
+    inst: &Installation,
+    r: &crate::session::RunReport,
+    downtime: Option<std::time::Duration>,
+) {
+    if !inst.config.notify.any() || r.plan != "upgrade" {
+        return;
+    }
+    let (from, to) = run_versions(inst, r.run.0).unwrap_or_default();
+    let downtime_ms = downtime.map(|d| d.as_millis() as u64).or_else(|| {
+        let installed = steps::upgrade::Installed::read(&inst.installed_file()).ok()??;
+        (installed.run == r.run.0)
+            .then_some(installed.downtime_ms)
+            .flatten()
+    });
+    let payload = steps::notify::Payload::new(
+        inst,
+        r.run.0,
+        &r.plan,
+        r.outcome_word(),
+        from,
+        to,
+        downtime_ms,
+        r.failure(),
+    );
+    for (channel, ok) in steps::notify::send(inst, &payload).await {
+        if !ok {
+            eprintln!("molt: the notification to {channel} was not delivered (see notify.log)");
+        }
+    }
+}
+
+/// The versions an upgrade run went from and to, from its journaled spec.
+fn run_versions(inst: &Installation, run: u64) -> Option<(Option<String>, Option<String>)> {
+    let store = crate::session::open_for_reading(inst).ok()?;
+    let log = store.read_run(engine::RunId(run)).ok()?;
+    let (_, ledger) = super::journal::run_state(&log);
+    let spec = ledger?.plan.spec;
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    Some((s(&spec["from"]["version"]), s(&spec["to"])))
 }
 
 /// Lets the command read the printer's downtime after the session used it.
