@@ -103,6 +103,19 @@ enum Command {
     },
     /// Release the hold on unattended upgrades.
     Unhold,
+    /// Replace this molt with the newest signed release of molt (`[self_update]` in molt.toml);
+    /// never a downgrade; the old binary is kept as `molt.old` beside it.
+    SelfUpdate {
+        /// Say what would be installed; change nothing.
+        #[arg(long)]
+        check: bool,
+        /// Put the kept `molt.old` back (once).
+        #[arg(long, conflicts_with = "check")]
+        rollback: bool,
+        /// The molt binary to replace or roll back (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Download and stage the release `check` chooses, without cutting over.
     Fetch {
         #[arg(long)]
@@ -435,6 +448,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         } => cmd::schedule::remove(&inst()?, &unit_dir, !no_enable, json),
         Command::Hold { reason } => cmd::schedule::hold(&inst()?, &reason, json),
         Command::Unhold => cmd::schedule::unhold(&inst()?, json),
+        Command::SelfUpdate {
+            check,
+            rollback,
+            binary,
+        } => {
+            cmd::self_update::self_update(&inst()?, binary.as_deref(), check, rollback, json).await
+        }
         Command::Cache {
             command: CacheCommand::Clean,
         } => cmd::release::cache_clean(&inst()?, json),

@@ -1898,3 +1898,197 @@ fn unattended_upgrades_skip_while_held_outside_the_window_and_outside_the_pinned
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["latest"], serde_json::Value::Null, "{st}");
 }
+
+/// A copy of this molt as the binary an operator runs, next to an installation whose
+/// `[self_update]` reads molt's releases from `s`.
+fn molt_copy(dir: &Path, v: &Vendor, s: &Server) -> (PathBuf, PathBuf) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(MOLT, bin.join("molt")).unwrap();
+    let root = dir.join("inst");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(v.path("k.pub"), root.join("molt.pub")).unwrap();
+    std::fs::write(
+        root.join("molt.toml"),
+        format!(
+            "[self_update]\nmanifest_url = \"{}\"\npublic_key = \"molt.pub\"\n",
+            s.url("/molt/manifest.json")
+        ),
+    )
+    .unwrap();
+    (bin.join("molt"), root)
+}
+
+fn run_copy(exe: &Path, root: &Path, fp: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(exe);
+    c.arg("--root")
+        .arg(root)
+        .args(args)
+        .env("MOLT_LOG", "error");
+    c.env_remove("MOLT_FAILPOINTS");
+    if let Some(fp) = fp {
+        c.env("MOLT_FAILPOINTS", fp);
+    }
+    c.output().unwrap()
+}
+
+/// Pack the release directory `rel` as `product` into `out`, and put every file of `out`
+/// on `s` under `/molt/`, the bytes of packages changed by `tamper`.
+fn pack_and_serve(v: &Vendor, s: &Server, rel: &str, out: &str, product: &str, tamper: bool) {
+    let o = v.molt(&[
+        "pack",
+        rel,
+        "--out",
+        out,
+        "--product",
+        product,
+        "--secret-key",
+        "k.sec",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for e in std::fs::read_dir(v.path(out)).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        if tamper && name.ends_with(".tar.zst") {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x55;
+        }
+        s.put(&format!("/molt/{name}"), bytes, Fault::None);
+    }
+}
+
+/// `molt self-update` replaces the running binary with molt's newest signed release: a
+/// tampered package or a manifest for another product is refused with the binary untouched;
+/// a crash at every point of the replacement leaves a molt that runs; `--rollback` brings
+/// the kept one back; an older release is never installed.
+#[test]
+fn self_update_verifies_replaces_atomically_and_rolls_back_once() {
+    let v = Vendor::new();
+    // molt's release 99.0.0: a stand-in binary that answers --version as molt would
+    let r = v.path("molt-99");
+    write(&r, "release.toml", b"format = 1\nversion = \"99.0.0\"\n");
+    write(&r, "bin/molt", b"#!/bin/sh\necho \"molt 99.0.0\"\n");
+    let s = Server::start();
+    let serve = |tamper: bool| pack_and_serve(&v, &s, "molt-99", "molt-pub", "molt", tamper);
+    let dir = tempfile::tempdir().unwrap();
+    let (exe, root) = molt_copy(dir.path(), &v, &s);
+    let original = std::fs::read(&exe).unwrap();
+    let version = |exe: &Path| {
+        let out = Command::new(exe).arg("--version").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mine = version(&exe);
+    assert!(mine.starts_with("molt 0."), "{mine}");
+
+    // tampered package bytes: refused by the download's sha256, the binary untouched
+    serve(true);
+    let out = run_copy(&exe, &root, None, &["self-update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("nothing was changed"), "{}", text(&out));
+    assert_eq!(std::fs::read(&exe).unwrap(), original);
+    assert!(!dir.path().join("bin/molt.old").exists());
+    std::fs::remove_dir_all(root.join("cache")).unwrap();
+
+    // --check says what it would do and does nothing
+    serve(false);
+    let out = run_copy(&exe, &root, None, &["self-update", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("-> 99.0.0"), "{}", text(&out));
+    assert_eq!(std::fs::read(&exe).unwrap(), original);
+
+    // killed at every point of the replacement: a molt that runs is always at the path
+    for point in [
+        "steps::self_update::staged",
+        "steps::self_update::old_kept",
+        "steps::self_update::replaced",
+    ] {
+        let out = run_copy(
+            &exe,
+            &root,
+            Some(&format!("{point}=return")),
+            &["self-update"],
+        );
+        assert_ne!(out.status.code(), Some(0), "{point}: {}", text(&out));
+        let now = version(&exe);
+        assert!(now == mine || now == "molt 99.0.0", "{point}: {now}");
+        if now == "molt 99.0.0" {
+            // the crash came after the rename: put the original back for the next point
+            std::fs::write(&exe, &original).unwrap();
+        }
+    }
+    let out = run_copy(&exe, &root, None, &["--json", "self-update"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(version(&exe), "molt 99.0.0");
+    assert_eq!(
+        std::fs::read(dir.path().join("bin/molt.old")).unwrap(),
+        original,
+        "the old binary is kept"
+    );
+    // one rollback: the stand-in cannot run molt, so a second copy of this molt does it
+    // for the path (`--binary`); the kept binary is refused as a target
+    let tool = dir.path().join("tool-molt");
+    std::fs::copy(MOLT, &tool).unwrap();
+    let old = dir.path().join("bin/molt.old");
+    let exe_arg = exe.to_str().unwrap();
+    let out = run_copy(
+        &tool,
+        &root,
+        None,
+        &[
+            "self-update",
+            "--rollback",
+            "--binary",
+            old.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the kept earlier molt"),
+        "{}",
+        text(&out)
+    );
+    let out = run_copy(
+        &tool,
+        &root,
+        None,
+        &["self-update", "--rollback", "--binary", exe_arg],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read(&exe).unwrap(), original);
+    assert_eq!(version(&exe), mine);
+    let out = run_copy(&exe, &root, None, &["self-update", "--rollback"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "only one rollback: {}",
+        text(&out)
+    );
+
+    // never downgraded, never another product's release, never unsigned
+    pack_and_serve(&v, &s, "r1", "demo-pub", "demo", false);
+    std::fs::remove_file(root.join("self-update-trust.json")).unwrap();
+    let out = run_copy(&exe, &root, None, &["self-update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("for product \"demo\", not molt"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(&exe).unwrap(), original);
+    let r = v.path("molt-old");
+    write(&r, "release.toml", b"format = 1\nversion = \"0.0.1\"\n");
+    write(&r, "bin/molt", b"#!/bin/sh\necho \"molt 0.0.1\"\n");
+    pack_and_serve(&v, &s, "molt-old", "old-pub", "molt", false);
+    std::fs::remove_file(root.join("self-update-trust.json")).unwrap();
+    let out = run_copy(&exe, &root, None, &["self-update"]);
+    assert_eq!(version(&exe), mine, "never downgraded: {}", text(&out));
+    assert!(!text(&out).contains("is molt 0.0.1"), "{}", text(&out));
+    std::fs::write(
+        root.join("molt.toml"),
+        "[self_update]\nmanifest_url = \"http://127.0.0.1:1/m.json\"\n",
+    )
+    .unwrap();
+    let out = run_copy(&exe, &root, None, &["self-update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("must be signed"), "{}", text(&out));
+}

@@ -40,6 +40,18 @@ pub struct Config {
     pub upgrade: Upgrade,
     pub schedule: Schedule,
     pub notify: crate::notify::Config,
+    pub self_update: SelfUpdate,
+}
+
+/// Where molt's own releases come from (`molt self-update`): product `molt`, always signed.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfUpdate {
+    pub manifest_url: Option<String>,
+    /// The minisign public key of molt's releases (a `.pub` file or the key); or `root`.
+    pub public_key: Option<String>,
+    /// A pinned root document of molt's releases (relative to the installation root).
+    pub root: Option<String>,
 }
 
 /// When unattended runs may happen.
@@ -84,6 +96,7 @@ impl Default for Config {
             upgrade: Upgrade::default(),
             schedule: Schedule::default(),
             notify: crate::notify::Config::default(),
+            self_update: SelfUpdate::default(),
         }
     }
 }
@@ -169,7 +182,14 @@ impl Config {
 
     /// The public key's text, read from the file it names if it names one.
     pub fn public_key_text(&self, root: &Path) -> Result<Option<String>, String> {
-        let Some(k) = &self.public_key else {
+        key_text(self.public_key.as_deref(), root)
+    }
+}
+
+/// A key given as a file (a path, or a name ending in `.pub`, under `root`) or as itself.
+pub fn key_text(key: Option<&str>, root: &Path) -> Result<Option<String>, String> {
+    {
+        let Some(k) = key else {
             return Ok(None);
         };
         let p = root.join(k);
@@ -178,9 +198,11 @@ impl Config {
                 .map(Some)
                 .map_err(|e| format!("cannot read the public key {}: {e}", p.display()));
         }
-        Ok(Some(k.clone()))
+        Ok(Some(k.to_string()))
     }
+}
 
+impl Config {
     /// The compose project: `project` from molt.toml, or the root directory's name reduced to
     /// what compose accepts (lowercase letters, digits, `-`, `_`).
     pub fn project(&self, root: &Path) -> String {
@@ -229,6 +251,9 @@ impl Config {
         }
         c.upgrade_window()?;
         c.notify.check()?;
+        if c.self_update.root.is_some() && c.self_update.public_key.is_some() {
+            return Err("[self_update]: both `root` and `public_key` are set; name one".into());
+        }
         if let Some(v) = &c.upgrade.versions {
             crate::version::Range::parse(v).map_err(|e| format!("[upgrade] versions: {e}"))?;
         }

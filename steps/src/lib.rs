@@ -26,6 +26,7 @@ pub mod remove_path;
 pub mod report;
 pub mod root;
 pub mod schema;
+pub mod self_update;
 pub mod services;
 pub mod switch_link;
 pub mod trust;

@@ -7,6 +7,7 @@ pub mod release;
 pub mod run;
 pub mod schedule;
 pub mod schema;
+pub mod self_update;
 pub mod services;
 pub mod status;
 pub mod upgrade;

@@ -159,28 +159,69 @@ pub struct Want {
     pub allow_downgrade: bool,
 }
 
+/// Where a manifest comes from and what vouches for it: an installation's product
+/// ([`Source::of`]) or molt itself (`[self_update]`).
+pub struct Source {
+    /// Relative paths (the manifest, a pinned root, a key file) are under this directory.
+    pub base: PathBuf,
+    pub manifest_url: Option<String>,
+    /// The pinned first root document (relative to `base`).
+    pub root: Option<String>,
+    /// The single public key's text (a file is read by the caller).
+    pub public_key: Result<Option<String>, String>,
+    pub allow_unsigned: bool,
+    /// What was trusted so far (`trust.json` for the product).
+    pub trust_file: PathBuf,
+    /// The version installed now.
+    pub current: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+impl Source {
+    /// The installation's product, as molt.toml describes it.
+    pub fn of(inst: &Installation) -> Result<Source, CheckError> {
+        Ok(Source {
+            base: inst.root.clone(),
+            manifest_url: inst.config.manifest_url.clone(),
+            root: inst.config.root.clone(),
+            public_key: inst.config.public_key_text(&inst.root),
+            allow_unsigned: inst.config.allow_unsigned,
+            trust_file: inst.trust_file(),
+            current: inst
+                .current()
+                .map_err(CheckError::Installed)?
+                .map(|(_, r)| r.version),
+            timeout: std::time::Duration::from_secs(
+                inst.config.download.metadata_timeout_secs.max(1),
+            ),
+        })
+    }
+}
+
 /// Fetch and verify the manifest molt.toml names, and choose what to install.
 pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckError> {
-    let url = inst
-        .config
-        .manifest_url
-        .clone()
-        .ok_or(CheckError::NoManifestUrl)?;
+    check_source(&Source::of(inst)?, want).await
+}
+
+/// Fetch and verify `src`'s manifest (signature by its root or key, freshness, product), and
+/// choose what to install over `src.current`.
+pub async fn check_source(src: &Source, want: Want) -> Result<Checked, CheckError> {
+    let url = src.manifest_url.clone().ok_or(CheckError::NoManifestUrl)?;
     let url = if url.contains("://") || url.starts_with('/') {
         url
     } else {
-        inst.root.join(url).to_string_lossy().into_owned()
+        src.base.join(url).to_string_lossy().into_owned()
     };
-    let timeout = std::time::Duration::from_secs(inst.config.download.metadata_timeout_secs.max(1));
+    let timeout = src.timeout;
     let bytes = get(&url, timeout)
         .await?
         .ok_or_else(|| CheckError::NoManifest(url.clone()))?;
-    let trust_file = inst.trust_file();
+    let trust_file = src.trust_file.clone();
     let mut trusted = crate::trust::Trusted::load(&trust_file).map_err(CheckError::Trust)?;
     let sig_url = format!("{url}.minisig");
-    let signed = match (&inst.config.root, inst.config.public_key_text(&inst.root)) {
+    let signed = match (&src.root, src.public_key.clone()) {
         (Some(pin), _) => {
-            let root = follow_roots(inst, pin, &url, timeout, &mut trusted).await?;
+            let root = follow_roots(src, pin, &url, &mut trusted).await?;
             let sig = get(&sig_url, timeout)
                 .await?
                 .ok_or_else(|| CheckError::Unsigned(sig_url.clone()))?;
@@ -204,7 +245,7 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
             )?;
             true
         }
-        (None, Ok(None)) if inst.config.allow_unsigned => {
+        (None, Ok(None)) if src.allow_unsigned => {
             tracing::warn!(
                 "molt.toml names no public_key (allow_unsigned = true): the manifest's signature is not checked"
             );
@@ -216,7 +257,7 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
         url: url.clone(),
         reason,
     })?;
-    if let (Some(_), Some(root)) = (&inst.config.root, &trusted.root) {
+    if let (Some(_), Some(root)) = (&src.root, &trusted.root) {
         if root.product != m.product {
             return Err(CheckError::Distrust {
                 url: url.clone(),
@@ -241,10 +282,7 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
     if now != trusted {
         store_trust(&now, &trust_file)?;
     }
-    let current = inst
-        .current()
-        .map_err(CheckError::Installed)?
-        .map(|(_, r)| r.version);
+    let current = src.current.clone();
     let choice = manifest::choose(
         &m,
         std::env::consts::ARCH,
@@ -253,7 +291,7 @@ pub async fn check(inst: &Installation, want: Want) -> Result<Checked, CheckErro
         want.allow_downgrade,
     )
     .map_err(CheckError::Choice)?;
-    let root = inst.config.root.as_ref().and(trusted.root.clone());
+    let root = src.root.as_ref().and(trusted.root.clone());
     Ok(Checked {
         url,
         manifest: m,
@@ -281,14 +319,14 @@ pub const MAX_ROTATIONS: u64 = 1024;
 /// beside the manifest (`N.root.json`), refused when expired. A newer root is stored in
 /// `trusted` (and on disk) before it is used.
 async fn follow_roots(
-    inst: &Installation,
+    src: &Source,
     pin: &str,
     manifest_url: &str,
-    timeout: std::time::Duration,
     trusted: &mut crate::trust::Trusted,
 ) -> Result<crate::root::Root, CheckError> {
     use crate::root::{self, Root};
-    let pin_path = inst.root.join(pin).to_string_lossy().into_owned();
+    let timeout = src.timeout;
+    let pin_path = src.base.join(pin).to_string_lossy().into_owned();
     let pin_sig = format!("{pin_path}.minisig");
     let bytes = get(&pin_path, timeout)
         .await?
@@ -330,7 +368,7 @@ async fn follow_roots(
     let changed = trusted.root.as_ref() != Some(&cur);
     if changed {
         trusted.root = Some(cur.clone());
-        store_trust(trusted, &inst.trust_file())?;
+        store_trust(trusted, &src.trust_file)?;
     }
     cur.check_fresh(std::time::SystemTime::now())
         .map_err(|why| CheckError::Root {
