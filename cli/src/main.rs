@@ -95,6 +95,10 @@ enum Command {
         #[arg(long)]
         unattended: bool,
     },
+    /// Make --root a molt installation: adopt the compose product running there (`--adopt
+    /// --version V`, moved into molt's layout in place, one reversible journaled run), or write
+    /// molt.toml for a new one and install its first release.
+    Init(cmd::init::Init),
     /// Hold unattended upgrades (the upgrade timer skips until `molt unhold`).
     Hold {
         /// Why, for whoever finds the hold.
@@ -446,6 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     no_enable,
                 },
         } => cmd::schedule::remove(&inst()?, &unit_dir, !no_enable, json),
+        Command::Init(init) => cmd::init::init(&inst()?, init, json).await,
         Command::Hold { reason } => cmd::schedule::hold(&inst()?, &reason, json),
         Command::Unhold => cmd::schedule::unhold(&inst()?, json),
         Command::SelfUpdate {

@@ -1109,3 +1109,204 @@ async fn notifications_redact_secrets_retry_and_refuse_bad_channels() {
         assert!(text(&out).contains(says), "{notify}: {}", text(&out));
     }
 }
+
+/// A directory shaped like the seed system's installation: compose file, `.env`, a config
+/// file, data (with a nested tree and a relative link inside), uploads and logs.
+fn seed_dir(parent: &Path) -> PathBuf {
+    let root = parent.join("shop");
+    let w = |rel: &str, bytes: &[u8]| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    };
+    w(
+        "docker-compose.yml",
+        b"services:\n  web:\n    image: shop:1\n    volumes: [\"./data:/data\", \"./uploads:/uploads\"]\n",
+    );
+    w(".env", b"MYSQL_PASSWORD=operator-secret\nAPP_PORT=8080\n");
+    w("nginx.conf", b"server { listen 80; }\n");
+    w("data/mysql/ibdata1", &tests::semi_random(1, 300_000));
+    w(
+        "data/mysql/shop/orders.ibd",
+        &tests::semi_random(2, 100_000),
+    );
+    std::os::unix::fs::symlink("mysql/ibdata1", root.join("data/current-ibdata")).unwrap();
+    w("uploads/2026/photo.jpg", &tests::semi_random(3, 50_000));
+    w("logs/app.log", b"started\n");
+    std::fs::create_dir_all(root.join("logs/empty")).unwrap();
+    std::fs::set_permissions(
+        root.join("data/mysql"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    root
+}
+
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// `molt init --adopt` moves a seed-shaped directory into molt's layout without copying a
+/// byte: every file is the same inode with the same bytes, modes and links, each old path
+/// leads to the same place, and the result is an installation `molt status` reads. Killed
+/// at every failpoint hit, recovery ends in the original directory or the adopted layout.
+#[test]
+fn adoption_moves_every_byte_and_recovers_from_a_crash_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = seed_dir(dir.path());
+    let before = tree_of(&root);
+    let ino = inode(&root.join("data/mysql/ibdata1"));
+    let out = common::molt_in(&root, None, &["init", "--adopt", "--version", "1.4.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // every data path: same bytes, same inode, under shared/, reachable by its old name
+    for top in ["data", "uploads", "logs", ".env"] {
+        let old: Tree = before
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(top)?;
+                (rest.is_empty() || rest.starts_with('/'))
+                    .then(|| (format!("shared/{top}{rest}"), v.clone()))
+            })
+            .collect();
+        let mut now = Tree::new();
+        for k in old.keys() {
+            let p = root.join(k);
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            now.insert(
+                k.clone(),
+                if m.file_type().is_symlink() {
+                    common::Node::Link(std::fs::read_link(&p).unwrap())
+                } else if m.is_dir() {
+                    common::Node::Dir(m.permissions().mode() & 0o7777)
+                } else {
+                    common::Node::File(m.permissions().mode() & 0o7777, std::fs::read(&p).unwrap())
+                },
+            );
+        }
+        assert_tree(&now, &old, &format!("{top} moved"));
+        assert_eq!(
+            std::fs::read_link(root.join(top)).unwrap(),
+            Path::new("shared").join(top)
+        );
+    }
+    assert_eq!(
+        inode(&root.join("shared/data/mysql/ibdata1")),
+        ino,
+        "moved, not copied"
+    );
+    assert_eq!(
+        std::fs::read(root.join("data/current-ibdata")).unwrap(),
+        tests::semi_random(1, 300_000),
+        "the relative link inside data still leads to its file"
+    );
+    for f in ["docker-compose.yml", "nginx.conf"] {
+        assert_eq!(
+            std::fs::read(root.join("releases/1.4.2").join(f)).unwrap(),
+            std::fs::read(root.join(f)).unwrap(),
+            "{f} through the link"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join(f)).unwrap(),
+            Path::new("current").join(f)
+        );
+    }
+    let st = common::molt_in(&root, None, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["current"]["version"], "1.4.2", "{v}");
+    let toml = std::fs::read_to_string(root.join("molt.toml")).unwrap();
+    assert!(toml.contains("project = \"shop\""), "{toml}");
+    let adopted = tree_of(&root);
+
+    // bad input: nothing changed
+    let out = common::molt_in(&root, None, &["init", "--adopt", "--version", "1.4.3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("already has a molt.toml"),
+        "{}",
+        text(&out)
+    );
+    for (setup, args, says) in [
+        (
+            "no compose",
+            vec!["init", "--adopt", "--version", "1.0.0"],
+            "no docker-compose.yml",
+        ),
+        (
+            "a link",
+            vec!["init", "--adopt", "--version", "1.0.0"],
+            "is a symbolic link",
+        ),
+        (
+            "bad version",
+            vec!["init", "--adopt", "--version", "one"],
+            "--version",
+        ),
+        ("no version", vec!["init", "--adopt"], "needs --version"),
+        (
+            "no key",
+            vec!["init", "--manifest-url", "http://x/m.json"],
+            "--public-key",
+        ),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let r = seed_dir(d.path());
+        match setup {
+            "no compose" => std::fs::remove_file(r.join("docker-compose.yml")).unwrap(),
+            "a link" => std::os::unix::fs::symlink("/etc", r.join("etc")).unwrap(),
+            _ => {}
+        }
+        let was = tree_of(&r);
+        let out = common::molt_in(&r, None, &args);
+        assert_eq!(out.status.code(), Some(1), "{setup}: {}", text(&out));
+        assert!(text(&out).contains(says), "{setup}: {}", text(&out));
+        let mut now = Tree::new();
+        walk(&r, &r, &mut now);
+        assert_tree(&now, &was, setup);
+    }
+
+    // the crash matrix
+    let strip = |t: &Tree| -> Tree {
+        t.iter()
+            .filter(|(k, _)| {
+                let top = k.split('/').next().unwrap();
+                !["journal", "cache", "molt.lock"].contains(&top)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let adopted = strip(&adopted);
+    let mut crashes = 0;
+    for fp in FAILPOINTS {
+        for n in 0.. {
+            let d = tempfile::tempdir().unwrap();
+            let r = seed_dir(d.path());
+            let spec = format!("{fp}={n}*off->return");
+            let out = common::molt_in(&r, Some(&spec), &["init", "--adopt", "--version", "1.4.2"]);
+            if !aborted(&out) {
+                assert_eq!(out.status.code(), Some(0), "{spec}: {}", text(&out));
+                break;
+            }
+            crashes += 1;
+            let rec = common::molt_in(&r, None, &["recover"]);
+            assert!(
+                matches!(rec.status.code(), Some(0 | 4)),
+                "{spec}: {}",
+                text(&rec)
+            );
+            let now = strip(&tree_of(&r));
+            let st = common::molt_in(&r, None, &["--json", "status"]);
+            let state = serde_json::from_slice::<serde_json::Value>(&st.stdout)
+                .map(|v| v["latest"]["state"].as_str().unwrap_or("none").to_string())
+                .unwrap_or_default();
+            match state.as_str() {
+                "committed" => assert_tree(&now, &adopted, &format!("{spec}: committed")),
+                _ => assert_tree(&now, &before, &format!("{spec}: {state}")),
+            }
+        }
+    }
+    println!(
+        "{crashes} crashes during adoption, each recovered to the original or the adopted layout"
+    );
+    assert!(crashes >= 40, "{crashes}");
+}

@@ -418,3 +418,136 @@ fn a_daemon_that_disappears_mid_step_leaves_nothing_half_done() {
         i.containers()
     );
 }
+
+/// GET `path` from 127.0.0.1:`port`: the status and body.
+fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut r = Vec::new();
+    s.read_to_end(&mut r).ok()?;
+    let split = r.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&r[..split]).into_owned();
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, r[split + 4..].to_vec()))
+}
+
+/// Wait (at most 30 s) until GET `path` answers 200.
+fn wait_ok(port: u16, path: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(port, path).is_none_or(|(c, _)| c != 200) {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `molt init --adopt` of a seed-shaped directory whose services run: they keep serving
+/// through the adoption, a `docker restart` afterwards still finds the data through the
+/// links left at the old paths, and molt then drives them as its installation's services.
+#[test]
+fn adopting_a_running_compose_directory_keeps_its_services_and_their_data() {
+    let web = image("web:1", "1", true);
+    let dir = tempfile::tempdir().unwrap();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let project = format!("moltseed{}x{n}", std::process::id());
+    let root = dir.path().join(&project);
+    let port = free_port();
+    std::fs::create_dir_all(root.join("uploads/2026")).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::write(root.join("uploads/2026/photo.txt"), b"the operator's photo").unwrap();
+    std::fs::write(root.join("data/db.bin"), tests::semi_random(9, 200_000)).unwrap();
+    std::fs::write(root.join(".env"), format!("WEB_PORT={port}\n")).unwrap();
+    std::fs::write(
+        root.join("docker-compose.yml"),
+        format!(
+            "services:\n  web:\n    image: {}\n    restart: unless-stopped\n    stop_grace_period: 1s\n    ports:\n      - \"127.0.0.1:${{WEB_PORT}}:8080\"\n    volumes:\n      - ./uploads:/www/uploads\n      - ./data:/data\n",
+            web.tag
+        ),
+    )
+    .unwrap();
+    let _guard = ProjectGuard(project.clone());
+    // the seed system started it the way operators do: compose in the directory
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut up = if v2 {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    };
+    let compose = up.current_dir(&root).args(["up", "-d"]).output().unwrap();
+    assert!(compose.status.success(), "{}", text(&compose));
+    wait_ok(
+        port,
+        "/uploads/2026/photo.txt",
+        "the seed's service never answered",
+    );
+    let before = tree_of(&root);
+
+    let out = molt_in(&root, None, &["init", "--adopt", "--version", "3.1.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        get(port, "/uploads/2026/photo.txt"),
+        Some((200, b"the operator's photo".to_vec())),
+        "served throughout"
+    );
+    // the moved directory is the one the container writes to and reads from
+    std::fs::write(root.join("shared/uploads/new.txt"), b"after").unwrap();
+    assert_eq!(
+        get(port, "/uploads/new.txt"),
+        Some((200, b"after".to_vec()))
+    );
+    let mut moved = Tree::new();
+    for (k, v) in &before {
+        if let Some(rest) = ["uploads", "data", ".env"]
+            .iter()
+            .find_map(|t| (k == t || k.starts_with(&format!("{t}/"))).then_some(k))
+        {
+            moved.insert(format!("shared/{rest}"), v.clone());
+        }
+    }
+    let mut shared = tree_of(&root.join("shared"))
+        .into_iter()
+        .map(|(k, v)| (format!("shared/{k}"), v))
+        .collect::<Tree>();
+    shared.remove("shared/uploads/new.txt");
+    assert_tree(&shared, &moved, "every byte of the data, moved");
+
+    // a restart of the old container resolves its bind mounts through the links
+    let id = Command::new("docker")
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=com.docker.compose.project={project}"))
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    assert!(!id.is_empty());
+    let r = Command::new("docker")
+        .args(["restart", "-t", "1", &id])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", text(&r));
+    wait_ok(
+        port,
+        "/uploads/new.txt",
+        "after the restart the data is gone",
+    );
+    // and molt drives them now: its project, its release
+    let st = molt_in(&root, None, &["--json", "services", "status"]);
+    assert_eq!(st.status.code(), Some(0), "{}", text(&st));
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("\"web\""),
+        "{}",
+        text(&st)
+    );
+    let out = molt_in(&root, None, &["services", "restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        get(port, "/uploads/2026/photo.txt"),
+        Some((200, b"the operator's photo".to_vec())),
+        "recreated from releases/3.1.0, the same data"
+    );
+}

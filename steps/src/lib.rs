@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod http;
 pub mod install;
 pub mod manifest;
+pub mod move_path;
 pub mod notify;
 pub mod package;
 pub mod plans;

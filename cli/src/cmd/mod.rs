@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod init;
 pub mod journal;
 pub mod release;
 pub mod run;

@@ -10,7 +10,9 @@
 //! - `schema-migrate` ([`SchemaMigrate`]): bring a live database to a schema file (a pivot).
 //! - `upgrade` ([`Upgrade`]): the whole upgrade, check to commit (`upgrade.rs`).
 //! - `rollback-to` ([`RollbackTo`]): after a commit, back to a backup's release and data.
+//! - `adopt` ([`Adopt`]): an existing compose directory moved into molt's layout in place.
 
+pub mod adopt;
 pub mod backup;
 pub mod check;
 pub mod fetch;
@@ -20,6 +22,7 @@ pub mod schema;
 pub mod services;
 pub mod upgrade;
 
+pub use adopt::Adopt;
 pub use backup::{BackupCreate, BackupPrune, BackupRestore};
 pub use fetch::FetchRelease;
 pub use fs_script::{FsOp, FsScript};
@@ -73,6 +76,7 @@ pub enum PlanSpec {
     SchemaMigrate(SchemaMigrate),
     Upgrade(Box<Upgrade>),
     RollbackTo(RollbackTo),
+    Adopt(Adopt),
 }
 
 impl PlanSpec {
@@ -90,6 +94,7 @@ impl PlanSpec {
             PlanSpec::SchemaMigrate(s) => s.steps(env),
             PlanSpec::Upgrade(s) => s.steps(env),
             PlanSpec::RollbackTo(s) => s.steps(env),
+            PlanSpec::Adopt(s) => s.steps(env),
         }
     }
 
