@@ -27,6 +27,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 [ -x /usr/bin/time ] || need_apt+=(time)
 command -v strace >/dev/null || need_apt+=(strace)   # the journal's power-loss test
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)   # units checked by systemd-analyze verify
+command -v musl-gcc >/dev/null || need_apt+=(musl-tools)   # the static binary (scripts/package.sh)
+command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 # the schema tests run against a real MariaDB server
 [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 command -v mariadb >/dev/null || need_apt+=(mariadb-client)
@@ -62,3 +64,5 @@ MOLT_TEST_DATABASE_URL="mysql://molt_test:$db_password@127.0.0.1:3306/"
 export MOLT_TEST_DATABASE_URL
 printf '%s\n' "$MOLT_TEST_DATABASE_URL" > target/molt-test-database.url
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
+# the static binary of scripts/package.sh
+rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl

@@ -27,6 +27,11 @@ if [ -d ../shared/fixtures/nuwax ] || [ "${CI:-}" = true ]; then
 else
   log "nuwax suite not run: ../shared/fixtures/nuwax is not beside this clone"
 fi
+# The Debian package and the static binary, built as a release would be, then installed
+# with apt, checked and removed (this machine's /usr/bin/molt comes and goes).
+log "scripts/package.sh, then the package test"
+bash scripts/package.sh
+cargo test -p cli --test cli -- --ignored package_ 2>&1 | tee -a target/test-output.txt
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "\n%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt

@@ -238,6 +238,10 @@ enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Show molt at work in a scratch installation: a run, a crash, recovery, a rollback.
     Demo {
         /// Directory for the scratch installation (created; must not exist or be empty).
@@ -450,6 +454,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     no_enable,
                 },
         } => cmd::schedule::remove(&inst()?, &unit_dir, !no_enable, json),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "molt", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(exit::OK)
+        }
         Command::Init(init) => cmd::init::init(&inst()?, init, json).await,
         Command::Hold { reason } => cmd::schedule::hold(&inst()?, &reason, json),
         Command::Unhold => cmd::schedule::unhold(&inst()?, json),

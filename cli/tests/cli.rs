@@ -1310,3 +1310,90 @@ fn adoption_moves_every_byte_and_recovers_from_a_crash_anywhere() {
     );
     assert!(crashes >= 40, "{crashes}");
 }
+
+/// The Debian package `scripts/package.sh` builds installs with apt like any other: the
+/// static molt on PATH, its template units where systemd looks, the man page and the
+/// completions; `apt-get remove --purge` takes every one of them away. (Run by
+/// scripts/test.sh after scripts/package.sh; it installs into this machine.)
+#[test]
+#[ignore = "installs a package system-wide: scripts/test.sh runs it after scripts/package.sh"]
+fn package_deb_installs_with_apt_and_is_removed_cleanly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/package");
+    let deb = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}: run scripts/package.sh first", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .unwrap_or_else(|| panic!("no .deb in {}: run scripts/package.sh", dir.display()));
+    let apt = |args: &[&str]| {
+        let out = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "apt-get {args:?}: {}", text(&out));
+    };
+    let files = [
+        "/usr/bin/molt",
+        "/lib/systemd/system/molt-recover@.service",
+        "/lib/systemd/system/molt-upgrade@.service",
+        "/lib/systemd/system/molt-upgrade@.timer",
+        "/usr/share/man/man1/molt.1.gz",
+        "/usr/share/bash-completion/completions/molt",
+        "/usr/share/zsh/vendor-completions/_molt",
+        "/usr/share/fish/vendor_completions.d/molt.fish",
+    ];
+    apt(&["install", "-y", "-qq", deb.to_str().unwrap()]);
+    for f in files {
+        assert!(Path::new(f).exists(), "{f} is not installed");
+    }
+    let v = Command::new("/usr/bin/molt")
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("molt {}", env!("CARGO_PKG_VERSION"))
+    );
+    // the template units, as an instance for an installation at /srv/shop, pass systemd's
+    // checker
+    let units = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("molt-recover@.service", "molt-recover@srv-shop.service"),
+        ("molt-upgrade@.service", "molt-upgrade@srv-shop.service"),
+        ("molt-upgrade@.timer", "molt-upgrade@srv-shop.timer"),
+    ] {
+        std::fs::copy(
+            Path::new("/lib/systemd/system").join(from),
+            units.path().join(to),
+        )
+        .unwrap();
+    }
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(
+            std::fs::read_dir(units.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path()),
+        )
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+    let man = Command::new("sh")
+        .arg("-c")
+        .arg("zcat /usr/share/man/man1/molt.1.gz | head -c 4000")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&man.stdout).contains(".TH molt"),
+        "{}",
+        text(&man)
+    );
+    apt(&["remove", "--purge", "-y", "-qq", "molt"]);
+    for f in files {
+        assert!(!Path::new(f).exists(), "{f} is left after removal");
+    }
+    let st = Command::new("dpkg").args(["-s", "molt"]).output().unwrap();
+    assert!(!st.status.success(), "dpkg still knows molt");
+}
