@@ -414,6 +414,15 @@ fn init_failpoints() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Write generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<u8> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(exit::OK),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let json = cli.json;
     if !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -456,13 +465,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         } => cmd::schedule::remove(&inst()?, &unit_dir, !no_enable, json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "molt", &mut std::io::stdout());
-            Ok(exit::OK)
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "molt", &mut text);
+            print_bytes(&text)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
-            Ok(exit::OK)
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut text)?;
+            print_bytes(&text)
         }
         Command::Init(init) => cmd::init::init(&inst()?, init, json).await,
         Command::Hold { reason } => cmd::schedule::hold(&inst()?, &reason, json),
