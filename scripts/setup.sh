@@ -28,6 +28,9 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v strace >/dev/null || need_apt+=(strace)   # the journal's power-loss test
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)   # units checked by systemd-analyze verify
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)   # the static binary (scripts/package.sh)
+# the fleet test reaches one host over ssh (an sshd of its own, started by the test)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 # the schema tests run against a real MariaDB server
 [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
@@ -66,3 +69,9 @@ printf '%s\n' "$MOLT_TEST_DATABASE_URL" > target/molt-test-database.url
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
 # the static binary of scripts/package.sh
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+# Ansible for the fleet role's test (ansible/), from PyPI into target/ansible
+if [ ! -x target/ansible/bin/ansible-playbook ]; then
+  log "installing ansible-core into target/ansible"
+  python3 -m venv target/ansible
+  target/ansible/bin/pip install -q "ansible-core==2.17.*"
+fi

@@ -112,6 +112,15 @@ async fn installs_then_upgrades_by_patch_and_by_full_package_keeping_data_and_en
         "\n[notify]\nwebhook = \"{dead}\"\nretries = 2\nbackoff_ms = 50\ntimeout_secs = 2\n"
     ));
     std::fs::write(patch.root.join("molt.toml"), toml).unwrap();
+    // The full site notifies a live one: the committed upgrade, its versions and downtime.
+    let hook = tests::http::Server::start();
+    hook.put("/hook", Vec::new(), tests::http::Fault::None);
+    let mut toml = std::fs::read_to_string(full.root.join("molt.toml")).unwrap();
+    toml.push_str(&format!(
+        "\n[notify]\nwebhook = \"{}\"\n",
+        hook.url("/hook")
+    ));
+    std::fs::write(full.root.join("molt.toml"), toml).unwrap();
     for (site, extra) in [(&patch, None), (&full, Some("--force-full"))] {
         let mut args = vec!["upgrade", "--yes"];
         args.extend(extra);
@@ -173,6 +182,25 @@ async fn installs_then_upgrades_by_patch_and_by_full_package_keeping_data_and_en
     assert_eq!(attempts.len(), 3, "one try and two retries: {log}");
     assert!(attempts.iter().all(|a| a["ok"] == false), "{log}");
     assert_eq!(attempts[2]["attempt"], 3, "{log}");
+    let posts: Vec<_> = hook
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1);
+    let sent: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(sent["outcome"], "committed", "{sent}");
+    assert_eq!(
+        (sent["from"].as_str(), sent["to"].as_str()),
+        (Some("1.0.0"), Some("2.0.0"))
+    );
+    assert_eq!(
+        sent["downtime_ms"],
+        installed(&full)["downtime_ms"],
+        "{sent}"
+    );
+    assert_eq!(sent["reason"], serde_json::Value::Null, "{sent}");
+    assert!(!String::from_utf8_lossy(&posts[0].body).contains(&full.password));
 
     // the journal tells the story: one committed upgrade run with its steps and times
     let list = molt(&patch, &["journal", "list", "--json"]);
@@ -813,4 +841,167 @@ async fn a_killed_upgrade_with_a_damaged_journal_is_salvaged_and_recovered() {
         }
     }
     eprintln!("damaged journals of killed upgrades: {ends:?}");
+}
+
+/// An sshd of its own on 127.0.0.1 (own host key, own authorized key, own port): the fleet
+/// test reaches one of its hosts through Ansible's ssh connection, as a fleet would.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        use std::process::Command;
+        assert!(
+            std::path::Path::new("/usr/sbin/sshd").exists(),
+            "/usr/sbin/sshd is missing: scripts/setup.sh installs openssh-server"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, kind) in [("host", "ed25519"), ("client", "ed25519")] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", kind, "-N", "", "-f"])
+                .arg(d.join(name))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
+        let port = tests::free_port();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {0}/host\nAuthorizedKeysFile {0}/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {0}/sshd.pid\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sshd never listened");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Sshd {
+            child,
+            port,
+            key: d.join("client"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Ansible role in `ansible/` upgrades a fleet of three installations (one reached over
+/// ssh): the canary first, then the batches, each through `molt check` and `molt upgrade
+/// --json`; when the canary's upgrade fails (it rolls back, exit 4), the play stops and no
+/// other host is touched.
+#[tokio::test]
+async fn the_ansible_role_upgrades_a_fleet_canary_first_and_stops_at_the_first_failure() {
+    let playbook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ansible/upgrade.yml");
+    let ansible = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/ansible/bin/ansible-playbook");
+    assert!(
+        ansible.exists(),
+        "{} is missing: scripts/setup.sh installs ansible-core into target/ansible",
+        ansible.display()
+    );
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("1.0.0", None);
+    let sites = [Site::new(&vendor), Site::new(&vendor), Site::new(&vendor)];
+    for s in &sites {
+        install_1(&vendor, s).await;
+    }
+    vendor.publish("2.0.0", Some("1.0.0"));
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let molt_bin = std::fs::canonicalize(common::MOLT).unwrap();
+    let inventory = work.path().join("inventory.ini");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[molt]\ncanary ansible_connection=local molt_root={0}\nover-ssh ansible_host=127.0.0.1 ansible_port={port} ansible_user=root ansible_ssh_private_key_file={key} molt_root={1}\nthird ansible_connection=local molt_root={2}\n\n[molt:vars]\nmolt_bin={bin}\nansible_python_interpreter=/usr/bin/python3\n",
+            sites[0].root.display(),
+            sites[1].root.display(),
+            sites[2].root.display(),
+            port = sshd.port,
+            key = sshd.key.display(),
+            bin = molt_bin.display()
+        ),
+    )
+    .unwrap();
+    let play = || {
+        std::process::Command::new(&ansible)
+            .arg("-i")
+            .arg(&inventory)
+            .arg(&playbook)
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env(
+                "ANSIBLE_SSH_ARGS",
+                "-o UserKnownHostsFile=/dev/null -o ControlMaster=no",
+            )
+            .env("ANSIBLE_LOCAL_TEMP", work.path().join("tmp"))
+            .env("ANSIBLE_REMOTE_TEMP", work.path().join("remote-tmp"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("MOLT_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let out = play();
+    assert!(out.status.success(), "{}", text(&out));
+    for s in &sites {
+        assert_eq!(s.app("/version").as_deref(), Some("2.0.0"));
+        assert_eq!(installed(s)["version"], "2.0.0");
+    }
+    let at = |s: &Site| installed(s)["at_ms"].as_u64().unwrap();
+    assert!(
+        at(&sites[0]) < at(&sites[1]) && at(&sites[1]) < at(&sites[2]),
+        "canary, then the batches in order"
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("canary: installed 1.0.0"), "{log}");
+
+    // a broken release: the canary rolls back on its own and nothing else is tried
+    vendor.publish("2.1.0", Some("2.0.0"));
+    let runs = |s: &Site| {
+        let l = molt(s, &["journal", "list", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&l.stdout).unwrap()["runs"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before: Vec<usize> = sites.iter().map(runs).collect();
+    let out = play();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(runs(&sites[0]), before[0] + 1, "the canary tried");
+    assert_eq!(
+        sites[0].app("/version").as_deref(),
+        Some("2.0.0"),
+        "and rolled back"
+    );
+    for (s, was) in sites.iter().zip(&before).skip(1) {
+        assert_eq!(
+            runs(s),
+            *was,
+            "{}: touched after the canary failed",
+            s.project
+        );
+        assert_eq!(s.app("/version").as_deref(), Some("2.0.0"));
+        assert!(!s.root.join("releases/2.1.0").exists());
+    }
 }
