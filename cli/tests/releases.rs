@@ -1830,8 +1830,14 @@ fn unattended_upgrades_skip_while_held_outside_the_window_and_outside_the_pinned
         summary(&r).contains("held (waiting for the vendor's fix)"),
         "{r}"
     );
-    let out = i.molt(&["schedule", "show"]);
-    assert!(text(&out).contains("held (waiting"), "{}", text(&out));
+    for cmd in ["schedule show", "status"] {
+        let out = i.molt(&cmd.split(' ').collect::<Vec<_>>());
+        assert!(
+            text(&out).contains("held (waiting"),
+            "{cmd}: {}",
+            text(&out)
+        );
+    }
     let out = i.molt(&["hold", "--reason", "two\nlines"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(

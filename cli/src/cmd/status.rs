@@ -69,6 +69,10 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
     let trust = steps::trust::Trusted::load(&inst.trust_file())
         .ok()
         .filter(|t| t.manifest_sequence > 0 || t.root.is_some());
+    // A hold is shown, never an error here: `molt schedule show` reports a bad file.
+    let held = steps::unattended::Hold::read(&inst.hold_file())
+        .ok()
+        .flatten();
     let v = json!({
         "root": inst.root,
         "busy": false,
@@ -77,6 +81,7 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
         "runs": runs.len(),
         "latest": latest,
         "trust": trust,
+        "held": held.as_ref().map(|h| &h.reason),
     });
     if as_json {
         print_json(&v);
@@ -118,6 +123,14 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
             t.manifest_sequence,
             t.manifest_version.as_deref().unwrap_or("?")
         );
+    }
+    if let Some(h) = &held {
+        let why = if h.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", h.reason)
+        };
+        println!("held{why}: unattended upgrades skip until `molt unhold`");
     }
     match &latest {
         None => println!("no runs yet"),
