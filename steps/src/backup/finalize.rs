@@ -9,14 +9,14 @@
 //! Entries that disappeared are removed from the backup, new ones copied.
 //!
 //! - `do`: with the manifest present, done. Otherwise applies the changes to `data/`, makes
-//!   what it wrote durable (each written file, every directory), and writes `manifest.json` atomically: from that
+//!   the whole filesystem durable (`syncfs`), and writes `manifest.json` atomically: from that
 //!   instant, and not before, the backup is complete (`precopy.json` is then removed). Idempotent: the sources are compared with
 //!   the pre-copy's record again, so a re-run redoes exactly what may not have been done.
 //! - `undo`: removes the manifest (the backup is no longer complete); the pre-copy's undo
 //!   removes the rest. Idempotent.
 
 use super::precopy::PreCopyRecord;
-use super::tree::{finish_dirs, hash_file, rematerialize, scan, Seen};
+use super::tree::{finish_dirs, hash_file, rematerialize, scan, syncfs, Seen};
 use super::{read_json, write_json, Kind, Layout, Manifest, MANIFEST_FORMAT};
 use crate::fsutil::{remove_path, sync_dir};
 use crate::io_err;
@@ -111,8 +111,6 @@ impl Step for FinalSync {
 
         let mut items = Vec::with_capacity(now.len());
         let mut copied = 0;
-        // What this sync wrote, to flush just that (see below).
-        let mut written: Vec<std::path::PathBuf> = Vec::new();
         for s in &now {
             let src = l.root.join(&s.item.path);
             let mut item = s.item.clone();
@@ -136,30 +134,13 @@ impl Step for FinalSync {
                 }
                 item.sha256 =
                     rematerialize(&l.root, &data, &item).map_err(|e| io_err("copy", &src, e))?;
-                if item.kind == super::Kind::File {
-                    written.push(dst.clone());
-                }
                 copied += 1;
                 engine::failpoint("steps::backup::sync_entry");
             }
             items.push(item);
         }
         finish_dirs(&data, &items).map_err(|e| io_err("set metadata in", &data, e))?;
-        // Durable before the manifest: the pre-copy flushed its copy before the stop, so only
-        // the files written here and the directories (entries added or removed, metadata set)
-        // are flushed, one by one. Not `syncfs`: the backup shares its file system with the
-        // data, and the database's own shutdown has just left it full of dirty pages that the
-        // backup does not need flushed inside the downtime.
-        for f in &written {
-            std::fs::File::open(f)
-                .and_then(|h| h.sync_all())
-                .map_err(|e| io_err("sync", f, e))?;
-        }
-        for d in items.iter().filter(|i| i.kind == super::Kind::Dir) {
-            let p = data.join(&d.path);
-            sync_dir(&p).map_err(|e| io_err("sync", &p, e))?;
-        }
-        sync_dir(&data).map_err(|e| io_err("sync", &data, e))?;
+        syncfs(&data).map_err(|e| io_err("sync", &data, e))?;
         sync_dir(&l.dir()).map_err(|e| io_err("sync", &l.dir(), e))?;
         engine::failpoint("steps::backup::before_manifest");
         let (files, bytes) = super::totals(&items);
