@@ -265,12 +265,14 @@ pub async fn notify(
         return;
     }
     let (from, to) = run_versions(inst, r.run.0).unwrap_or_default();
-    let downtime_ms = downtime.map(|d| d.as_millis() as u64).or_else(|| {
-        let installed = steps::upgrade::Installed::read(&inst.installed_file()).ok()??;
-        (installed.run == r.run.0)
-            .then_some(installed.downtime_ms)
-            .flatten()
-    });
+    // The run's own record first (`installed.json` of a committed run), so that the
+    // notification says what `molt status` says; else what this process timed.
+    let recorded = steps::upgrade::Installed::read(&inst.installed_file())
+        .ok()
+        .flatten()
+        .filter(|i| i.run == r.run.0)
+        .and_then(|i| i.downtime_ms);
+    let downtime_ms = recorded.or_else(|| downtime.map(|d| d.as_millis() as u64));
     let payload = steps::notify::Payload::new(
         inst,
         r.run.0,
