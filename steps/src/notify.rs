@@ -173,11 +173,14 @@ fn log_attempt(root: &Path, a: &Attempt) {
     };
     let path = root.join("notify.log");
     // Never followed through a link: the log is the installation's own file.
-    let opened = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags_nofollow()
-        .open(&path);
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+    };
     match opened {
         Ok(mut f) => {
             if writeln!(f, "{line}").and_then(|_| f.sync_data()).is_err() {
@@ -187,17 +190,6 @@ fn log_attempt(root: &Path, a: &Attempt) {
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot open the notification log")
         }
-    }
-}
-
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
     }
 }
 

@@ -71,6 +71,15 @@ impl Hold {
         Ok(h)
     }
 
+    /// `held` and the reason in parentheses when one was given: how every command says it.
+    pub fn shown(&self) -> String {
+        if self.reason.is_empty() {
+            "held".into()
+        } else {
+            format!("held ({})", self.reason)
+        }
+    }
+
     /// Release the hold. `false` when there was none.
     pub fn release(path: &Path) -> Result<bool, String> {
         match std::fs::remove_file(path) {
@@ -123,13 +132,9 @@ fn pinned(inst: &Installation) -> Result<Option<Range>, String> {
 /// version, the window at `now`.
 pub fn before_check(inst: &Installation, now: jiff::Timestamp) -> Result<Verdict, String> {
     if let Some(h) = Hold::read(&inst.hold_file())? {
-        let why = if h.reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", h.reason)
-        };
         return Ok(Verdict::Skip(format!(
-            "unattended upgrades are held{why}; `molt unhold` releases them"
+            "unattended upgrades are {}; `molt unhold` releases them",
+            h.shown()
         )));
     }
     pinned(inst)?;

@@ -32,19 +32,14 @@ pub fn show(inst: &Installation, at: Option<&str>, as_json: bool) -> anyhow::Res
         .flatten()
         .and_then(|i| i.downtime_ms);
     let need = estimated_need(last);
-    let held = Hold::read(&inst.hold_file())
-        .map_err(|e| exit::coded(exit::ERROR, e))?
-        .map(|h| h.reason);
-    if let (Some(reason), false) = (&held, as_json) {
-        let why = if reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({reason})")
-        };
+    let hold = Hold::read(&inst.hold_file()).map_err(|e| exit::coded(exit::ERROR, e))?;
+    if let (Some(h), false) = (&hold, as_json) {
         println!(
-            "held{why}: unattended upgrades skip whatever the window says, until `molt unhold`"
+            "{}: unattended upgrades skip whatever the window says, until `molt unhold`",
+            h.shown()
         );
     }
+    let held = hold.map(|h| h.reason);
     let Some(window) = window else {
         if as_json {
             print_json(&json!({ "window": null, "decision": "start", "held": held }));

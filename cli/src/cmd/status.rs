@@ -125,12 +125,10 @@ pub fn status(inst: &Installation, as_json: bool) -> anyhow::Result<u8> {
         );
     }
     if let Some(h) = &held {
-        let why = if h.reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", h.reason)
-        };
-        println!("held{why}: unattended upgrades skip until `molt unhold`");
+        println!(
+            "{}: unattended upgrades skip until `molt unhold`",
+            h.shown()
+        );
     }
     match &latest {
         None => println!("no runs yet"),

@@ -91,9 +91,13 @@ pub async fn upgrade(
         to: only,
         unattended,
     } = how;
-    if let Some(v) = &only {
-        steps::version::Version::parse(v).map_err(|e| err(format!("--to {v:?}: {e}")))?;
-    }
+    let only = only
+        .map(|v| {
+            steps::version::Version::parse(&v)
+                .map(|parsed| (v.clone(), parsed))
+                .map_err(|e| err(format!("--to {v:?}: {e}")))
+        })
+        .transpose()?;
     // 0. unattended: the hold, the pinned range, the window (no network access yet)
     if unattended {
         use steps::unattended::{before_check, Verdict};
@@ -116,10 +120,8 @@ pub async fn upgrade(
         Choice::Patch { package, .. } => (package.clone(), "patch"),
     };
     let to = c.manifest.version.clone();
-    if let Some(v) = &only {
-        let same = steps::version::Version::parse(v).map_err(err)?
-            == steps::version::Version::parse(&to).map_err(err)?;
-        if !same {
+    if let Some((v, wanted)) = &only {
+        if *wanted != steps::version::Version::parse(&to).map_err(err)? {
             return Err(err(format!(
                 "--to {v}: the vendor's manifest offers {to}, not {v}; nothing was changed"
             )));
