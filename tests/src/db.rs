@@ -136,7 +136,7 @@ pub async fn try_run_file(
 /// dropped and the key and constraint lines are sorted (their order is creation order).
 pub async fn show_create_all(conn: &mut Conn, db: &str) -> BTreeMap<String, String> {
     let tables: Vec<String> = conn
-        .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", (db,))
+        .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (db,))
         .await
         .unwrap();
     let mut out = BTreeMap::new();
@@ -190,4 +190,74 @@ pub fn dump_schema(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("the dump is UTF-8")
+}
+
+/// `SHOW CREATE` of every view, trigger and event of a database, normalised so that a migrated
+/// database and a fresh one compare: the definer and the database's own name are left out; a
+/// trigger's statement (as written by whoever created it) is parsed into its parts with its
+/// body's layout collapsed; views and events are shown by the server in one form whoever wrote
+/// them.
+pub async fn show_create_objects(conn: &mut Conn, db: &str) -> BTreeMap<String, String> {
+    use steps::schema::model::canonical_body;
+    let strip = |text: &str| -> String {
+        let mut t = text.replace(&format!("`{db}`."), "");
+        if let Some(at) = t.find("DEFINER=") {
+            let end = t[at..].find(' ').map_or(t.len(), |e| at + e);
+            t.replace_range(at..=end.min(t.len() - 1), "");
+        }
+        t
+    };
+    let mut out = BTreeMap::new();
+    let views: Vec<String> = conn
+        .exec("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", (db,))
+        .await
+        .unwrap();
+    for v in views {
+        let row: Option<(String, String, String, String)> = conn
+            .query_first(format!("SHOW CREATE VIEW `{db}`.`{v}`"))
+            .await
+            .unwrap();
+        out.insert(format!("view {v}"), strip(&row.unwrap().1));
+    }
+    let triggers: Vec<String> = conn
+        .exec("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY TRIGGER_NAME", (db,))
+        .await
+        .unwrap();
+    for t in triggers {
+        let row: Option<mysql_async::Row> = conn
+            .query_first(format!("SHOW CREATE TRIGGER `{db}`.`{t}`"))
+            .await
+            .unwrap();
+        let statement: String = row.unwrap().get(2).unwrap();
+        let def = steps::schema::objects::parse_trigger(&statement).unwrap();
+        let order: u64 = conn
+            .exec_first("SELECT ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME = ?", (db, t.as_str()))
+            .await
+            .unwrap()
+            .unwrap();
+        let tr = def.trigger;
+        out.insert(
+            format!("trigger {t}"),
+            format!(
+                "{} {} ON {} order {order}: {}",
+                tr.timing,
+                tr.event,
+                tr.table,
+                canonical_body(&tr.body)
+            ),
+        );
+    }
+    let events: Vec<String> = conn
+        .exec("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? ORDER BY EVENT_NAME", (db,))
+        .await
+        .unwrap();
+    for e in events {
+        let row: Option<mysql_async::Row> = conn
+            .query_first(format!("SHOW CREATE EVENT `{db}`.`{e}`"))
+            .await
+            .unwrap();
+        let text: String = row.unwrap().get(3).unwrap();
+        out.insert(format!("event {e}"), strip(&text));
+    }
+    out
 }

@@ -29,6 +29,10 @@ pub struct Change {
     pub table: Option<String>,
     /// Why this statement may lose data; empty when it cannot.
     pub destructive: Vec<Destructive>,
+    /// `view`, `trigger` or `event` for statements about those (run with the database as the
+    /// connection's current one, since a view's query names tables as the file wrote them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 /// A lint finding: what may be lost, and the subject an allow-list names to permit it.
@@ -149,6 +153,10 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
         })
         .collect();
 
+    // views, triggers and events that go or change are dropped before the tables change
+    let (objects_first, objects_last) = super::objects::diff(live, desired);
+    out.extend(objects_first);
+
     // 2. foreign keys to drop first
     let mut readd: BTreeSet<(String, String, String)> = BTreeSet::new();
     for (dbname, have_db) in &live.databases {
@@ -254,6 +262,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             database: dbname.clone(),
             table: Some(tname.clone()),
             destructive,
+            object: None,
         });
     }
 
@@ -319,6 +328,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             database: dbname.clone(),
             table: Some(tname.clone()),
             destructive,
+            object: None,
         });
     }
 
@@ -333,8 +343,11 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
                 subject: format!("{dbname}.{tname}"),
                 reason: format!("drops table {dbname}.{tname}{}", rows_note(rows)),
             }],
+            object: None,
         });
     }
+    // 8. views, triggers and events, on the tables as they now are
+    out.extend(objects_last);
     Migration { changes: out }
 }
 
@@ -352,6 +365,7 @@ fn change(sql: String, db: &str, table: Option<&String>) -> Change {
         database: db.to_string(),
         table: table.cloned(),
         destructive: Vec::new(),
+        object: None,
     }
 }
 
@@ -367,6 +381,8 @@ struct TablePlan {
     destructive: Vec<Destructive>,
     /// Findings that depend on whether the table has rows: (column, reason).
     needs_rows: Vec<(String, String)>,
+    /// CHECK constraints added or changed: (name, expression).
+    new_checks: Vec<(String, String)>,
 }
 
 impl TablePlan {
@@ -378,12 +394,19 @@ impl TablePlan {
             drop_columns: Vec::new(),
             destructive: Vec::new(),
             needs_rows: Vec::new(),
+            new_checks: Vec::new(),
         };
         let pk_changes = have.primary_key != want.primary_key;
         if pk_changes && have.primary_key.is_some() {
             p.clauses.push("DROP PRIMARY KEY".into());
             p.rekeyed
                 .extend(have.primary_key.iter().flatten().map(|k| k.column.clone()));
+        }
+        for (name, expr) in &have.checks {
+            if want.checks.get(name) != Some(expr) {
+                p.clauses
+                    .push(format!("DROP CONSTRAINT {}", quote_ident(name)));
+            }
         }
         for (name, ix) in &have.indexes {
             let keep = want.indexes.get(name) == Some(ix);
@@ -484,6 +507,15 @@ impl TablePlan {
                 p.clauses.push(format!("ADD {}", index_sql(ix)));
             }
         }
+        for (name, expr) in &want.checks {
+            if have.checks.get(name) != Some(expr) {
+                p.clauses.push(format!(
+                    "ADD CONSTRAINT {} CHECK ({expr})",
+                    quote_ident(name)
+                ));
+                p.new_checks.push((name.clone(), expr.clone()));
+            }
+        }
         let o = (&have.options, &want.options);
         let mut opts = Vec::new();
         if o.1.engine.is_some() && o.1.engine != o.0.engine {
@@ -567,6 +599,7 @@ fn column_differs(have: &Column, want: &Column) -> bool {
         || have.auto_increment != want.auto_increment
         || have.generated != want.generated
         || have.comment != want.comment
+        || have.check != want.check
         || (want.charset.is_some() && have.charset != want.charset)
         || (want.collation.is_some() && have.collation != want.collation)
 }
@@ -697,6 +730,9 @@ pub fn column_sql(c: &Column) -> String {
     if !c.comment.is_empty() {
         s.push_str(&format!(" COMMENT {}", quote_str(&c.comment)));
     }
+    if let Some(check) = &c.check {
+        s.push_str(&format!(" CHECK ({check})"));
+    }
     s
 }
 
@@ -761,6 +797,11 @@ pub fn create_table_sql(db: &str, t: &Table, fks: &[&ForeignKey]) -> String {
     }
     lines.extend(t.indexes.values().map(index_sql));
     lines.extend(fks.iter().map(|fk| fk_sql(fk)));
+    lines.extend(
+        t.checks
+            .iter()
+            .map(|(name, expr)| format!("CONSTRAINT {} CHECK ({expr})", quote_ident(name))),
+    );
     let mut s = format!(
         "CREATE TABLE {} (\n  {}\n)",
         qualified(db, &t.name),

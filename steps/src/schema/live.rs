@@ -123,13 +123,18 @@ pub async fn inspect(conn: &mut Conn, databases: &[String]) -> Result<Schema, Li
     Ok(schema)
 }
 
-async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, LiveError> {
+/// Whether the server is MariaDB (else MySQL).
+async fn is_mariadb(conn: &mut Conn) -> Result<bool, LiveError> {
     let version: String = conn
         .query_first("SELECT VERSION()")
         .await
         .map_err(q("read the server version"))?
         .unwrap_or_default();
-    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    Ok(version.to_ascii_lowercase().contains("mariadb"))
+}
+
+async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, LiveError> {
+    let mariadb = is_mariadb(conn).await?;
     let list = in_list(databases.len());
     let p = params(databases);
     let mut schema = Schema::default();
@@ -146,7 +151,7 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
                 name,
                 charset: get_str(&r, 1).map(|c| canonical_charset(&c)),
                 collation: get_str(&r, 2).map(|c| canonical_charset(&c)),
-                tables: BTreeMap::new(),
+                ..Default::default()
             },
         );
     }
@@ -187,30 +192,38 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
                 comment: get_str(&r, 4).unwrap_or_default(),
                 row_format,
             },
+            checks: BTreeMap::new(),
         };
         if let Some(d) = schema.databases.get_mut(&db) {
             d.tables.insert(name, table);
         }
     }
 
-    // json columns in MariaDB are longtext with a json_valid check
+    // CHECK constraints: MariaDB's json columns are longtext with a json_valid check at column
+    // level; other column-level checks belong to their column (named after it), the rest to the
+    // table. MySQL has no LEVEL column: its checks are all table-level.
+    let checks: Vec<Row> = match conn
+        .exec(format!("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE, LEVEL FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA IN ({list})"), p.clone())
+        .await
+    {
+        Ok(rows) => rows,
+        Err(_) => conn
+            .exec(format!("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE, 'Table' FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA IN ({list})"), p.clone())
+            .await
+            .map_err(q("read information_schema.CHECK_CONSTRAINTS"))?,
+    };
     let mut json_checks: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let checks: Result<Vec<Row>, _> = conn
-        .exec(format!("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA IN ({list})"), p.clone())
-        .await;
-    if let Ok(rows) = checks {
-        for r in rows {
-            let clause = canonical_expr(&get_str(&r, 2).unwrap_or_default());
-            if let Some(col) = clause
-                .strip_prefix("json_valid(`")
-                .and_then(|s| s.strip_suffix("`)"))
-            {
-                json_checks.insert((
-                    get_str(&r, 0).unwrap_or_default(),
-                    get_str(&r, 1).unwrap_or_default(),
-                    col.replace("``", "`"),
-                ));
-            }
+    let mut column_checks: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    for r in checks {
+        let (db, tname, cname) = first_three(&r);
+        let clause = canonical_expr(&get_str(&r, 3).unwrap_or_default());
+        let column_level = get_str(&r, 4).as_deref() == Some("Column");
+        if column_level && clause == format!("json_valid({})", quote_ident(&cname)) {
+            json_checks.insert((db, tname, cname));
+        } else if column_level {
+            column_checks.insert((db, tname, cname), clause);
+        } else if let Some(t) = table_mut(&mut schema, &db, &tname) {
+            t.checks.insert(cname, clause);
         }
     }
 
@@ -262,6 +275,7 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
             canonical_expr(rest.split_whitespace().next().unwrap_or(rest))
         });
         let textual = ty.is_textual();
+        let check = column_checks.remove(&(db.clone(), tname.clone(), cname.clone()));
         let mut col = Column {
             name: cname,
             ty,
@@ -271,6 +285,7 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
             auto_increment: extra.contains("auto_increment"),
             generated,
             comment: get_str(&r, 9).unwrap_or_default(),
+            check,
             charset: if textual {
                 get_str(&r, 7).map(|c| canonical_charset(&c))
             } else {
@@ -369,6 +384,11 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         fk.columns.push(get_str(&r, 3).unwrap_or_default());
         fk.ref_columns.push(get_str(&r, 6).unwrap_or_default());
     }
+    for (name, db) in schema.databases.iter_mut() {
+        super::objects::inspect(conn, name, db)
+            .await
+            .map_err(q(format!("read the views, triggers and events of {name}")))?;
+    }
     Ok(schema)
 }
 
@@ -440,6 +460,7 @@ pub async fn resolve_server_defaults(
             *collation = defaults.get(cs).cloned();
         }
     };
+    let mariadb = is_mariadb(conn).await?;
     let mut out = desired.clone();
     for db in out.databases.values_mut() {
         fill(&db.charset, &mut db.collation);
@@ -447,10 +468,199 @@ pub async fn resolve_server_defaults(
             fill(&t.options.charset, &mut t.options.collation);
             for c in &mut t.columns {
                 fill(&c.charset, &mut c.collation);
+                // MySQL 8 shows no display widths but tinyint(1)'s: what the live side reads
+                // back is the type's default
+                let boolean = c.ty.base == "tinyint" && c.ty.args == ["1"];
+                if !mariadb && c.ty.is_integer() && !c.ty.zerofill && !boolean {
+                    c.ty.args = vec![default_int_width(&c.ty.base, c.ty.unsigned).to_string()];
+                }
             }
         }
     }
+    canonical_checks(conn, &mut out).await?;
     Ok(out)
+}
+
+/// The name of the temporary table [`canonical_checks`] makes (visible to its session only).
+const CHECKS_PROBE: &str = "_molt_canon_checks";
+
+/// Put the desired CHECK constraints in the server's own words. The server rewrites a check
+/// (`NOT a > 0` -> `a <= 0`, `length` -> `octet_length`, `IN (1)` -> `= 1` ...), so each table's
+/// checks are made on a temporary table of the same columns (seen by this session only, gone
+/// with it) and read back. Databases that do not exist yet are left as written: the check after
+/// the migration sees them resolved. A check the server refuses is an error, before anything runs.
+async fn canonical_checks(conn: &mut Conn, desired: &mut Schema) -> Result<(), LiveError> {
+    for (dbname, db) in desired.databases.iter_mut() {
+        let tables: Vec<&mut Table> = db
+            .tables
+            .values_mut()
+            .filter(|t| !t.checks.is_empty() || t.columns.iter().any(|c| c.check.is_some()))
+            .collect();
+        if tables.is_empty() {
+            continue;
+        }
+        let exists: Option<String> = conn
+            .exec_first(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (dbname.as_str(),),
+            )
+            .await
+            .map_err(q("read information_schema.SCHEMATA"))?;
+        if exists.is_none() {
+            continue;
+        }
+        let probe = super::diff::qualified(dbname, CHECKS_PROBE);
+        for t in tables {
+            let mut lines: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| {
+                    let ty = if c.ty.base == "json" {
+                        "longtext".to_string()
+                    } else {
+                        c.ty.to_string()
+                    };
+                    let mut l = format!("{} {ty}", quote_ident(&c.name));
+                    if let Some(check) = &c.check {
+                        l.push_str(&format!(" CHECK ({check})"));
+                    }
+                    l
+                })
+                .collect();
+            lines.extend(
+                t.checks
+                    .iter()
+                    .map(|(n, e)| format!("CONSTRAINT {} CHECK ({e})", quote_ident(n))),
+            );
+            let _ = conn
+                .query_drop(format!("DROP TEMPORARY TABLE IF EXISTS {probe}"))
+                .await;
+            conn.query_drop(format!(
+                "CREATE TEMPORARY TABLE {probe} ({})",
+                lines.join(", ")
+            ))
+            .await
+            .map_err(|e| {
+                LiveError::Model(format!(
+                    "table {dbname}.{}: the server refuses its CHECK constraints: {e}",
+                    t.name
+                ))
+            })?;
+            let shown: Option<(String, String)> = conn
+                .query_first(format!("SHOW CREATE TABLE {probe}"))
+                .await
+                .map_err(q("read back the CHECK constraints"))?;
+            let _ = conn
+                .query_drop(format!("DROP TEMPORARY TABLE IF EXISTS {probe}"))
+                .await;
+            let text = shown.map(|s| s.1).unwrap_or_default();
+            for line in text.lines() {
+                let line = line.trim().trim_end_matches(',');
+                let Some((head, expr)) = line.split_once(" CHECK (") else {
+                    continue;
+                };
+                let expr = canonical_expr(expr.strip_suffix(')').unwrap_or(expr));
+                let chars: Vec<char> = head.chars().collect();
+                if let Some(rest) = head.strip_prefix("CONSTRAINT ") {
+                    let rest: Vec<char> = rest.chars().collect();
+                    if let Some((name, _)) = read_quoted(&rest, 0) {
+                        t.checks.insert(name, expr);
+                    }
+                } else if chars.first() == Some(&'`') {
+                    if let Some((name, _)) = read_quoted(&chars, 0) {
+                        if let Some(c) = t.columns.iter_mut().find(|c| c.name == name) {
+                            c.check = Some(expr);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Put the desired views in the server's own words: each is made under a probe name (in
+/// dependency order) from its source, on the tables as they are now, and its rendering read
+/// back. Only meaningful once the tables are as desired (`plan` calls it then). A view that
+/// reads other views of the file and fails is left unknown (the differ replaces it, and the
+/// check after the migration compares it); one that reads only tables and fails is an error
+/// naming its line, before anything runs.
+async fn resolve_views(conn: &mut Conn, desired: &mut Schema) -> Result<(), LiveError> {
+    let probe = format!("{}{}", super::objects::PROBE_PREFIX, std::process::id());
+    for (dbname, db) in desired.databases.iter_mut() {
+        if db.views.is_empty() {
+            continue;
+        }
+        conn.query_drop(format!("USE {}", quote_ident(dbname)))
+            .await
+            .map_err(q(format!("use database {dbname}")))?;
+        let order: Vec<String> = super::objects::view_order(db)
+            .into_iter()
+            .map(|v| v.name.clone())
+            .collect();
+        for name in order {
+            let view = &db.views[&name];
+            let reads_views = db
+                .views
+                .keys()
+                .any(|o| *o != name && view.source.contains(o.as_str()));
+            let sql = super::objects::create_view_sql(dbname, &probe, view);
+            if let Err(e) = conn.query_drop(&sql).await {
+                if reads_views {
+                    continue;
+                }
+                return Err(LiveError::Model(format!(
+                    "view {dbname}.{name} (schema file line {}): the server refuses it: {e}",
+                    view.line
+                )));
+            }
+            let row: Option<(String, String, String, String)> = conn
+                .exec_first(
+                    "SELECT VIEW_DEFINITION, CHECK_OPTION, SECURITY_TYPE, ALGORITHM                      FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (dbname.as_str(), probe.as_str()),
+                )
+                .await
+                .map_err(q("read back a probe view"))?;
+            conn.query_drop(format!(
+                "DROP VIEW IF EXISTS {}",
+                super::diff::qualified(dbname, &probe)
+            ))
+            .await
+            .map_err(q("drop a probe view"))?;
+            if let (Some((definition, check, security, algorithm)), Some(v)) =
+                (row, db.views.get_mut(&name))
+            {
+                v.definition = Some(canonical_expr(&definition));
+                v.check_option = check;
+                v.security = security;
+                v.algorithm = algorithm;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drop probe views a killed molt left behind (under the migration lock).
+async fn drop_stale_probes(conn: &mut Conn, desired: &Schema) -> Result<(), LiveError> {
+    for dbname in desired.databases.keys() {
+        let pattern = format!("{}%", super::objects::PROBE_PREFIX.replace('_', "\\_"));
+        let stale: Vec<String> = conn
+            .exec(
+                "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE ?",
+                (dbname.as_str(), pattern.as_str()),
+            )
+            .await
+            .map_err(q("look for leftover probe views"))?;
+        for v in stale {
+            conn.query_drop(format!(
+                "DROP VIEW IF EXISTS {}",
+                super::diff::qualified(dbname, &v)
+            ))
+            .await
+            .map_err(q("drop a leftover probe view"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The migration from the live server to `desired`, its lint informed by which tables hold rows.
@@ -458,7 +668,17 @@ pub async fn plan(conn: &mut Conn, desired: &Schema) -> Result<(Schema, Migratio
     let desired = &resolve_server_defaults(conn, desired).await?;
     let dbs: Vec<String> = desired.databases.keys().cloned().collect();
     let live = inspect(conn, &dbs).await?;
-    let first = diff(&live, desired, &|_, _| None);
+    let mut first = diff(&live, desired, &|_, _| None);
+    // Views are compared in the server's words, which need the tables as desired.
+    let mut resolved;
+    let mut desired = desired;
+    let has_views = desired.databases.values().any(|d| !d.views.is_empty());
+    if has_views && first.changes.iter().all(|c| c.object.is_some()) {
+        resolved = desired.clone();
+        resolve_views(conn, &mut resolved).await?;
+        desired = &resolved;
+        first = diff(&live, desired, &|_, _| None);
+    }
     let risky: BTreeSet<(String, String)> = first
         .changes
         .iter()
@@ -520,6 +740,7 @@ pub async fn apply(
     allow: &Allow,
     audit: &mut (dyn FnMut(Event<'_>) -> Result<(), String> + Send),
 ) -> Result<Vec<Change>, LiveError> {
+    drop_stale_probes(conn, desired).await?;
     let (_, migration) = plan(conn, desired).await?;
     let refused = migration.refused(allow);
     if !refused.is_empty() {
@@ -529,6 +750,12 @@ pub async fn apply(
     }
     for (index, change) in migration.changes.iter().enumerate() {
         audit(Event::Before { index, change }).map_err(LiveError::Model)?;
+        if change.object.is_some() {
+            // a view's query names tables as the file wrote them
+            conn.query_drop(format!("USE {}", quote_ident(&change.database)))
+                .await
+                .map_err(q(format!("use database {}", change.database)))?;
+        }
         let started = Instant::now();
         if let Err(e) = conn.query_drop(&change.sql).await {
             let _ = audit(Event::Failed {

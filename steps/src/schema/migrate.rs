@@ -224,7 +224,7 @@ impl MigrateSchema {
                             name: name.clone(),
                             charset: db.charset.clone(),
                             collation: db.collation.clone(),
-                            tables: Default::default(),
+                            ..Default::default()
                         }
                     });
                 }

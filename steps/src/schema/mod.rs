@@ -6,6 +6,7 @@ pub mod diff;
 pub mod live;
 pub mod migrate;
 pub mod model;
+pub mod objects;
 pub mod sql;
 
 pub use model::Schema;

@@ -20,12 +20,116 @@ pub struct Schema {
     pub databases: BTreeMap<String, Database>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Database {
     pub name: String,
     pub charset: Option<String>,
     pub collation: Option<String>,
     pub tables: BTreeMap<String, Table>,
+    #[serde(default)]
+    pub views: BTreeMap<String, View>,
+    #[serde(default)]
+    pub triggers: BTreeMap<String, Trigger>,
+    #[serde(default)]
+    pub events: BTreeMap<String, Event>,
+}
+
+/// A view. The server stores a rewritten query (names qualified, every column aliased, `*`
+/// expanded), which only the server can produce from the text: `definition` is that form,
+/// read from `information_schema.VIEWS` or, for a desired view, from a probe view the server
+/// made from `source` (`live::resolve_views`). `None` until then; the differ replaces a view
+/// whose definition is unknown or different.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    pub name: String,
+    /// What follows the view's name in `CREATE VIEW name ...`: `[(columns)] AS select ...
+    /// [WITH ... CHECK OPTION]`, as written (or as the server shows it, for a live view).
+    pub source: String,
+    /// The server's form of the query (`VIEW_DEFINITION`), canonical (see [`canonical_expr`]).
+    pub definition: Option<String>,
+    /// `NONE`, `CASCADED` or `LOCAL`.
+    pub check_option: String,
+    /// `DEFINER` or `INVOKER`.
+    pub security: String,
+    /// `UNDEFINED`, `MERGE` or `TEMPTABLE`.
+    pub algorithm: String,
+    /// Line of the `CREATE VIEW` in the schema file (0 for a live view), for errors.
+    #[serde(default)]
+    pub line: usize,
+}
+
+/// A trigger. Its body is stored by the server as written, so it is compared as text with
+/// whitespace outside strings collapsed ([`canonical_body`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub name: String,
+    pub table: String,
+    /// `BEFORE` or `AFTER`.
+    pub timing: String,
+    /// `INSERT`, `UPDATE` or `DELETE`.
+    pub event: String,
+    /// 1-based position among the table's triggers of the same timing and event.
+    pub order: u32,
+    /// The statement after `FOR EACH ROW`, as written.
+    pub body: String,
+}
+
+/// An event of the event scheduler.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub name: String,
+    pub schedule: Schedule,
+    /// The schedule as `CREATE EVENT` takes it (`EVERY 1 HOUR STARTS '...'`), as written.
+    pub schedule_sql: String,
+    /// `ON COMPLETION PRESERVE`.
+    pub preserve: bool,
+    /// `ENABLED`, `DISABLED` or `SLAVESIDE_DISABLED`.
+    pub status: String,
+    pub comment: String,
+    /// The statement after `DO`, as written.
+    pub body: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// `AT` a time: the literal `YYYY-MM-DD HH:MM:SS`, or `None` for an expression (evaluated
+    /// when the event is created, so not compared).
+    At(Option<String>),
+    Every {
+        /// `INTERVAL_VALUE` as the server shows it (`1`, `'1:30'` -> `1:30`).
+        value: String,
+        /// `HOUR`, `DAY`, `HOUR_MINUTE` ...
+        field: String,
+        /// Literal times; `None` when unstated or an expression (not compared).
+        starts: Option<String>,
+        ends: Option<String>,
+    },
+}
+
+impl Schedule {
+    /// Whether `live` is what `self` (desired) asks for: unstated and computed times match
+    /// anything.
+    pub fn satisfied_by(&self, live: &Schedule) -> bool {
+        let opt = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+        match (self, live) {
+            (Schedule::At(w), Schedule::At(h)) => opt(w, h),
+            (
+                Schedule::Every {
+                    value,
+                    field,
+                    starts,
+                    ends,
+                },
+                Schedule::Every {
+                    value: v2,
+                    field: f2,
+                    starts: s2,
+                    ends: e2,
+                },
+            ) => value == v2 && field == f2 && opt(starts, s2) && opt(ends, e2),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +141,11 @@ pub struct Table {
     pub indexes: BTreeMap<String, Index>,
     pub foreign_keys: BTreeMap<String, ForeignKey>,
     pub options: TableOptions,
+    /// Table-level CHECK constraints by name (unnamed ones are `CONSTRAINT_1`, `_2` ... in
+    /// order, as the server names them), canonical expression text. Column-level ones are
+    /// [`Column::check`].
+    #[serde(default)]
+    pub checks: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +169,11 @@ pub struct Column {
     pub comment: String,
     pub charset: Option<String>,
     pub collation: Option<String>,
+    /// A column-level CHECK constraint (written in the column's definition; the server names
+    /// it after the column), canonical expression text. MariaDB's `json` is a `longtext` with
+    /// `json_valid` as its check: that one is the type, not this.
+    #[serde(default)]
+    pub check: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,7 +320,7 @@ impl ColumnType {
             "int4" => "int".into(),
             "int8" => "bigint".into(),
             "bool" | "boolean" => {
-                args.clear();
+                args = vec!["1".into()];
                 "tinyint".into()
             }
             "double precision" | "real" | "float8" => "double".into(),
@@ -222,9 +336,12 @@ impl ColumnType {
             unsigned = true;
         }
         match base.as_str() {
-            // Display widths mean nothing (MySQL 8 drops them) unless zero-filling.
-            b if INT_TYPES.contains(&b) && !zerofill => args.clear(),
-            b if INT_TYPES.contains(&b) => {}
+            // MariaDB keeps display widths (`tinyint(1)` is how drivers mark a boolean) and
+            // fills in the type's own when none is written; MySQL 8 shows them only for
+            // `tinyint(1)` (`live::resolve_server_defaults` handles that server).
+            b if INT_TYPES.contains(&b) && args.is_empty() => {
+                args.push(default_int_width(b, unsigned).to_string());
+            }
             "decimal" => match args.len() {
                 0 => args = vec!["10".into(), "0".into()],
                 1 => args.push("0".into()),
@@ -326,6 +443,67 @@ impl ColumnType {
             _ => false,
         }
     }
+}
+
+/// The display width MariaDB gives an integer type written without one.
+pub fn default_int_width(base: &str, unsigned: bool) -> u32 {
+    match (base, unsigned) {
+        ("tinyint", false) => 4,
+        ("tinyint", true) => 3,
+        ("smallint", false) => 6,
+        ("smallint", true) => 5,
+        ("mediumint", false) => 9,
+        ("mediumint", true) => 8,
+        ("int", false) => 11,
+        ("int", true) => 10,
+        _ => 20,
+    }
+}
+
+/// A trigger's or event's body as compared: whitespace outside quotes collapsed to one space,
+/// trimmed, without a trailing `;`. The server stores bodies as written, so nothing else is
+/// rewritten.
+pub fn canonical_body(text: &str) -> String {
+    let chars: Vec<char> = text
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .chars()
+        .collect();
+    let mut out = String::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' || c == '"' || c == '`' {
+            let start = i;
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\\' && c != '`' {
+                    i += 2;
+                    continue;
+                }
+                if chars[i] == c {
+                    if chars.get(i + 1) == Some(&c) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(chars.len());
+            out.extend(&chars[start..i]);
+        } else if c.is_whitespace() {
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            out.push(' ');
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
 }
 
 impl fmt::Display for ColumnType {
@@ -778,7 +956,9 @@ mod tests {
             ("INT UNSIGNED", "int(10) unsigned"),
             ("integer", "int(11)"),
             ("BOOLEAN", "tinyint(1)"),
-            ("tinyint(1)", "tinyint(4)"),
+            ("TINYINT", "tinyint(4)"),
+            ("BOOL", "tinyint(1)"),
+            ("SMALLINT UNSIGNED", "smallint(5) unsigned"),
             ("NUMERIC(5)", "decimal(5,0)"),
             ("DECIMAL", "decimal(10,0)"),
             ("ENUM('Open', 'Close')", "enum('Open','Close')"),
@@ -801,8 +981,29 @@ mod tests {
             ColumnType::parse("enum('a''b','c')").unwrap().to_string(),
             "enum('a''b','c')"
         );
+        assert_ne!(
+            ColumnType::parse("tinyint(1)").unwrap(),
+            ColumnType::parse("tinyint(4)").unwrap(),
+            "a boolean's width is kept"
+        );
+        assert!(ColumnType::parse("tinyint(4)")
+            .unwrap()
+            .fits_in(&ColumnType::parse("tinyint(1)").unwrap()));
         assert!(ColumnType::parse("varchar(").is_err());
         assert!(ColumnType::parse("").is_err());
+    }
+
+    #[test]
+    fn bodies_compare_without_layout() {
+        assert_eq!(
+            canonical_body("  SET NEW.a =\n\t1;  "),
+            canonical_body("SET NEW.a = 1")
+        );
+        assert_ne!(
+            canonical_body("SET NEW.b = 'a  b'"),
+            canonical_body("SET NEW.b = 'a b'")
+        );
+        assert_eq!(canonical_body("SET x = 'it''s  ' ;"), "SET x = 'it''s  '");
     }
 
     #[test]

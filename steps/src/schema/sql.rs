@@ -9,6 +9,7 @@
 //! dropped; anything else is an error naming its line.
 
 use super::model::*;
+use super::objects;
 use sqlparser::ast::{
     ColumnOption, CreateIndex, CreateTable, CreateTableOptions, Expr, GeneratedExpressionMode,
     IndexColumn, IndexOption, ObjectName, ObjectType, OrderBySort, SqlOption, Statement,
@@ -322,16 +323,9 @@ const NOT_SCHEMA: &[&str] = &[
     "RELEASE",
     "CHECKSUM",
 ];
-const NOT_SCHEMA_OBJECTS: &[&str] = &[
-    "VIEW",
-    "TRIGGER",
-    "PROCEDURE",
-    "FUNCTION",
-    "EVENT",
-    "USER",
-    "ROLE",
-    "SEQUENCE",
-];
+/// Objects that are not the schema's (accounts); views, triggers, events and routines are
+/// handled before this list is consulted.
+const NOT_SCHEMA_OBJECTS: &[&str] = &["USER", "ROLE", "SERVER"];
 
 impl Loader<'_> {
     fn statement(&mut self, stmt: &RawStatement) -> Result<(), SqlError> {
@@ -349,6 +343,28 @@ impl Loader<'_> {
             })
             .map(String::as_str)
             .unwrap_or("");
+        if matches!(first, "CREATE" | "DROP" | "ALTER") {
+            let kind = objects::object_kind(&stmt.text).unwrap_or_default();
+            match (first, kind.as_str()) {
+                ("CREATE" | "ALTER", "VIEW") => return self.create_view(stmt, first == "ALTER"),
+                ("CREATE", "TRIGGER") => return self.create_trigger(stmt),
+                ("CREATE", "EVENT") => return self.create_event(stmt),
+                ("DROP", "VIEW" | "TRIGGER" | "EVENT") => return self.drop_object(stmt, &kind),
+                ("ALTER", "TRIGGER" | "EVENT") => {
+                    return Err(self.err(
+                        stmt,
+                        format!("ALTER {kind} in a schema file is not supported: write the {} as it should end up, with CREATE {kind}", kind.to_ascii_lowercase()),
+                    ))
+                }
+                (_, "PROCEDURE" | "FUNCTION" | "PACKAGE" | "SEQUENCE") => {
+                    return Err(self.err(
+                        stmt,
+                        format!("{first} {kind}: stored procedures, functions, packages and sequences are not modelled by molt's schema migration, so it could not keep them as the file says (remove them from the schema file, or create them from the application)"),
+                    ))
+                }
+                _ => {}
+            }
+        }
         if NOT_SCHEMA.contains(&first)
             || (matches!(first, "CREATE" | "DROP" | "ALTER")
                 && NOT_SCHEMA_OBJECTS.contains(&object_word))
@@ -457,6 +473,186 @@ impl Loader<'_> {
         }
     }
 
+    /// The database an object named `db.name` or `name` belongs to.
+    fn object_db(
+        &self,
+        stmt: &RawStatement,
+        db: Option<String>,
+        name: &str,
+    ) -> Result<String, SqlError> {
+        match db {
+            Some(d) => Ok(rename(self.opts, &d)),
+            None => self.current.clone().ok_or_else(|| {
+                self.err(
+                    stmt,
+                    format!("{name} has no database: add USE or CREATE DATABASE before it"),
+                )
+            }),
+        }
+    }
+
+    fn create_view(&mut self, stmt: &RawStatement, alter: bool) -> Result<(), SqlError> {
+        let text = if alter {
+            // ALTER VIEW takes the same clauses as CREATE VIEW
+            let at = stmt.text.to_ascii_uppercase().find("ALTER").unwrap_or(0);
+            format!("{}CREATE{}", &stmt.text[..at], &stmt.text[at + 5..])
+        } else {
+            stmt.text.clone()
+        };
+        let def = objects::parse_view(&text, stmt.line).map_err(|m| self.err(stmt, m))?;
+        let db = self.object_db(stmt, def.database.clone(), &def.view.name)?;
+        // The query must parse, and read only tables and views the file made before it.
+        let parsed = Parser::parse_sql(&MySqlDialect {}, &def.query).map_err(|e| {
+            let (line, msg) = absolute_location(&e.to_string(), stmt.line + def.query_line);
+            SqlError {
+                line,
+                message: format!("view {}: cannot parse its query: {msg}", def.view.name),
+            }
+        })?;
+        let query = match parsed.as_slice() {
+            [Statement::Query(q)] => q,
+            _ => {
+                return Err(self.err(
+                    stmt,
+                    format!("view {}: its query is not one SELECT", def.view.name),
+                ))
+            }
+        };
+        let ctes: Vec<String> = query
+            .with
+            .iter()
+            .flat_map(|w| {
+                w.cte_tables
+                    .iter()
+                    .map(|c| c.alias.name.value.to_ascii_lowercase())
+            })
+            .collect();
+        let mut missing = None;
+        let _ = sqlparser::ast::visit_relations(query.as_ref(), |name| {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .map(|p| unquote_ident(&p.to_string()))
+                .collect();
+            let (rdb, rname) = match parts.as_slice() {
+                [t] if ctes.contains(&t.to_ascii_lowercase()) || t.eq_ignore_ascii_case("dual") => {
+                    return std::ops::ControlFlow::<()>::Continue(())
+                }
+                [t] => (db.clone(), t.clone()),
+                [d, t] => (rename(self.opts, d), t.clone()),
+                _ => (String::new(), name.to_string()),
+            };
+            let known = self
+                .out
+                .schema
+                .databases
+                .get(&rdb)
+                .is_some_and(|d| d.tables.contains_key(&rname) || d.views.contains_key(&rname));
+            if !known && missing.is_none() {
+                missing = Some(format!("{rdb}.{rname}"));
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        if let Some(m) = missing {
+            return Err(self.err(
+                stmt,
+                format!(
+                    "view {} reads {m}, which no earlier statement of the file creates",
+                    def.view.name
+                ),
+            ));
+        }
+        let name = def.view.name.clone();
+        let d = self.database(&db);
+        if d.tables.contains_key(&name) {
+            return Err(self.err(stmt, format!("view {db}.{name} has the name of a table")));
+        }
+        if alter && !d.views.contains_key(&name) {
+            return Err(self.err(
+                stmt,
+                format!("ALTER VIEW {db}.{name}: no such view earlier in the file"),
+            ));
+        }
+        let replace = alter || has_word_outside_strings(&text[..text.len().min(40)], "REPLACE");
+        if d.views.contains_key(&name) && !replace {
+            if text.to_ascii_uppercase().contains("IF NOT EXISTS") {
+                return Ok(());
+            }
+            return Err(self.err(stmt, format!("view {db}.{name} is created twice")));
+        }
+        d.views.insert(name, def.view);
+        Ok(())
+    }
+
+    fn create_trigger(&mut self, stmt: &RawStatement) -> Result<(), SqlError> {
+        let def = objects::parse_trigger(&stmt.text).map_err(|m| self.err(stmt, m))?;
+        let db = self.object_db(stmt, def.database.clone(), &def.trigger.name)?;
+        let table_db = match &def.table_database {
+            Some(d) => rename(self.opts, d),
+            None => db.clone(),
+        };
+        if table_db != db {
+            return Err(self.err(
+                stmt,
+                format!(
+                    "trigger {} is in {db} but its table is in {table_db}",
+                    def.trigger.name
+                ),
+            ));
+        }
+        let name = def.trigger.name.clone();
+        let d = self.database(&db);
+        if !d.tables.contains_key(&def.trigger.table) {
+            return Err(self.err(
+                stmt,
+                format!(
+                    "trigger {name} is on {db}.{}, which no earlier statement of the file creates",
+                    def.trigger.table
+                ),
+            ));
+        }
+        if d.triggers.contains_key(&name) {
+            return Err(self.err(stmt, format!("trigger {db}.{name} is created twice")));
+        }
+        objects::place_trigger(d, def).map_err(|m| self.err(stmt, m))
+    }
+
+    fn create_event(&mut self, stmt: &RawStatement) -> Result<(), SqlError> {
+        let def = objects::parse_event(&stmt.text).map_err(|m| self.err(stmt, m))?;
+        let db = self.object_db(stmt, def.database, &def.event.name)?;
+        let name = def.event.name.clone();
+        let d = self.database(&db);
+        if d.events.contains_key(&name) {
+            return Err(self.err(stmt, format!("event {db}.{name} is created twice")));
+        }
+        d.events.insert(name, def.event);
+        Ok(())
+    }
+
+    fn drop_object(&mut self, stmt: &RawStatement, kind: &str) -> Result<(), SqlError> {
+        let (if_exists, names) =
+            objects::parse_drop(&stmt.text, kind).map_err(|m| self.err(stmt, m))?;
+        for (db, name) in names {
+            let db = self.object_db(stmt, db, &name)?;
+            let d = self.database(&db);
+            let removed = match kind {
+                "VIEW" => d.views.remove(&name).is_some(),
+                "TRIGGER" => d.triggers.remove(&name).is_some(),
+                _ => d.events.remove(&name).is_some(),
+            };
+            if !removed && !if_exists {
+                return Err(self.err(
+                    stmt,
+                    format!(
+                        "DROP {kind} {db}.{name}: no such {} earlier in the file",
+                        kind.to_ascii_lowercase()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn skip(&mut self, stmt: &RawStatement, kind: String) -> Result<(), SqlError> {
         self.out.skipped.push(Skipped {
             line: stmt.line,
@@ -499,9 +695,7 @@ impl Loader<'_> {
             .entry(name.to_string())
             .or_insert_with(|| Database {
                 name: name.to_string(),
-                charset: None,
-                collation: None,
-                tables: BTreeMap::new(),
+                ..Default::default()
             })
     }
 
@@ -596,6 +790,7 @@ impl Loader<'_> {
             indexes: BTreeMap::new(),
             foreign_keys: BTreeMap::new(),
             options,
+            checks: BTreeMap::new(),
         };
         let mut pending_indexes: Vec<(Option<String>, Vec<KeyPart>, IndexKind, String)> =
             Vec::new();
@@ -616,6 +811,7 @@ impl Loader<'_> {
                 comment: String::new(),
                 charset: None,
                 collation: None,
+                check: None,
             };
             for od in &cd.options {
                 match &od.option {
@@ -683,10 +879,10 @@ impl Loader<'_> {
                         let e = canonical_expr(&c.expr.to_string());
                         if e == format!("json_valid({})", quote_ident(&cname)) {
                             json_cols.push(cname.clone());
-                        } else {
+                        } else if col.check.replace(e).is_some() {
                             return Err(self.err(
                                 stmt,
-                                format!("column {cname}: CHECK constraints are not modelled ({e})"),
+                                format!("column {cname}: two CHECK constraints (MariaDB keeps one per column: write them as one with AND)"),
                             ));
                         }
                     }
@@ -732,6 +928,7 @@ impl Loader<'_> {
                 }
             }
         }
+        let mut unnamed_checks = 0;
         for tc in &ct.constraints {
             match tc {
                 TableConstraint::PrimaryKey(pk) => {
@@ -775,11 +972,26 @@ impl Loader<'_> {
                 }
                 TableConstraint::ForeignKey(fk) => self.add_fk(stmt, &mut table, &db_name, fk)?,
                 TableConstraint::Check(c) => {
+                    if c.enforced == Some(false) {
+                        return Err(self.err(
+                            stmt,
+                            format!("table {name}: NOT ENFORCED checks are MySQL's; MariaDB does not have them"),
+                        ));
+                    }
+                    let check_name = match &c.name {
+                        Some(n) => n.value.clone(),
+                        None => {
+                            unnamed_checks += 1;
+                            format!("CONSTRAINT_{unnamed_checks}")
+                        }
+                    };
                     let e = canonical_expr(&c.expr.to_string());
-                    return Err(self.err(
-                        stmt,
-                        format!("table {name}: CHECK constraints are not modelled ({e})"),
-                    ));
+                    if table.checks.insert(check_name.clone(), e).is_some() {
+                        return Err(self.err(
+                            stmt,
+                            format!("table {name}: duplicate CHECK constraint {check_name}"),
+                        ));
+                    }
                 }
                 other => {
                     return Err(self.err(
@@ -1255,7 +1467,35 @@ mod tests {
                     LOCK TABLES t WRITE;\nUNLOCK TABLES;\n";
         let l = load(text, &LoadOptions::default()).unwrap();
         let kinds: Vec<&str> = l.skipped.iter().map(|s| s.kind.as_str()).collect();
-        assert_eq!(kinds, ["SET", "INSERT", "CREATE VIEW", "LOCK", "UNLOCK"]);
+        assert_eq!(kinds, ["SET", "INSERT", "LOCK", "UNLOCK"]);
+        let v = &l.schema.databases["d"].views["v"];
+        assert_eq!((v.line, v.source.as_str()), (5, "AS SELECT 1"));
+        let e = load(
+            "USE d;\nDELIMITER //\nCREATE DEFINER = `a`@`%` PROCEDURE p()\nBEGIN\n SELECT 1;\nEND //\n",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not modelled"), "{e}");
+        let e = load(
+            "USE d;\nCREATE TABLE t (a int);\nCREATE VIEW v AS\n  SELECT a FROM t\n  WHERE a > ) 1;",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        let e = load(
+            "USE d;\nCREATE TABLE t (a int);\nCREATE VIEW v AS SELECT a FROM t JOIN nope USING (a);",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("d.nope"), "{e}");
+        let e = load(
+            "USE d;\nCREATE TABLE t (a int);\n\nCREATE TRIGGER g BEFORE INSERT ON missing FOR EACH ROW SET NEW.a = 1;",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("d.missing"), "{e}");
         let e = load(
             "USE d;\n\ncreate table t (a int)\npartition by hash(a);",
             &LoadOptions::default(),

@@ -1,0 +1,235 @@
+//! The schema oracle for CHECK constraints, display widths, views, triggers and events, against
+//! a real MariaDB (started by `scripts/test.sh`): a database created from A and migrated to B
+//! has exactly the schema of a fresh database created from B (the model, normalised
+//! `SHOW CREATE` of every table, view, trigger and event), and a second migration runs nothing.
+
+use std::collections::BTreeMap;
+use steps::schema::diff::Allow;
+use steps::schema::live::{self, Event};
+use steps::schema::sql::{load, LoadOptions};
+use tests::db::{
+    connect, drop_databases, run_file, scratch_name, show_create_all, show_create_objects,
+};
+
+const DB: &str = "shop";
+
+fn renamed(to: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(DB.to_string(), to.to_string())])
+}
+
+/// The live model of `db` as JSON, its scratch name put back to the product's (view
+/// definitions name their database).
+async fn model_json(conn: &mut mysql_async::Conn, db: &str) -> String {
+    let mut s = live::inspect(conn, &[db.to_string()]).await.unwrap();
+    s.rename_database(db, DB);
+    serde_json::to_string_pretty(&s).unwrap().replace(db, DB)
+}
+
+/// Migrate a database made from `a` to `b`; compare with a fresh `b`; migrate again.
+/// Returns the statements the migration ran.
+async fn oracle(case: &str, a: &str, b: &str) -> Vec<String> {
+    let mut conn = connect().await;
+    let migrated = scratch_name(&format!("m_{case}"));
+    let fresh = scratch_name(&format!("f_{case}"));
+    run_file(&mut conn, a, &renamed(&migrated)).await;
+    run_file(&mut conn, b, &renamed(&fresh)).await;
+    let desired = load(
+        b,
+        &LoadOptions {
+            rename: renamed(&migrated),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{case}: B does not load: {e}"))
+    .schema;
+    let mut ran = Vec::new();
+    live::lock(&mut conn, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let result = live::apply(&mut conn, &desired, &Allow::default(), &mut |e| {
+        if let Event::After { change, .. } = e {
+            ran.push(change.sql.clone());
+        }
+        Ok(())
+    })
+    .await;
+    live::unlock(&mut conn).await;
+    if let Err(e) = result {
+        panic!(
+            "{case}: the migration failed: {e}\nran:\n{}",
+            ran.join(";\n")
+        );
+    }
+    assert!(!ran.is_empty(), "{case}: A and B differ, so something runs");
+    eprintln!("{case}: {} statements\n{}", ran.len(), ran.join(";\n"));
+
+    assert_eq!(
+        model_json(&mut conn, &migrated).await,
+        model_json(&mut conn, &fresh).await,
+        "{case}: the migrated model differs from a fresh B"
+    );
+    assert_eq!(
+        show_create_all(&mut conn, &migrated).await,
+        show_create_all(&mut conn, &fresh).await,
+        "{case}: SHOW CREATE TABLE"
+    );
+    let objects = |m: BTreeMap<String, String>, name: &str| -> BTreeMap<String, String> {
+        m.into_iter()
+            .map(|(k, v)| (k, v.replace(name, DB)))
+            .collect()
+    };
+    let (om, of) = (
+        objects(show_create_objects(&mut conn, &migrated).await, &migrated),
+        objects(show_create_objects(&mut conn, &fresh).await, &fresh),
+    );
+    assert_eq!(om, of, "{case}: SHOW CREATE of views, triggers and events");
+    let (_, again) = live::plan(&mut conn, &desired).await.unwrap();
+    assert!(
+        again.is_empty(),
+        "{case}: a second migration would run {:#?}",
+        again.statements()
+    );
+    // no probe is left behind
+    let probes: Vec<String> = mysql_async::prelude::Queryable::exec(
+        &mut conn,
+        "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE '\\_molt%'",
+        (migrated.as_str(),),
+    )
+    .await
+    .unwrap();
+    assert!(probes.is_empty(), "{case}: probe views left: {probes:?}");
+    drop_databases(&mut conn, &[migrated, fresh]).await;
+    ran
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_constraints_are_added_changed_and_dropped_in_the_servers_words() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (
+          id INT PRIMARY KEY,
+          price INT CHECK (price > 0),
+          qty INT,
+          lo INT, hi INT,
+          label VARCHAR(20),
+          CONSTRAINT range_ok CHECK (lo < hi),
+          CHECK (qty >= 0),
+          CHECK (lo IS NOT NULL)
+        );";
+    // price's check changes (and is rewritten by the server), qty gains a column check, the
+    // named one changes, the first unnamed goes, a new unnamed one (length -> octet_length)
+    // comes, a new table has checks of both kinds.
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (
+          id INT PRIMARY KEY,
+          price INT CHECK (NOT price <= 0 AND price < 100000),
+          qty INT CHECK (qty IN (0, 1, 2, 3)),
+          lo INT, hi INT,
+          label VARCHAR(20) CHECK (label != ''),
+          CONSTRAINT range_ok CHECK (lo <= hi),
+          CHECK (lo IS NOT NULL),
+          CHECK (length(label) < 15 OR label IS NULL)
+        );
+        CREATE TABLE note (
+          id INT PRIMARY KEY,
+          body JSON,
+          stars TINYINT CHECK (stars BETWEEN 1 AND 5),
+          CONSTRAINT body_small CHECK (json_length(body) < 10)
+        );";
+    let ran = oracle("checks", a, b).await;
+    assert!(
+        ran.iter()
+            .any(|s| s.contains("DROP CONSTRAINT `CONSTRAINT_1`")),
+        "the dropped unnamed check goes: {ran:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_widths_survive_and_a_boolean_stays_a_boolean() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE flag (id INT PRIMARY KEY, on_off TINYINT, code INT(5), n INT(10) UNSIGNED, zf INT(4) ZEROFILL);";
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE flag (id INT PRIMARY KEY, on_off BOOLEAN, code INT, n INT UNSIGNED, zf INT(6) ZEROFILL, added TINYINT(1) NOT NULL DEFAULT 0);";
+    let ran = oracle("widths", a, b).await;
+    assert!(
+        ran.iter().any(|s| s.contains("`on_off` tinyint(1)")),
+        "tinyint(4) -> tinyint(1) is a change: {ran:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_on_tables_and_on_views_are_created_replaced_and_dropped() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, price INT, qty INT);
+        CREATE VIEW everything AS SELECT * FROM item;
+        CREATE VIEW dear AS SELECT id, price FROM everything WHERE price > 100;
+        CREATE VIEW gone AS SELECT id FROM item;
+        CREATE VIEW same AS SELECT id, qty FROM item WHERE qty > 0;";
+    // `SELECT *` must pick up the new column, `dear` reads `everything` and changes, `pricey`
+    // reads `dear` (views on views, in order), `gone` goes, `same` stays as it is.
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, price INT, qty INT, sku VARCHAR(10));
+        CREATE VIEW pricey (item_id, p) AS SELECT id, price FROM dear WHERE price > 1000 WITH CHECK OPTION;
+        CREATE VIEW same AS SELECT id, qty FROM item WHERE qty > 0;";
+    // (the file must create what a view reads first: written in order below)
+    let b = b.replace(
+        "CREATE VIEW pricey",
+        "CREATE VIEW everything AS SELECT * FROM item;
+        CREATE ALGORITHM=MERGE SQL SECURITY INVOKER VIEW dear AS SELECT id, price, sku FROM everything WHERE price > 200;
+        CREATE VIEW pricey",
+    );
+    let ran = oracle("views", a, &b).await;
+    assert!(ran
+        .iter()
+        .any(|s| s.starts_with("DROP VIEW IF EXISTS") && s.contains("`gone`")));
+    // (a table changes, so every view is made anew on it: `same` too)
+
+    // Unchanged tables: only what differs is replaced, judged by the server's rendering.
+    let c = b.replace("price > 1000", "price > 2000");
+    let ran = oracle("views2", &b, &c).await;
+    assert_eq!(ran.len(), 1, "only the changed view: {ran:#?}");
+    assert!(ran[0].contains("`pricey`"), "{ran:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_are_replaced_in_their_order_and_dropped() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, price INT, touched INT DEFAULT 0);
+        CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(40));
+        CREATE TRIGGER clamp BEFORE INSERT ON item FOR EACH ROW SET NEW.price = GREATEST(NEW.price, 0);
+        CREATE TRIGGER count_in BEFORE INSERT ON item FOR EACH ROW SET NEW.touched = 1;
+        CREATE TRIGGER gone AFTER DELETE ON item FOR EACH ROW INSERT INTO log (what) VALUES ('deleted');";
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, price INT, touched INT DEFAULT 0);
+        CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(40));
+        CREATE TRIGGER clamp BEFORE INSERT ON item FOR EACH ROW SET NEW.price = GREATEST(NEW.price, 1);
+        CREATE TRIGGER count_in BEFORE INSERT ON item FOR EACH ROW SET NEW.touched = 1;
+        CREATE TRIGGER first_of_all BEFORE INSERT ON item FOR EACH ROW PRECEDES clamp SET NEW.touched = 0;
+        DELIMITER //
+        CREATE TRIGGER audit_price AFTER UPDATE ON item FOR EACH ROW
+        BEGIN
+          IF NEW.price <> OLD.price THEN
+            INSERT INTO log (what) VALUES (CONCAT('price  ', OLD.price, ' -> ', NEW.price));
+          END IF;
+        END //
+        DELIMITER ;";
+    oracle("triggers", a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_schedules_and_states_are_replaced_and_dropped() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME);
+        CREATE EVENT prune ON SCHEDULE EVERY 1 HOUR STARTS '2030-01-01 00:00:00' DO DELETE FROM log WHERE at < NOW() - INTERVAL 1 DAY;
+        CREATE EVENT steady ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 03:00:00' DO DELETE FROM log WHERE id < 0;
+        CREATE EVENT gone ON SCHEDULE AT '2031-01-01 00:00:00' ON COMPLETION PRESERVE DO DELETE FROM log;";
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME);
+        CREATE EVENT prune ON SCHEDULE EVERY '1:30' HOUR_MINUTE STARTS '2030-01-01 00:00:00' ENDS '2037-01-01' DISABLE COMMENT 'hourly and a half' DO DELETE FROM log WHERE at < NOW() - INTERVAL 2 DAY;
+        CREATE EVENT steady ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 03:00:00' DO DELETE FROM log WHERE id < 0;
+        CREATE EVENT once ON SCHEDULE AT '2032-06-01 12:00:00' ON COMPLETION PRESERVE DO INSERT INTO log (at) VALUES (NOW());";
+    let ran = oracle("events", a, b).await;
+    assert!(
+        !ran.iter().any(|s| s.contains("`steady`")),
+        "an unchanged event is left alone: {ran:#?}"
+    );
+}
