@@ -233,3 +233,26 @@ async fn events_with_schedules_and_states_are_replaced_and_dropped() {
         "an unchanged event is left alone: {ran:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_files_written_as_statements_fold_into_the_model_as_the_server_applies_them() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, x INT);
+        CREATE TABLE part (id INT PRIMARY KEY);";
+    // A file that grew by appending ALTERs: every kind of clause, an unnamed foreign key whose
+    // implicit index the server names after its column, a rename, a dropped index.
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, x INT);
+        CREATE TABLE part (id INT PRIMARY KEY, item_ref INT);
+        ALTER TABLE item ADD COLUMN y VARCHAR(10) NOT NULL DEFAULT 'q' AFTER id, ADD INDEX ix_x (x), MODIFY x BIGINT;
+        ALTER TABLE part ADD FOREIGN KEY (item_ref) REFERENCES item (id) ON DELETE CASCADE;
+        CREATE INDEX ix_y ON item (y);
+        ALTER TABLE item ADD CONSTRAINT positive CHECK (x > 0), ADD UNIQUE (y, x);
+        DROP INDEX ix_y ON item;
+        ALTER TABLE part CHANGE item_ref item_id INT;
+        ALTER TABLE item ALTER COLUMN x SET DEFAULT 5;
+        CREATE TABLE scratch (id INT, note TEXT);
+        RENAME TABLE scratch TO notes;
+        ALTER TABLE notes ADD COLUMN n INT FIRST, DROP COLUMN id, ADD CHECK (n >= 0), ALGORITHM=COPY;";
+    oracle("statements", a, b).await;
+}

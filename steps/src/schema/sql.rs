@@ -11,8 +11,9 @@
 use super::model::*;
 use super::objects;
 use sqlparser::ast::{
-    ColumnOption, CreateIndex, CreateTable, CreateTableOptions, Expr, GeneratedExpressionMode,
-    IndexColumn, IndexOption, ObjectName, ObjectType, OrderBySort, SqlOption, Statement,
+    AlterColumnOperation, AlterTableOperation, ColumnOption, CreateIndex, CreateTable,
+    CreateTableOptions, Expr, GeneratedExpressionMode, IndexColumn, IndexOption,
+    MySQLColumnPosition, ObjectName, ObjectType, OrderBySort, SqlOption, Statement,
     TableConstraint, Use, Value,
 };
 use sqlparser::dialect::MySqlDialect;
@@ -268,6 +269,19 @@ fn rename(opts: &LoadOptions, db: &str) -> String {
         .unwrap_or_else(|| db.to_string())
 }
 
+/// What a table's definition leaves for [`Loader::settle`].
+#[derive(Default)]
+struct TableBuild {
+    /// Indexes in the order written: name (unnamed ones are named when settled), parts, kind,
+    /// comment.
+    pending: Vec<(Option<String>, Vec<KeyPart>, IndexKind, String)>,
+    /// Columns written `longtext ... CHECK (json_valid(col))`: MariaDB's json.
+    json_cols: Vec<String>,
+    unnamed_checks: usize,
+    /// Foreign keys added: name, and whether the text named it.
+    fks: Vec<(String, bool)>,
+}
+
 struct Loader<'a> {
     opts: &'a LoadOptions,
     current: Option<String>,
@@ -383,7 +397,6 @@ impl Loader<'_> {
             {
                 return self.skip(stmt, format!("ALTER TABLE {} KEYS", tail[1]));
             }
-            return Err(self.err(stmt, "ALTER TABLE in a schema file is not supported: write the table's final CREATE TABLE".into()));
         }
         if first == "CREATE" && matches!(second, "FULLTEXT" | "SPATIAL") {
             // sqlparser knows CREATE [UNIQUE] INDEX only: parse without the kind, then set it.
@@ -439,6 +452,58 @@ impl Loader<'_> {
                 Ok(())
             }
             Statement::CreateTable(ct) => self.create_table(stmt, &ct),
+            Statement::AlterTable(at) => self.alter_table(stmt, &at),
+            Statement::RenameTable(pairs) => {
+                for r in pairs {
+                    let (db, from) = self.qualify(stmt, &r.old_name)?;
+                    let (to_db, to) = self.qualify(stmt, &r.new_name)?;
+                    if to_db != db {
+                        return Err(self.err(
+                            stmt,
+                            format!(
+                                "RENAME TABLE {db}.{from} to another database is not supported"
+                            ),
+                        ));
+                    }
+                    self.rename_table(stmt, &db, &from, &to)?;
+                }
+                Ok(())
+            }
+            Statement::Drop {
+                object_type: ObjectType::Index,
+                names,
+                table: Some(on),
+                ..
+            } => {
+                let (db, table) = self.qualify(stmt, &on)?;
+                let Some(t) = self
+                    .out
+                    .schema
+                    .databases
+                    .get_mut(&db)
+                    .and_then(|d| d.tables.get_mut(&table))
+                else {
+                    return Err(self.err(
+                        stmt,
+                        format!("DROP INDEX on {db}.{table}, which no earlier statement creates"),
+                    ));
+                };
+                for n in names {
+                    let ix = last_name(&n);
+                    let gone = if ix.eq_ignore_ascii_case("PRIMARY") {
+                        t.primary_key.take().is_some()
+                    } else {
+                        t.indexes.remove(&ix).is_some()
+                    };
+                    if !gone {
+                        return Err(self.err(
+                            stmt,
+                            format!("DROP INDEX {ix}: no such index on {db}.{table}"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
             Statement::CreateIndex(ci) => self.create_index(stmt, &ci, None),
             Statement::Drop {
                 object_type: ObjectType::Table,
@@ -792,134 +857,495 @@ impl Loader<'_> {
             options,
             checks: BTreeMap::new(),
         };
-        let mut pending_indexes: Vec<(Option<String>, Vec<KeyPart>, IndexKind, String)> =
-            Vec::new();
-        let mut json_cols = Vec::new();
+        let mut build = TableBuild::default();
         for cd in &ct.columns {
-            let cname = cd.name.value.clone();
-            let ty_text = cd.data_type.to_string();
-            let ty = ColumnType::parse(&ty_text)
-                .map_err(|m| self.err(stmt, format!("column {cname}: {m}")))?;
-            let mut col = Column {
-                name: cname.clone(),
-                ty: ty.clone(),
-                nullable: true,
-                default: None,
-                on_update: None,
-                auto_increment: false,
-                generated: None,
-                comment: String::new(),
-                charset: None,
-                collation: None,
-                check: None,
-            };
-            for od in &cd.options {
-                match &od.option {
-                    ColumnOption::Null => col.nullable = true,
-                    ColumnOption::NotNull => col.nullable = false,
-                    ColumnOption::Default(e) => col.default = Some(default_from_expr(e)),
-                    ColumnOption::OnUpdate(e) => {
-                        col.on_update = Some(canonical_expr(&e.to_string()))
+            let col = self.column(
+                stmt,
+                &mut table,
+                &db_name,
+                &cd.name,
+                &cd.data_type,
+                cd.options.iter().map(|o| &o.option),
+                &mut build,
+            )?;
+            table.columns.push(col);
+        }
+        for tc in &ct.constraints {
+            self.constraint(stmt, &mut table, &db_name, tc, &mut build)?;
+        }
+        self.settle(stmt, &mut table, build)?;
+        let db = self.database(&db_name);
+        if db.tables.contains_key(&name) && !ct.if_not_exists {
+            return Err(self.err(stmt, format!("table {db_name}.{name} is created twice")));
+        }
+        db.tables.entry(name).or_insert(table);
+        Ok(())
+    }
+
+    /// Rename a table of the model (and the foreign keys that point at it).
+    fn rename_table(
+        &mut self,
+        stmt: &RawStatement,
+        db: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), SqlError> {
+        let d = self.database(db);
+        if d.tables.contains_key(to) || d.views.contains_key(to) {
+            return Err(self.err(
+                stmt,
+                format!("RENAME TABLE {db}.{from} to {to}: {to} exists"),
+            ));
+        }
+        let Some(mut t) = d.tables.remove(from) else {
+            return Err(self.err(
+                stmt,
+                format!("RENAME TABLE {db}.{from}: no such table earlier in the file"),
+            ));
+        };
+        t.name = to.to_string();
+        d.tables.insert(to.to_string(), t);
+        for d in self.out.schema.databases.values_mut() {
+            for t in d.tables.values_mut() {
+                for fk in t.foreign_keys.values_mut() {
+                    if fk.ref_database == db && fk.ref_table == from {
+                        fk.ref_table = to.to_string();
                     }
-                    ColumnOption::Comment(c) => col.comment = c.clone(),
-                    ColumnOption::CharacterSet(n) => {
-                        col.charset = Some(canonical_charset(&unquote_ident(&n.to_string())))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `ALTER TABLE` after the table's `CREATE TABLE`, folded into the model as the server
+    /// would apply it.
+    fn alter_table(
+        &mut self,
+        stmt: &RawStatement,
+        at: &sqlparser::ast::AlterTable,
+    ) -> Result<(), SqlError> {
+        let (db_name, name) = self.qualify(stmt, &at.name)?;
+        let Some(mut table) = self
+            .out
+            .schema
+            .databases
+            .get_mut(&db_name)
+            .and_then(|d| d.tables.get(&name))
+            .cloned()
+        else {
+            if at.if_exists {
+                return Ok(());
+            }
+            return Err(self.err(
+                stmt,
+                format!("ALTER TABLE {db_name}.{name}: no such table earlier in the file"),
+            ));
+        };
+        let mut build = TableBuild {
+            unnamed_checks: table
+                .checks
+                .keys()
+                .filter_map(|k| k.strip_prefix("CONSTRAINT_")?.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0),
+            ..Default::default()
+        };
+        let mut rename_to = None;
+        for op in &at.operations {
+            self.alter_op(stmt, &mut table, &db_name, op, &mut build, &mut rename_to)?;
+        }
+        self.settle(stmt, &mut table, build)?;
+        self.database(&db_name).tables.insert(name.clone(), table);
+        if let Some(to) = rename_to {
+            self.rename_table(stmt, &db_name, &name, &to)?;
+        }
+        Ok(())
+    }
+
+    fn alter_op(
+        &self,
+        stmt: &RawStatement,
+        table: &mut Table,
+        db_name: &str,
+        op: &AlterTableOperation,
+        build: &mut TableBuild,
+        rename_to: &mut Option<String>,
+    ) -> Result<(), SqlError> {
+        let tname = table.name.clone();
+        let missing =
+            |what: &str, n: &str| self.err(stmt, format!("ALTER TABLE {tname}: no {what} {n}"));
+        let position = |table: &Table,
+                        p: &Option<MySQLColumnPosition>,
+                        default: usize|
+         -> Result<usize, SqlError> {
+            match p {
+                None => Ok(default),
+                Some(MySQLColumnPosition::First) => Ok(0),
+                Some(MySQLColumnPosition::After(c)) => table
+                    .columns
+                    .iter()
+                    .position(|x| x.name.eq_ignore_ascii_case(&c.value))
+                    .map(|i| i + 1)
+                    .ok_or_else(|| missing("column", &c.value)),
+            }
+        };
+        let index_of = |table: &Table, c: &str| {
+            table
+                .columns
+                .iter()
+                .position(|x| x.name.eq_ignore_ascii_case(c))
+        };
+        match op {
+            AlterTableOperation::AddColumn {
+                if_not_exists,
+                column_def: cd,
+                column_position,
+                ..
+            } => {
+                if table.column(&cd.name.value).is_some() {
+                    if *if_not_exists {
+                        return Ok(());
                     }
-                    ColumnOption::Collation(n) => {
-                        col.collation = Some(canonical_charset(&unquote_ident(&n.to_string())))
+                    return Err(self.err(stmt, format!("ALTER TABLE {tname}: column {} exists", cd.name.value)));
+                }
+                let col = self.column(stmt, table, db_name, &cd.name, &cd.data_type, cd.options.iter().map(|o| &o.option), build)?;
+                let at = position(table, column_position, table.columns.len())?;
+                table.columns.insert(at, col);
+            }
+            AlterTableOperation::AddConstraint { constraint, .. } => {
+                self.constraint(stmt, table, db_name, constraint, build)?;
+            }
+            AlterTableOperation::ModifyColumn { col_name, data_type, options, column_position } => {
+                let i = index_of(table, &col_name.value).ok_or_else(|| missing("column", &col_name.value))?;
+                let col = self.column(stmt, table, db_name, col_name, data_type, options.iter(), build)?;
+                table.columns.remove(i);
+                let at = position(table, column_position, i)?;
+                table.columns.insert(at, col);
+            }
+            AlterTableOperation::ChangeColumn { old_name, new_name, data_type, options, column_position } => {
+                let i = index_of(table, &old_name.value).ok_or_else(|| missing("column", &old_name.value))?;
+                let col = self.column(stmt, table, db_name, new_name, data_type, options.iter(), build)?;
+                table.columns.remove(i);
+                rename_column_refs(table, &old_name.value, &new_name.value);
+                let at = position(table, column_position, i)?;
+                table.columns.insert(at, col);
+            }
+            AlterTableOperation::RenameColumn { old_column_name, new_column_name } => {
+                let i = index_of(table, &old_column_name.value).ok_or_else(|| missing("column", &old_column_name.value))?;
+                table.columns[i].name = new_column_name.value.clone();
+                rename_column_refs(table, &old_column_name.value, &new_column_name.value);
+            }
+            AlterTableOperation::AlterColumn { column_name, op } => {
+                let i = index_of(table, &column_name.value).ok_or_else(|| missing("column", &column_name.value))?;
+                let col = &mut table.columns[i];
+                match op {
+                    AlterColumnOperation::SetDefault { value } => {
+                        col.default = Some(match default_from_expr(value) {
+                            DefaultValue::Literal(v) => DefaultValue::Literal(canonical_literal(&col.ty, &v)),
+                            other => other,
+                        });
                     }
-                    ColumnOption::PrimaryKey(_) => {
-                        table.primary_key = Some(vec![KeyPart {
+                    AlterColumnOperation::DropDefault => col.default = None,
+                    other => return Err(self.err(stmt, format!("ALTER TABLE {tname}: unsupported ALTER COLUMN {other}"))),
+                }
+            }
+            AlterTableOperation::DropColumn { column_names, if_exists, .. } => {
+                for c in column_names {
+                    let Some(i) = index_of(table, &c.value) else {
+                        if *if_exists {
+                            continue;
+                        }
+                        return Err(missing("column", &c.value));
+                    };
+                    if let Some(fk) = table.foreign_keys.values().find(|fk| fk.columns.iter().any(|x| x.eq_ignore_ascii_case(&c.value))) {
+                        return Err(self.err(stmt, format!("ALTER TABLE {tname}: column {} is in foreign key {}: drop the key first", c.value, fk.name)));
+                    }
+                    table.columns.remove(i);
+                    // the server takes the column out of its keys, and drops a key left empty
+                    let keep = |k: &KeyPart| !k.column.eq_ignore_ascii_case(&c.value);
+                    for ix in table.indexes.values_mut() {
+                        ix.parts.retain(keep);
+                    }
+                    table.indexes.retain(|_, ix| !ix.parts.is_empty());
+                    if let Some(pk) = &mut table.primary_key {
+                        pk.retain(keep);
+                        if pk.is_empty() {
+                            table.primary_key = None;
+                        }
+                    }
+                }
+            }
+            AlterTableOperation::DropConstraint { name, if_exists, .. } => {
+                let n = &name.value;
+                let gone = table.checks.remove(n).is_some()
+                    || table.foreign_keys.remove(n).is_some()
+                    || table.indexes.get(n).is_some_and(|i| i.kind == IndexKind::Unique) && table.indexes.remove(n).is_some();
+                if !gone && !if_exists {
+                    return Err(missing("constraint", n));
+                }
+            }
+            AlterTableOperation::DropForeignKey { name, .. } => {
+                if table.foreign_keys.remove(&name.value).is_none() {
+                    return Err(missing("foreign key", &name.value));
+                }
+            }
+            AlterTableOperation::DropIndex { name } => {
+                if table.indexes.remove(&name.value).is_none() {
+                    return Err(missing("index", &name.value));
+                }
+            }
+            AlterTableOperation::DropPrimaryKey { .. } => {
+                if table.primary_key.take().is_none() {
+                    return Err(missing("primary key", ""));
+                }
+            }
+            AlterTableOperation::RenameTable { table_name } => {
+                let (sqlparser::ast::RenameTableNameKind::As(n) | sqlparser::ast::RenameTableNameKind::To(n)) = table_name;
+                let (db, to) = self.qualify(stmt, n)?;
+                if db != db_name {
+                    return Err(self.err(stmt, format!("ALTER TABLE {tname} RENAME to another database is not supported")));
+                }
+                *rename_to = Some(to);
+            }
+            // how, not what: the server chooses again when molt migrates
+            AlterTableOperation::Algorithm { .. } | AlterTableOperation::Lock { .. } | AlterTableOperation::AutoIncrement { .. } => {}
+            other => {
+                return Err(self.err(
+                    stmt,
+                    format!("ALTER TABLE {tname}: {other} is not supported in a schema file (write it into the CREATE TABLE)"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// A column from its definition (`CREATE TABLE`, `ADD COLUMN`, `MODIFY`, `CHANGE`); keys and
+    /// foreign keys written in it go to `build` and `table`.
+    #[allow(clippy::too_many_arguments)]
+    fn column<'o>(
+        &self,
+        stmt: &RawStatement,
+        table: &mut Table,
+        db_name: &str,
+        name: &sqlparser::ast::Ident,
+        data_type: &sqlparser::ast::DataType,
+        options: impl Iterator<Item = &'o ColumnOption>,
+        build: &mut TableBuild,
+    ) -> Result<Column, SqlError> {
+        let cname = name.value.clone();
+        let ty_text = data_type.to_string();
+        let ty = ColumnType::parse(&ty_text)
+            .map_err(|m| self.err(stmt, format!("column {cname}: {m}")))?;
+        let mut col = Column {
+            name: cname.clone(),
+            ty: ty.clone(),
+            nullable: true,
+            default: None,
+            on_update: None,
+            auto_increment: false,
+            generated: None,
+            comment: String::new(),
+            charset: None,
+            collation: None,
+            check: None,
+        };
+        for option in options {
+            match option {
+                ColumnOption::Null => col.nullable = true,
+                ColumnOption::NotNull => col.nullable = false,
+                ColumnOption::Default(e) => col.default = Some(default_from_expr(e)),
+                ColumnOption::OnUpdate(e) => col.on_update = Some(canonical_expr(&e.to_string())),
+                ColumnOption::Comment(c) => col.comment = c.clone(),
+                ColumnOption::CharacterSet(n) => {
+                    col.charset = Some(canonical_charset(&unquote_ident(&n.to_string())))
+                }
+                ColumnOption::Collation(n) => {
+                    col.collation = Some(canonical_charset(&unquote_ident(&n.to_string())))
+                }
+                ColumnOption::PrimaryKey(_) => {
+                    table.primary_key = Some(vec![KeyPart {
+                        column: cname.clone(),
+                        prefix: None,
+                        desc: false,
+                    }]);
+                }
+                ColumnOption::Unique(_) => {
+                    build.pending.push((
+                        None,
+                        vec![KeyPart {
                             column: cname.clone(),
                             prefix: None,
                             desc: false,
-                        }]);
+                        }],
+                        IndexKind::Unique,
+                        String::new(),
+                    ));
+                }
+                ColumnOption::DialectSpecific(tokens) => {
+                    let t: Vec<String> = tokens
+                        .iter()
+                        .map(|t| t.to_string().to_ascii_uppercase())
+                        .collect();
+                    match t.join(" ").as_str() {
+                        "AUTO_INCREMENT" => col.auto_increment = true,
+                        other => {
+                            return Err(self
+                                .err(stmt, format!("column {cname}: unsupported option {other}")))
+                        }
                     }
-                    ColumnOption::Unique(_) => {
-                        pending_indexes.push((
-                            None,
-                            vec![KeyPart {
-                                column: cname.clone(),
-                                prefix: None,
-                                desc: false,
-                            }],
-                            IndexKind::Unique,
-                            String::new(),
+                }
+                ColumnOption::Generated {
+                    generation_expr: Some(e),
+                    generation_expr_mode,
+                    ..
+                } => {
+                    col.generated = Some(Generated {
+                        expr: canonical_expr(&e.to_string()),
+                        stored: matches!(
+                            generation_expr_mode,
+                            Some(GeneratedExpressionMode::Stored)
+                        ),
+                    });
+                }
+                ColumnOption::Check(c) => {
+                    let e = canonical_expr(&c.expr.to_string());
+                    if e == format!("json_valid({})", quote_ident(&cname)) {
+                        build.json_cols.push(cname.clone());
+                    } else if col.check.replace(e).is_some() {
+                        return Err(self.err(
+                            stmt,
+                            format!("column {cname}: two CHECK constraints (MariaDB keeps one per column: write them as one with AND)"),
                         ));
                     }
-                    ColumnOption::DialectSpecific(tokens) => {
-                        let t: Vec<String> = tokens
-                            .iter()
-                            .map(|t| t.to_string().to_ascii_uppercase())
-                            .collect();
-                        match t.join(" ").as_str() {
-                            "AUTO_INCREMENT" => col.auto_increment = true,
-                            other => {
-                                return Err(self.err(
-                                    stmt,
-                                    format!("column {cname}: unsupported option {other}"),
-                                ))
-                            }
-                        }
-                    }
-                    ColumnOption::Generated {
-                        generation_expr: Some(e),
-                        generation_expr_mode,
-                        ..
-                    } => {
-                        col.generated = Some(Generated {
-                            expr: canonical_expr(&e.to_string()),
-                            stored: matches!(
-                                generation_expr_mode,
-                                Some(GeneratedExpressionMode::Stored)
-                            ),
-                        });
-                    }
-                    ColumnOption::Check(c) => {
-                        let e = canonical_expr(&c.expr.to_string());
-                        if e == format!("json_valid({})", quote_ident(&cname)) {
-                            json_cols.push(cname.clone());
-                        } else if col.check.replace(e).is_some() {
-                            return Err(self.err(
-                                stmt,
-                                format!("column {cname}: two CHECK constraints (MariaDB keeps one per column: write them as one with AND)"),
-                            ));
-                        }
-                    }
-                    ColumnOption::ForeignKey(fk) => {
-                        let fk = sqlparser::ast::ForeignKeyConstraint {
-                            columns: vec![cd.name.clone()],
-                            ..fk.clone()
-                        };
-                        self.add_fk(stmt, &mut table, &db_name, &fk)?;
-                    }
-                    other => {
-                        return Err(
-                            self.err(stmt, format!("column {cname}: unsupported option {other}"))
-                        )
-                    }
+                }
+                ColumnOption::ForeignKey(fk) => {
+                    let fk = sqlparser::ast::ForeignKeyConstraint {
+                        columns: vec![name.clone()],
+                        ..fk.clone()
+                    };
+                    self.add_fk(stmt, table, db_name, &fk, build)?;
+                }
+                other => {
+                    return Err(
+                        self.err(stmt, format!("column {cname}: unsupported option {other}"))
+                    )
                 }
             }
-            if ty.base == "json" {
-                col.charset = None;
-                col.collation = None;
-            } else if ty.is_textual() {
-                if let Some(co) = &col.collation {
-                    col.charset = Some(charset_of(co));
-                } else if col.charset.is_none() {
-                    col.charset = table.options.charset.clone();
-                    col.collation = table.options.collation.clone();
-                }
-            } else {
-                col.charset = None;
-                col.collation = None;
-            }
-            if let Some(DefaultValue::Literal(v)) = &col.default {
-                col.default = Some(DefaultValue::Literal(canonical_literal(&ty, v)));
-            }
-            table.columns.push(col);
         }
-        for c in &json_cols {
+        if ty.base == "json" {
+            col.charset = None;
+            col.collation = None;
+        } else if ty.is_textual() {
+            if let Some(co) = &col.collation {
+                col.charset = Some(charset_of(co));
+            } else if col.charset.is_none() {
+                col.charset = table.options.charset.clone();
+                col.collation = table.options.collation.clone();
+            }
+        } else {
+            col.charset = None;
+            col.collation = None;
+        }
+        if let Some(DefaultValue::Literal(v)) = &col.default {
+            col.default = Some(DefaultValue::Literal(canonical_literal(&ty, v)));
+        }
+        Ok(col)
+    }
+
+    /// A table constraint (`CREATE TABLE`, `ALTER TABLE ... ADD`).
+    fn constraint(
+        &self,
+        stmt: &RawStatement,
+        table: &mut Table,
+        db_name: &str,
+        tc: &TableConstraint,
+        build: &mut TableBuild,
+    ) -> Result<(), SqlError> {
+        match tc {
+            TableConstraint::PrimaryKey(pk) => {
+                table.primary_key = Some(self.key_parts(stmt, &pk.columns)?);
+            }
+            TableConstraint::Unique(u) => {
+                let name = u
+                    .name
+                    .as_ref()
+                    .or(u.index_name.as_ref())
+                    .map(|i| i.value.clone());
+                build.pending.push((
+                    name,
+                    self.key_parts(stmt, &u.columns)?,
+                    IndexKind::Unique,
+                    index_comment(&u.index_options),
+                ));
+            }
+            TableConstraint::Index(ix) => {
+                let name = ix.name.as_ref().map(|i| i.value.clone());
+                build.pending.push((
+                    name,
+                    self.key_parts(stmt, &ix.columns)?,
+                    IndexKind::Index,
+                    index_comment(&ix.index_options),
+                ));
+            }
+            TableConstraint::FulltextOrSpatial(f) => {
+                let kind = if f.fulltext {
+                    IndexKind::Fulltext
+                } else {
+                    IndexKind::Spatial
+                };
+                let name = f.opt_index_name.as_ref().map(|i| i.value.clone());
+                build
+                    .pending
+                    .push((name, self.key_parts(stmt, &f.columns)?, kind, String::new()));
+            }
+            TableConstraint::ForeignKey(fk) => self.add_fk(stmt, table, db_name, fk, build)?,
+            TableConstraint::Check(c) => {
+                if c.enforced == Some(false) {
+                    return Err(self.err(
+                        stmt,
+                        format!(
+                            "table {}: NOT ENFORCED checks are MySQL's; MariaDB does not have them",
+                            table.name
+                        ),
+                    ));
+                }
+                let check_name = match &c.name {
+                    Some(n) => n.value.clone(),
+                    None => {
+                        build.unnamed_checks += 1;
+                        format!("CONSTRAINT_{}", build.unnamed_checks)
+                    }
+                };
+                let e = canonical_expr(&c.expr.to_string());
+                if table.checks.insert(check_name.clone(), e).is_some() {
+                    return Err(self.err(
+                        stmt,
+                        format!(
+                            "table {}: duplicate CHECK constraint {check_name}",
+                            table.name
+                        ),
+                    ));
+                }
+            }
+            other => {
+                return Err(self.err(
+                    stmt,
+                    format!("table {}: unsupported constraint {other}", table.name),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// After a table's columns and constraints: json columns, the indexes with their names,
+    /// NOT NULL primary key columns, and keys naming only columns that exist.
+    fn settle(
+        &self,
+        stmt: &RawStatement,
+        table: &mut Table,
+        build: TableBuild,
+    ) -> Result<(), SqlError> {
+        for c in &build.json_cols {
             if let Some(col) = table.columns.iter_mut().find(|x| &x.name == c) {
                 if col.ty.base == "longtext" {
                     col.ty = ColumnType::parse("json").expect("json parses");
@@ -928,81 +1354,8 @@ impl Loader<'_> {
                 }
             }
         }
-        let mut unnamed_checks = 0;
-        for tc in &ct.constraints {
-            match tc {
-                TableConstraint::PrimaryKey(pk) => {
-                    table.primary_key = Some(self.key_parts(stmt, &pk.columns)?);
-                }
-                TableConstraint::Unique(u) => {
-                    let name = u
-                        .name
-                        .as_ref()
-                        .or(u.index_name.as_ref())
-                        .map(|i| i.value.clone());
-                    pending_indexes.push((
-                        name,
-                        self.key_parts(stmt, &u.columns)?,
-                        IndexKind::Unique,
-                        index_comment(&u.index_options),
-                    ));
-                }
-                TableConstraint::Index(ix) => {
-                    let name = ix.name.as_ref().map(|i| i.value.clone());
-                    pending_indexes.push((
-                        name,
-                        self.key_parts(stmt, &ix.columns)?,
-                        IndexKind::Index,
-                        index_comment(&ix.index_options),
-                    ));
-                }
-                TableConstraint::FulltextOrSpatial(f) => {
-                    let kind = if f.fulltext {
-                        IndexKind::Fulltext
-                    } else {
-                        IndexKind::Spatial
-                    };
-                    let name = f.opt_index_name.as_ref().map(|i| i.value.clone());
-                    pending_indexes.push((
-                        name,
-                        self.key_parts(stmt, &f.columns)?,
-                        kind,
-                        String::new(),
-                    ));
-                }
-                TableConstraint::ForeignKey(fk) => self.add_fk(stmt, &mut table, &db_name, fk)?,
-                TableConstraint::Check(c) => {
-                    if c.enforced == Some(false) {
-                        return Err(self.err(
-                            stmt,
-                            format!("table {name}: NOT ENFORCED checks are MySQL's; MariaDB does not have them"),
-                        ));
-                    }
-                    let check_name = match &c.name {
-                        Some(n) => n.value.clone(),
-                        None => {
-                            unnamed_checks += 1;
-                            format!("CONSTRAINT_{unnamed_checks}")
-                        }
-                    };
-                    let e = canonical_expr(&c.expr.to_string());
-                    if table.checks.insert(check_name.clone(), e).is_some() {
-                        return Err(self.err(
-                            stmt,
-                            format!("table {name}: duplicate CHECK constraint {check_name}"),
-                        ));
-                    }
-                }
-                other => {
-                    return Err(self.err(
-                        stmt,
-                        format!("table {name}: unsupported constraint {other}"),
-                    ))
-                }
-            }
-        }
-        for (name, parts, kind, comment) in pending_indexes {
-            let name = name.unwrap_or_else(|| auto_index_name(&table, &parts[0].column));
+        for (name, parts, kind, comment) in build.pending {
+            let name = name.unwrap_or_else(|| auto_index_name(table, &parts[0].column));
             if table.indexes.contains_key(&name) {
                 return Err(self.err(
                     stmt,
@@ -1016,6 +1369,57 @@ impl Loader<'_> {
                     kind,
                     parts,
                     comment,
+                },
+            );
+        }
+        // InnoDB needs an index whose leading columns are a foreign key's; it makes one when
+        // there is none, named after the constraint, or for an unnamed constraint after its
+        // first column as an unnamed key would be.
+        for (fk_name, named) in &build.fks {
+            let Some(fk) = table.foreign_keys.get(fk_name).cloned() else {
+                continue;
+            };
+            let covered = table
+                .primary_key
+                .iter()
+                .chain(
+                    table
+                        .indexes
+                        .values()
+                        .filter(|i| matches!(i.kind, IndexKind::Index | IndexKind::Unique))
+                        .map(|i| &i.parts),
+                )
+                .any(|parts| {
+                    parts.len() >= fk.columns.len()
+                        && parts
+                            .iter()
+                            .zip(&fk.columns)
+                            .all(|(p, c)| p.column.eq_ignore_ascii_case(c) && p.prefix.is_none())
+                });
+            if covered {
+                continue;
+            }
+            let name = if *named {
+                fk.name.clone()
+            } else {
+                auto_index_name(table, &fk.columns[0])
+            };
+            let parts = fk
+                .columns
+                .iter()
+                .map(|c| KeyPart {
+                    column: c.clone(),
+                    prefix: None,
+                    desc: false,
+                })
+                .collect();
+            table.indexes.insert(
+                name.clone(),
+                Index {
+                    name,
+                    kind: IndexKind::Index,
+                    parts,
+                    comment: String::new(),
                 },
             );
         }
@@ -1047,11 +1451,6 @@ impl Loader<'_> {
                 ));
             }
         }
-        let db = self.database(&db_name);
-        if db.tables.contains_key(&name) && !ct.if_not_exists {
-            return Err(self.err(stmt, format!("table {db_name}.{name} is created twice")));
-        }
-        db.tables.entry(name).or_insert(table);
         Ok(())
     }
 
@@ -1061,13 +1460,23 @@ impl Loader<'_> {
         table: &mut Table,
         db: &str,
         fk: &sqlparser::ast::ForeignKeyConstraint,
+        build: &mut TableBuild,
     ) -> Result<(), SqlError> {
-        let n = table.foreign_keys.len() + 1;
+        // The server numbers unnamed ones after the highest number in use.
+        let prefix = format!("{}_ibfk_", table.name);
+        let n = table
+            .foreign_keys
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix)?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
         let name = fk
             .name
             .as_ref()
             .map(|i| i.value.clone())
-            .unwrap_or_else(|| format!("{}_ibfk_{n}", table.name));
+            .unwrap_or_else(|| format!("{prefix}{n}"));
+        build.fks.push((name.clone(), fk.name.is_some()));
         let (ref_db, ref_table) = {
             let parts: Vec<String> = fk
                 .foreign_table
@@ -1229,48 +1638,30 @@ impl Loader<'_> {
     }
 }
 
-/// After the whole file: the indexes InnoDB adds for foreign keys without one.
+/// A column renamed in its table's keys.
+fn rename_column_refs(t: &mut Table, from: &str, to: &str) {
+    let rename = |c: &mut String| {
+        if c.eq_ignore_ascii_case(from) {
+            *c = to.to_string();
+        }
+    };
+    for k in t
+        .primary_key
+        .iter_mut()
+        .flatten()
+        .chain(t.indexes.values_mut().flat_map(|i| i.parts.iter_mut()))
+    {
+        rename(&mut k.column);
+    }
+    for fk in t.foreign_keys.values_mut() {
+        fk.columns.iter_mut().for_each(rename);
+    }
+}
+
+/// After the whole file: columns in the server's form.
 fn finish_table(t: &mut Table) {
     for c in &mut t.columns {
         c.canonicalize();
-    }
-    let fks: Vec<ForeignKey> = t.foreign_keys.values().cloned().collect();
-    for fk in fks {
-        let covered = t
-            .primary_key
-            .iter()
-            .chain(
-                t.indexes
-                    .values()
-                    .filter(|i| matches!(i.kind, IndexKind::Index | IndexKind::Unique))
-                    .map(|i| &i.parts),
-            )
-            .any(|parts| {
-                parts.len() >= fk.columns.len()
-                    && parts
-                        .iter()
-                        .zip(&fk.columns)
-                        .all(|(p, c)| p.column.eq_ignore_ascii_case(c) && p.prefix.is_none())
-            });
-        if !covered {
-            t.indexes.insert(
-                fk.name.clone(),
-                Index {
-                    name: fk.name.clone(),
-                    kind: IndexKind::Index,
-                    parts: fk
-                        .columns
-                        .iter()
-                        .map(|c| KeyPart {
-                            column: c.clone(),
-                            prefix: None,
-                            desc: false,
-                        })
-                        .collect(),
-                    comment: String::new(),
-                },
-            );
-        }
     }
 }
 
@@ -1489,6 +1880,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("d.nope"), "{e}");
+        let e = load(
+            "USE d;\nCREATE TABLE t (a int);\n\nALTER TABLE nope ADD COLUMN b int;",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("d.nope"), "{e}");
+        let e = load(
+            "USE d;\nCREATE TABLE t (a int);\nALTER TABLE t DROP COLUMN b;",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("no column b"), "{e}");
         let e = load(
             "USE d;\nCREATE TABLE t (a int);\n\nCREATE TRIGGER g BEFORE INSERT ON missing FOR EACH ROW SET NEW.a = 1;",
             &LoadOptions::default(),
