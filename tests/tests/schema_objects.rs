@@ -256,3 +256,149 @@ async fn schema_files_written_as_statements_fold_into_the_model_as_the_server_ap
         ALTER TABLE notes ADD COLUMN n INT FIRST, DROP COLUMN id, ADD CHECK (n >= 0), ALGORITHM=COPY;";
     oracle("statements", a, b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_a_change_would_break_are_refused_before_anything_runs_even_when_allowed() {
+    let mut conn = connect().await;
+    let db = scratch_name("preflight");
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE team (id INT PRIMARY KEY);
+        CREATE TABLE member (
+          id INT PRIMARY KEY, email VARCHAR(50), nick VARCHAR(20), age INT,
+          status ENUM('a','b','c'), team_id INT, code VARCHAR(10)
+        );
+        INSERT INTO team VALUES (1), (2);
+        INSERT INTO member VALUES
+          (1, 'x@y', 'one', 30, 'a', 1, 'k1'),
+          (2, 'x@y', 'two', 300, 'b', 2, 'k2'),
+          (3, 'z@y', NULL, 40, 'c', 99, 'k3'),
+          (4, NULL, 'four', 50, 'a', NULL, 'k4'),
+          (5, NULL, 'five', 60, 'a', 1, 'k5');";
+    run_file(&mut conn, a, &renamed(&db)).await;
+    let table = |cols: &str| {
+        format!(
+            "CREATE DATABASE shop; USE shop;
+             CREATE TABLE team (id INT PRIMARY KEY);
+             CREATE TABLE member ({cols});"
+        )
+    };
+    let base = "id INT PRIMARY KEY, email VARCHAR(50), nick VARCHAR(20), age INT, status ENUM('a','b','c'), team_id INT, code VARCHAR(10)";
+    let cases = [
+        (
+            "a new UNIQUE over duplicates",
+            format!("{base}, UNIQUE KEY uq_email (email)"),
+            "2 rows of DB.member: duplicate values of (email) for the new UNIQUE key uq_email (duplicates: ('x@y') x2)",
+        ),
+        (
+            "NOT NULL over NULLs",
+            base.replace("nick VARCHAR(20)", "nick VARCHAR(20) NOT NULL"),
+            "1 row of DB.member: NULL in member.nick, which becomes NOT NULL (keys: 3)",
+        ),
+        (
+            "a narrowed type",
+            base.replace("age INT", "age TINYINT UNSIGNED"),
+            "1 row of DB.member: member.age holds values that tinyint(3) unsigned cannot (int(11) now) (keys: 2)",
+        ),
+        (
+            "a removed ENUM value",
+            base.replace("ENUM('a','b','c')", "ENUM('a','b')"),
+            "(keys: 3)",
+        ),
+        (
+            "a new foreign key over orphans",
+            format!("{base}, CONSTRAINT fk_team FOREIGN KEY (team_id) REFERENCES team (id)"),
+            "1 row of DB.member: orphans for the new foreign key fk_team (team_id): no such DB.team row (keys: 3)",
+        ),
+        (
+            "a new CHECK that rows break",
+            format!("{base}, CONSTRAINT sane_age CHECK (age < 200)"),
+            "1 row of DB.member: breaks the new CHECK sane_age",
+        ),
+        (
+            "a shortened VARCHAR",
+            base.replace("email VARCHAR(50)", "email VARCHAR(2)"),
+            "3 rows of DB.member: member.email holds values",
+        ),
+    ];
+    let before = model_json(&mut conn, &db).await;
+    let rows_before: Vec<mysql_async::Row> = mysql_async::prelude::Queryable::query(
+        &mut conn,
+        format!("SELECT * FROM `{db}`.member ORDER BY id"),
+    )
+    .await
+    .unwrap();
+    for (what, cols, expected) in cases {
+        let desired = load(
+            &table(&cols),
+            &LoadOptions {
+                rename: renamed(&db),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .schema;
+        live::lock(&mut conn, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut ran = 0;
+        let allow_all = Allow {
+            all: true,
+            subjects: Vec::new(),
+        };
+        let result = live::apply(&mut conn, &desired, &allow_all, &mut |e| {
+            if let Event::Before { .. } = e {
+                ran += 1;
+            }
+            Ok(())
+        })
+        .await;
+        live::unlock(&mut conn).await;
+        let err = result.expect_err(what).to_string();
+        let expected = expected.replace("DB", &db);
+        assert!(
+            err.contains(&expected),
+            "{what}: {err}\nexpected: {expected}"
+        );
+        assert_eq!(ran, 0, "{what}: nothing ran");
+        assert_eq!(
+            model_json(&mut conn, &db).await,
+            before,
+            "{what}: schema unchanged"
+        );
+    }
+    let rows_after: Vec<mysql_async::Row> = mysql_async::prelude::Queryable::query(
+        &mut conn,
+        format!("SELECT * FROM `{db}`.member ORDER BY id"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        format!("{rows_before:?}"),
+        format!("{rows_after:?}"),
+        "the rows are untouched"
+    );
+    // Fixed in the data, the same change goes through.
+    mysql_async::prelude::Queryable::query_drop(
+        &mut conn,
+        format!("UPDATE `{db}`.member SET nick = 'three' WHERE id = 3"),
+    )
+    .await
+    .unwrap();
+    let desired = load(
+        &table(&base.replace("nick VARCHAR(20)", "nick VARCHAR(20) NOT NULL")),
+        &LoadOptions {
+            rename: renamed(&db),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .schema;
+    let allow = Allow {
+        all: false,
+        subjects: vec![format!("{db}.member.nick")],
+    };
+    live::apply(&mut conn, &desired, &allow, &mut |_| Ok(()))
+        .await
+        .expect("no NULL left: the NOT NULL change runs");
+    drop_databases(&mut conn, &[db]).await;
+}

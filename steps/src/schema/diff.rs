@@ -36,11 +36,15 @@ pub struct Change {
 }
 
 /// A lint finding: what may be lost, and the subject an allow-list names to permit it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destructive {
     /// `db.table`, or `db.table.column` / `db.table.index` for what is inside a table.
     pub subject: String,
     pub reason: String,
+    /// Found in the live rows by the preflight (duplicates, NULLs, values that do not fit,
+    /// orphans): the change would fail or alter those rows, so no allow list permits it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data: bool,
 }
 
 /// Which destructive changes are permitted.
@@ -56,11 +60,12 @@ pub struct Allow {
 
 impl Allow {
     pub fn permits(&self, d: &Destructive) -> bool {
-        self.all
-            || self
-                .subjects
-                .iter()
-                .any(|s| s == &d.subject || d.subject.starts_with(&format!("{s}.")))
+        !d.data
+            && (self.all
+                || self
+                    .subjects
+                    .iter()
+                    .any(|s| s == &d.subject || d.subject.starts_with(&format!("{s}."))))
     }
 }
 
@@ -246,6 +251,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
                 destructive.push(Destructive {
                     subject: format!("{dbname}.{tname}.{col}"),
                     reason: format!("{why}{}", rows_note(rows)),
+                    ..Default::default()
                 });
             }
         }
@@ -317,6 +323,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             .map(|c| Destructive {
                 subject: format!("{dbname}.{tname}.{c}"),
                 reason: format!("drops column {dbname}.{tname}.{c}{}", rows_note(rows)),
+                ..Default::default()
             })
             .collect();
         out.push(Change {
@@ -342,6 +349,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             destructive: vec![Destructive {
                 subject: format!("{dbname}.{tname}"),
                 reason: format!("drops table {dbname}.{tname}{}", rows_note(rows)),
+                ..Default::default()
             }],
             object: None,
         });
@@ -417,6 +425,7 @@ impl TablePlan {
                     p.destructive.push(Destructive {
                         subject: format!(".{name}"),
                         reason: format!("drops index {name} on {}", have.name),
+                        ..Default::default()
                     });
                 }
             }
@@ -468,6 +477,7 @@ impl TablePlan {
                                 "replaces the values of {}.{} with a generated column",
                                 want.name, c.name
                             ),
+                            ..Default::default()
                         });
                     }
                 }
@@ -558,6 +568,7 @@ impl TablePlan {
                     "changes {}.{} from {} to {}, which may not hold every value",
                     t.name, new.name, old.ty, new.ty
                 ),
+                ..Default::default()
             });
         }
         if let (Some(a), Some(b)) = (&old.charset, &new.charset) {
@@ -569,6 +580,7 @@ impl TablePlan {
                         "converts {}.{} from {a} to {b}, which may not hold every character",
                         t.name, new.name
                     ),
+                    ..Default::default()
                 });
             }
         }

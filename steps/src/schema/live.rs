@@ -28,7 +28,7 @@ pub enum LiveError {
     },
     #[error("another migration holds the schema lock ({LOCK_NAME}) after {0:?}")]
     Locked(Duration),
-    #[error("refused: the migration would {}; allow it with --allow-destructive or in release.toml's allow_destructive", .0.join("; "))]
+    #[error("refused before anything ran: {}. A change that may lose data can be allowed (--allow-destructive, release.toml's allow_destructive); rows that a change would break must be fixed first", .0.join("; "))]
     Destructive(Vec<String>),
     #[error("statement {index} failed: {sql}: {source}")]
     Statement {
@@ -686,13 +686,28 @@ pub async fn plan(conn: &mut Conn, desired: &Schema) -> Result<(Schema, Migratio
         .filter_map(|c| c.table.clone().map(|t| (c.database.clone(), t)))
         .filter(|(d, t)| live.table(d, t).is_some())
         .collect();
-    if risky.is_empty() {
-        return Ok((live, first));
+    let mut m = if risky.is_empty() {
+        first
+    } else {
+        let rows = rows_of(conn, &risky).await?;
+        diff(&live, desired, &|d, t| {
+            rows.get(&(d.to_string(), t.to_string())).copied()
+        })
+    };
+    // The rows themselves: what the change would fail on or silently alter.
+    let findings = super::preflight::check(conn, &live, desired)
+        .await
+        .map_err(q("check the live rows (preflight)"))?;
+    for (db, table, finding) in findings {
+        let at = m
+            .changes
+            .iter()
+            .position(|c| c.database == db && c.table.as_deref() == Some(table.as_str()))
+            .unwrap_or(0);
+        if let Some(c) = m.changes.get_mut(at) {
+            c.destructive.push(finding);
+        }
     }
-    let rows = rows_of(conn, &risky).await?;
-    let m = diff(&live, desired, &|d, t| {
-        rows.get(&(d.to_string(), t.to_string())).copied()
-    });
     Ok((live, m))
 }
 
