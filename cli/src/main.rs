@@ -303,6 +303,10 @@ enum SchemaCommand {
         /// Show destructive changes as allowed.
         #[arg(long)]
         allow_destructive: bool,
+        /// Rename instead of dropping and adding, keeping the data: `db.table=new_table` or
+        /// `db.table.column=new_column` (added to the release's `[renames]`). Repeatable.
+        #[arg(long = "rename", value_name = "OLD=NEW")]
+        renames: Vec<String>,
     },
     /// Migrate the live database to FILE's schema, as a journaled run.
     Apply {
@@ -315,6 +319,10 @@ enum SchemaCommand {
         /// Allow dropping tables, columns, indexes and narrowing types.
         #[arg(long)]
         allow_destructive: bool,
+        /// Rename instead of dropping and adding, keeping the data: `db.table=new_table` or
+        /// `db.table.column=new_column` (added to the release's `[renames]`). Repeatable.
+        #[arg(long = "rename", value_name = "OLD=NEW")]
+        renames: Vec<String>,
         /// Print the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -603,12 +611,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 database_url,
                 desired,
                 allow_destructive,
+                renames,
             } => {
                 cmd::schema::plan(
                     &inst()?,
                     database_url,
                     desired.as_deref(),
                     allow_destructive,
+                    &cmd::schema::parse_renames(&renames)?,
                     json,
                 )
                 .await
@@ -617,6 +627,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 database_url,
                 desired,
                 allow_destructive,
+                renames,
                 dry_run,
             } => {
                 cmd::schema::apply(
@@ -624,6 +635,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     database_url,
                     desired.as_deref(),
                     allow_destructive,
+                    &cmd::schema::parse_renames(&renames)?,
                     dry_run,
                     json,
                 )

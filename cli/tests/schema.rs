@@ -228,7 +228,9 @@ async fn destructive_and_unparsable_migrations_are_refused_with_nothing_applied(
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("drops column") && err.contains("legacy") && err.contains("nothing applied"),
+        err.contains("drops column")
+            && err.contains("legacy")
+            && err.contains("before anything ran"),
         "{err}"
     );
     assert_eq!(model(&db).await, before, "nothing applied");
@@ -436,5 +438,74 @@ async fn the_current_release_names_the_schema_and_what_it_allows_and_the_passwor
             f.path().display()
         );
     }
+    drop_databases(&mut conn, &[db]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_given_on_the_command_line_keeps_the_column_and_its_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut conn = connect().await;
+    let db = scratch_name("cli_rename");
+    run_file(
+        &mut conn,
+        &format!("CREATE DATABASE {db}; USE {db}; CREATE TABLE account (id INT PRIMARY KEY, legacy INT);"),
+        &BTreeMap::new(),
+    )
+    .await;
+    conn.query_drop(format!("INSERT INTO `{db}`.account VALUES (1, 7), (2, 8)"))
+        .await
+        .unwrap();
+    let b = write(
+        tmp.path(),
+        "b.sql",
+        &format!(
+            "CREATE DATABASE {db}; USE {db}; CREATE TABLE account (id INT PRIMARY KEY, kept INT);"
+        ),
+    );
+    let b = b.to_str().unwrap();
+    // without the rename: refused, and the plan says it looks like one
+    let out = molt(tmp.path(), None, &["schema", "plan", "--desired", b]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert!(
+        text(&out).contains("looks like a rename to kept"),
+        "{}",
+        text(&out)
+    );
+    for bad in [
+        "legacy=kept",
+        &format!("{db}.account.legacy"),
+        &format!("{db}.account.legacy=a.b"),
+    ] {
+        let out = molt(
+            tmp.path(),
+            None,
+            &["schema", "apply", "--desired", b, "--rename", bad],
+        );
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", text(&out));
+        assert!(
+            text(&out).contains("expected db.table=new_table"),
+            "{}",
+            text(&out)
+        );
+    }
+    let rename = format!("{db}.account.legacy=kept");
+    let out = molt(
+        tmp.path(),
+        None,
+        &["schema", "apply", "--desired", b, "--rename", &rename],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows: Vec<(u32, u32)> = conn
+        .query(format!("SELECT id, kept FROM `{db}`.account ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(1, 7), (2, 8)]);
+    // the run's receipt lists the rename
+    let show = molt(tmp.path(), None, &["journal", "show", "1", "--json"]);
+    assert!(
+        text(&show).contains("RENAME COLUMN `legacy` TO `kept`"),
+        "{}",
+        text(&show)
+    );
     drop_databases(&mut conn, &[db]).await;
 }

@@ -15,6 +15,10 @@
 //! [images]
 //! "images/app.tar" = "sha256:4f2c..."
 //!
+//! [renames]                    # schema renames that keep the data
+//! "shop.item.price" = "unit_price"
+//! "shop.old_orders" = "orders"
+//!
 //! [[probe]]
 //! http = "http://127.0.0.1:8080/health"
 //! status = 200
@@ -54,6 +58,11 @@ pub struct Release {
     /// and anything in it) or `"db.table.column"` (see `steps::schema::diff::Allow`).
     #[serde(default)]
     pub allow_destructive: Vec<String>,
+    /// Schema renames: `"db.table"` -> the table's new name, `"db.table.column"` -> the column's
+    /// new name (the table named as the release's schema names it). The migration renames
+    /// instead of dropping and adding, keeping the data (see `steps::schema::diff`).
+    #[serde(default)]
+    pub renames: BTreeMap<String, String>,
     /// The vendor's `.env` template, relative to the release: the upgrade merges it into the
     /// operator's `shared/.env` (operator values kept, new keys added, removed keys reported).
     #[serde(default)]

@@ -402,3 +402,116 @@ async fn rows_that_a_change_would_break_are_refused_before_anything_runs_even_wh
         .expect("no NULL left: the NOT NULL change runs");
     drop_databases(&mut conn, &[db]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_keep_the_data_and_a_drop_and_add_of_the_same_shape_is_flagged() {
+    use mysql_async::prelude::Queryable;
+    let mut conn = connect().await;
+    let db = scratch_name("renames");
+    let fresh = scratch_name("renames_f");
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE customer (id INT PRIMARY KEY, name VARCHAR(40));
+        CREATE TABLE orders_old (id INT PRIMARY KEY, price DECIMAL(10,2) NOT NULL, customer INT,
+          KEY by_price (price), CONSTRAINT fk_c FOREIGN KEY (customer) REFERENCES customer (id));
+        INSERT INTO customer VALUES (1, 'ann');
+        INSERT INTO orders_old VALUES (1, 9.50, 1), (2, 12.25, NULL);";
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE customer (id INT PRIMARY KEY, full_name VARCHAR(40));
+        CREATE TABLE orders (id INT PRIMARY KEY, unit_price DECIMAL(10,2) NOT NULL, customer INT,
+          KEY by_price (unit_price), CONSTRAINT fk_c FOREIGN KEY (customer) REFERENCES customer (id));";
+    run_file(&mut conn, a, &renamed(&db)).await;
+    run_file(&mut conn, b, &renamed(&fresh)).await;
+    let mut desired = load(
+        b,
+        &LoadOptions {
+            rename: renamed(&db),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .schema;
+
+    // Without renames: drops, each flagged as looking like a rename, refused.
+    let (_, m) = live::plan(&mut conn, &desired).await.unwrap();
+    let reasons: Vec<String> = m.destructive().iter().map(|d| d.reason.clone()).collect();
+    let hinted = |what: &str| reasons.iter().any(|r| r.contains(what));
+    assert!(
+        hinted(&format!(
+            "drops table {db}.orders_old, which has rows; it looks like a rename to orders"
+        )) && hinted(&format!("\"{db}.orders_old\" = \"orders\"")),
+        "{reasons:#?}"
+    );
+    assert!(
+        hinted(&format!(
+            "drops column {db}.customer.name, which has rows; it looks like a rename to full_name"
+        )),
+        "{reasons:#?}"
+    );
+
+    // With them: renamed in place, the rows kept, the result equal to a fresh B.
+    desired.renames = BTreeMap::from([
+        (format!("{db}.orders_old"), "orders".to_string()),
+        (format!("{db}.customer.name"), "full_name".to_string()),
+        (format!("{db}.orders.price"), "unit_price".to_string()),
+    ]);
+    live::lock(&mut conn, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let ran = live::apply(&mut conn, &desired, &Allow::default(), &mut |_| Ok(()))
+        .await
+        .expect("a rename is not destructive");
+    live::unlock(&mut conn).await;
+    let sql: Vec<&str> = ran.iter().map(|c| c.sql.as_str()).collect();
+    assert!(
+        sql.iter().all(|s| !s.contains("DROP")),
+        "nothing dropped: {sql:#?}"
+    );
+    let rows: Vec<(u32, String, Option<u32>)> = conn
+        .query(format!(
+            "SELECT id, CAST(unit_price AS CHAR), customer FROM `{db}`.orders ORDER BY id"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![(1, "9.50".into(), Some(1)), (2, "12.25".into(), None)]
+    );
+    let names: Vec<String> = conn
+        .query(format!("SELECT full_name FROM `{db}`.customer"))
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["ann".to_string()]);
+    assert_eq!(
+        model_json(&mut conn, &db).await,
+        model_json(&mut conn, &fresh).await
+    );
+    assert_eq!(
+        show_create_all(&mut conn, &db).await,
+        show_create_all(&mut conn, &fresh).await
+    );
+    let (_, again) = live::plan(&mut conn, &desired).await.unwrap();
+    assert!(again.is_empty(), "{:#?}", again.statements());
+
+    // The inverse renames take it back, data and all (what an undo does).
+    let mut back = load(
+        a,
+        &LoadOptions {
+            rename: renamed(&db),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .schema;
+    back.renames = steps::schema::diff::inverse_renames(&desired.renames);
+    live::apply(&mut conn, &back, &Allow::default(), &mut |_| Ok(()))
+        .await
+        .expect("renamed back");
+    let rows: Vec<(u32, String)> = conn
+        .query(format!(
+            "SELECT id, CAST(price AS CHAR) FROM `{db}`.orders_old ORDER BY id"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(1, "9.50".into()), (2, "12.25".into())]);
+    drop_databases(&mut conn, &[db, fresh]).await;
+}

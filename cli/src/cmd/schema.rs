@@ -9,6 +9,7 @@ use super::print_json;
 use crate::exit;
 use crate::session::Session;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use steps::install::{redact, URL_ENV};
 use steps::plans::{PlanSpec, SchemaMigrate};
@@ -139,15 +140,36 @@ struct Target {
     allow: Allow,
 }
 
+/// `--rename OLD=NEW` arguments: `db.table=new_table`, `db.table.column=new_column`.
+pub fn parse_renames(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    args.iter()
+        .map(|a| {
+            let (from, to) = a.split_once('=').unwrap_or((a, ""));
+            let dots = from.matches('.').count();
+            if to.is_empty() || to.contains('.') || !(1..=2).contains(&dots) {
+                return Err(exit::coded(
+                    exit::ERROR,
+                    format!(
+                        "--rename {a}: expected db.table=new_table or db.table.column=new_column"
+                    ),
+                ));
+            }
+            Ok((from.to_string(), to.to_string()))
+        })
+        .collect()
+}
+
 fn target(
     inst: &Installation,
     url: Option<String>,
     desired: Option<&Path>,
     allow_destructive: bool,
+    renames: &BTreeMap<String, String>,
     as_json: bool,
 ) -> anyhow::Result<Target> {
     let url = database_url(inst, url)?;
     let mut subjects = Vec::new();
+    let mut all_renames = BTreeMap::new();
     let desired = match desired {
         Some(d) => d.to_path_buf(),
         None => {
@@ -155,6 +177,7 @@ fn target(
             let dir = inst.root.join(super::services::current_release(inst)?);
             let release = Release::load(&dir).map_err(|e| exit::coded(exit::ERROR, e))?;
             subjects = release.allow_destructive.clone();
+            all_renames = release.renames.clone();
             let schema = release.database.and_then(|d| d.schema).ok_or_else(|| {
                 exit::coded(
                     exit::ERROR,
@@ -175,7 +198,9 @@ fn target(
     })?;
     let default_db =
         live::url_database(&url).map_err(|e| exit::coded(exit::ERROR, e.to_string()))?;
-    let loaded = load_file(&desired, default_db)?;
+    let mut loaded = load_file(&desired, default_db)?;
+    all_renames.extend(renames.clone());
+    loaded.schema.renames = all_renames;
     report_skipped(&desired, &loaded, as_json);
     let allow = Allow {
         all: allow_destructive,
@@ -194,9 +219,10 @@ pub async fn plan(
     url: Option<String>,
     desired: Option<&Path>,
     allow_destructive: bool,
+    renames: &BTreeMap<String, String>,
     as_json: bool,
 ) -> anyhow::Result<u8> {
-    let t = target(inst, url, desired, allow_destructive, as_json)?;
+    let t = target(inst, url, desired, allow_destructive, renames, as_json)?;
     let m = live_plan(&t.url, &t.loaded.schema).await?;
     if as_json {
         print_json(&migration_json(&m, &t.allow, json!(t.loaded.skipped)));
@@ -215,18 +241,19 @@ pub async fn apply(
     url: Option<String>,
     desired: Option<&Path>,
     allow_destructive: bool,
+    renames: &BTreeMap<String, String>,
     dry_run: bool,
     as_json: bool,
 ) -> anyhow::Result<u8> {
     if dry_run {
-        return plan(inst, url, desired, allow_destructive, as_json).await;
+        return plan(inst, url, desired, allow_destructive, renames, as_json).await;
     }
     let Target {
         url,
         desired,
         loaded,
         allow,
-    } = target(inst, url, desired, allow_destructive, as_json)?;
+    } = target(inst, url, desired, allow_destructive, renames, as_json)?;
     // Refuse before a run exists: nothing journaled, nothing touched.
     let m = live_plan(&url, &loaded.schema).await?;
     let refused = m.refused(&allow);
@@ -234,10 +261,7 @@ pub async fn apply(
         let reasons: Vec<String> = refused.iter().map(|d| d.reason.clone()).collect();
         return Err(exit::coded(
             exit::REFUSED,
-            format!(
-                "refused, nothing applied: the migration would {}; pass --allow-destructive to allow it",
-                reasons.join("; ")
-            ),
+            live::LiveError::Destructive(reasons).to_string(),
         ));
     }
     let spec = SchemaMigrate {
@@ -246,6 +270,7 @@ pub async fn apply(
         desired: desired.clone(),
         allow,
         lock_wait_secs: 30,
+        renames: loaded.schema.renames.clone(),
     };
     // The journal gets the URL without its password; the step gets the full one from the
     // installation the plan is built from.

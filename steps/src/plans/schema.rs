@@ -21,6 +21,9 @@ pub struct SchemaMigrate {
     /// Seconds to wait for another migration's `GET_LOCK`.
     #[serde(default = "default_lock_wait")]
     pub lock_wait_secs: u64,
+    /// Renames to make instead of a drop and an add (see `Schema::renames`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub renames: std::collections::BTreeMap<String, String>,
 }
 
 pub(crate) fn default_lock_wait() -> u64 {
@@ -61,6 +64,7 @@ impl SchemaMigrate {
             Desired::File {
                 path: self.desired.clone(),
                 sha256: self.desired_sha256.clone(),
+                renames: self.renames.clone(),
             },
             &self.allow,
             self.lock_wait_secs,

@@ -108,6 +108,9 @@ pub type HasRows<'a> = &'a dyn Fn(&str, &str) -> Option<bool>;
 pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration {
     let mut out = Vec::new();
     let empty = BTreeMap::new();
+    // 0. renames the desired schema asks for, made first; the rest compares with their result
+    let (renamed, renames) = apply_renames(live, desired);
+    let live = &renamed;
     // 1. databases
     for (name, want) in &desired.databases {
         match live.databases.get(name) {
@@ -157,6 +160,8 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
                 .unwrap_or_default()
         })
         .collect();
+
+    out.extend(renames);
 
     // views, triggers and events that go or change are dropped before the tables change
     let (objects_first, objects_last) = super::objects::diff(live, desired);
@@ -317,12 +322,20 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             .iter()
             .map(|c| format!("DROP COLUMN {}", quote_ident(c)))
             .collect();
+        let have = live.table(dbname, tname).expect("planned tables are live");
+        let want = desired
+            .table(dbname, tname)
+            .expect("planned tables are desired");
         let destructive = plan
             .drop_columns
             .iter()
             .map(|c| Destructive {
                 subject: format!("{dbname}.{tname}.{c}"),
-                reason: format!("drops column {dbname}.{tname}.{c}{}", rows_note(rows)),
+                reason: format!(
+                    "drops column {dbname}.{tname}.{c}{}{}",
+                    rows_note(rows),
+                    column_rename_hint(dbname, have, want, c)
+                ),
                 ..Default::default()
             })
             .collect();
@@ -348,7 +361,11 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             table: Some(tname.clone()),
             destructive: vec![Destructive {
                 subject: format!("{dbname}.{tname}"),
-                reason: format!("drops table {dbname}.{tname}{}", rows_note(rows)),
+                reason: format!(
+                    "drops table {dbname}.{tname}{}{}",
+                    rows_note(rows),
+                    table_rename_hint(live, desired, dbname, tname)
+                ),
                 ..Default::default()
             }],
             object: None,
@@ -357,6 +374,192 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
     // 8. views, triggers and events, on the tables as they now are
     out.extend(objects_last);
     Migration { changes: out }
+}
+
+/// The live schema with the desired renames made, and the statements that make them. A rename
+/// is made when its old name is live and its new one is not, and the desired schema has the
+/// new name and not the old: so a migration that resumes after it finds nothing left to do.
+fn apply_renames(live: &Schema, desired: &Schema) -> (Schema, Vec<Change>) {
+    let mut live = live.clone();
+    let mut out = Vec::new();
+    // tables first: a column rename names its table as desired
+    for (from, to) in &desired.renames {
+        let parts: Vec<&str> = from.split('.').collect();
+        let [db, old] = parts.as_slice() else {
+            continue;
+        };
+        let wanted = desired.table(db, to).is_some() && desired.table(db, old).is_none();
+        let Some(d) = live.databases.get_mut(*db) else {
+            continue;
+        };
+        if !wanted || d.tables.contains_key(to) || d.views.contains_key(to) {
+            continue;
+        }
+        let Some(mut t) = d.tables.remove(*old) else {
+            continue;
+        };
+        t.name = to.clone();
+        d.tables.insert(to.clone(), t);
+        for trig in d.triggers.values_mut() {
+            if trig.table == *old {
+                trig.table = to.clone();
+            }
+        }
+        // the server points foreign keys at the new name
+        for d in live.databases.values_mut() {
+            for t in d.tables.values_mut() {
+                for fk in t.foreign_keys.values_mut() {
+                    if fk.ref_database == *db && fk.ref_table == *old {
+                        fk.ref_table = to.clone();
+                    }
+                }
+            }
+        }
+        out.push(change(
+            format!(
+                "RENAME TABLE {} TO {}",
+                qualified(db, old),
+                qualified(db, to)
+            ),
+            db,
+            Some(to),
+        ));
+    }
+    for (from, to) in &desired.renames {
+        let parts: Vec<&str> = from.split('.').collect();
+        let [db, table, old] = parts.as_slice() else {
+            continue;
+        };
+        let Some(want) = desired.table(db, table) else {
+            continue;
+        };
+        if want.column(to).is_none() || want.column(old).is_some() {
+            continue;
+        }
+        let Some(t) = live
+            .databases
+            .get_mut(*db)
+            .and_then(|d| d.tables.get_mut(*table))
+        else {
+            continue;
+        };
+        if t.column(to).is_some() {
+            continue;
+        }
+        let Some(c) = t
+            .columns
+            .iter_mut()
+            .find(|c| c.name.eq_ignore_ascii_case(old))
+        else {
+            continue;
+        };
+        let old_name = c.name.clone();
+        c.name = to.clone();
+        for k in t
+            .primary_key
+            .iter_mut()
+            .flatten()
+            .chain(t.indexes.values_mut().flat_map(|i| i.parts.iter_mut()))
+        {
+            if k.column == old_name {
+                k.column = to.clone();
+            }
+        }
+        for fk in t.foreign_keys.values_mut() {
+            for c in fk.columns.iter_mut().filter(|c| **c == old_name) {
+                *c = to.clone();
+            }
+        }
+        for d in live.databases.values_mut() {
+            for other in d.tables.values_mut() {
+                for fk in other.foreign_keys.values_mut() {
+                    if fk.ref_database == *db && fk.ref_table == *table {
+                        for c in fk.ref_columns.iter_mut().filter(|c| **c == old_name) {
+                            *c = to.clone();
+                        }
+                    }
+                }
+            }
+        }
+        out.push(change(
+            format!(
+                "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                qualified(db, table),
+                quote_ident(&old_name),
+                quote_ident(to)
+            ),
+            db,
+            Some(&table.to_string()),
+        ));
+    }
+    (live, out)
+}
+
+/// The renames that undo `renames`: a table back to its old name, a column back to its old
+/// name in the table as it was named before.
+pub fn inverse_renames(renames: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut tables: BTreeMap<(String, String), String> = BTreeMap::new(); // (db, new) -> old
+    for (from, to) in renames {
+        if let [db, old] = from.split('.').collect::<Vec<_>>().as_slice() {
+            tables.insert((db.to_string(), to.clone()), old.to_string());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (from, to) in renames {
+        match from.split('.').collect::<Vec<_>>().as_slice() {
+            [db, old] => {
+                out.insert(format!("{db}.{to}"), old.to_string());
+            }
+            [db, table, old] => {
+                let before = tables
+                    .get(&(db.to_string(), table.to_string()))
+                    .map_or(*table, String::as_str);
+                out.insert(format!("{db}.{before}.{to}"), old.to_string());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// "; looks like a rename ..." when a column of the same definition is added to the table.
+fn column_rename_hint(db: &str, have: &Table, want: &Table, dropped: &str) -> String {
+    let Some(old) = have.column(dropped) else {
+        return String::new();
+    };
+    let same =
+        |c: &Column| c.ty == old.ty && c.nullable == old.nullable && c.generated == old.generated;
+    match want
+        .columns
+        .iter()
+        .find(|c| have.column(&c.name).is_none() && same(c))
+    {
+        Some(new) => format!(
+            "; it looks like a rename to {}: `\"{db}.{}.{dropped}\" = \"{}\"` under [renames] in release.toml renames it and keeps the data",
+            new.name, want.name, new.name
+        ),
+        None => String::new(),
+    }
+}
+
+/// "; looks like a rename ..." when a new table has columns of the dropped one's types.
+fn table_rename_hint(live: &Schema, desired: &Schema, db: &str, dropped: &str) -> String {
+    let (Some(old), Some(want_db)) = (live.table(db, dropped), desired.databases.get(db)) else {
+        return String::new();
+    };
+    // the same column types in the same order (names may have changed too)
+    let shape = |t: &Table| -> Vec<String> { t.columns.iter().map(|c| c.ty.to_string()).collect() };
+    match want_db
+        .tables
+        .values()
+        .find(|t| live.table(db, &t.name).is_none() && shape(t) == shape(old))
+    {
+        Some(new) => format!(
+            "; it looks like a rename to {}: `\"{db}.{dropped}\" = \"{}\"` under [renames] in release.toml renames it and keeps the data",
+            new.name, new.name
+        ),
+        None => String::new(),
+    }
 }
 
 fn rows_note(rows: Option<bool>) -> &'static str {

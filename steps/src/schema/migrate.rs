@@ -47,8 +47,13 @@ pub struct MigrateSchema {
 /// Where the desired schema comes from.
 #[derive(Clone, Debug)]
 pub enum Desired {
-    /// A file given to `molt schema apply`: its sha256 when the plan was made is checked.
-    File { path: PathBuf, sha256: String },
+    /// A file given to `molt schema apply`: its sha256 when the plan was made is checked;
+    /// the renames given with it.
+    File {
+        path: PathBuf,
+        sha256: String,
+        renames: std::collections::BTreeMap<String, String>,
+    },
     /// The `[database] schema` of a staged release (immutable once staged, verified by the
     /// staging); read when the step runs, since the release may not be staged when the plan
     /// is built.
@@ -138,7 +143,7 @@ impl MigrateSchema {
         }
         let text = String::from_utf8(bytes)
             .map_err(|e| StepError::new(format!("{}: not UTF-8: {e}", path.display())))?;
-        load(
+        let mut schema = load(
             &text,
             &LoadOptions {
                 default_database: default_db,
@@ -146,7 +151,16 @@ impl MigrateSchema {
             },
         )
         .map(|l| l.schema)
-        .map_err(|e| StepError::new(format!("{}: {e}", path.display())))
+        .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
+        schema.renames = match &self.desired {
+            Desired::Release(dir) => {
+                crate::release::Release::load(dir)
+                    .map_err(StepError::new)?
+                    .renames
+            }
+            Desired::File { renames, .. } => renames.clone(),
+        };
+        Ok(schema)
     }
 
     fn audit_path(&self) -> PathBuf {
@@ -228,6 +242,8 @@ impl MigrateSchema {
                         }
                     });
                 }
+                // Undo renames back, keeping the data as the migration did.
+                before.renames = super::diff::inverse_renames(&desired.renames);
                 self.stash
                     .prepare()
                     .map_err(|e| crate::io_err("create", &self.before_path(), e))?;

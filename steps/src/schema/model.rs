@@ -18,6 +18,11 @@ use std::fmt;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
     pub databases: BTreeMap<String, Database>,
+    /// For a desired schema: renames to make instead of a drop and an add, `"db.table"` ->
+    /// new table name, `"db.table.column"` -> new column name (table as desired). Empty for a
+    /// live one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub renames: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
