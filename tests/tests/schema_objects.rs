@@ -515,3 +515,110 @@ async fn renames_keep_the_data_and_a_drop_and_add_of_the_same_shape_is_flagged()
     assert_eq!(rows, vec![(1, "9.50".into()), (2, "12.25".into())]);
     drop_databases(&mut conn, &[db, fresh]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_alter_asks_for_the_cheapest_algorithm_and_the_plan_says_which_it_gets() {
+    use steps::schema::diff::Algorithm::{self, *};
+    let mut conn = connect().await;
+    let db = scratch_name("algorithms");
+    let head = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE team (id INT PRIMARY KEY);
+        CREATE TABLE doc (id INT PRIMARY KEY, body TEXT, FULLTEXT KEY ft (body));";
+    let start = "id INT PRIMARY KEY, a INT, v VARCHAR(10), team_id INT";
+    run_file(
+        &mut conn,
+        &format!("{head} CREATE TABLE item ({start}); INSERT INTO team VALUES (1); INSERT INTO item VALUES (1, 1, 'x', 1), (2, 2, 'y', 1);"),
+        &renamed(&db),
+    )
+    .await;
+    // Each step changes the previous one; the algorithms its ALTERs need, in order.
+    let steps: Vec<(&str, String, Vec<Algorithm>)> = vec![
+        ("a nullable column", format!("{start}, n INT"), vec![Instant]),
+        ("an index", format!("{start}, n INT, KEY ix_v (v)"), vec![Nocopy]),
+        (
+            "a column and an index: the column apart, instantly",
+            format!("{start}, n INT, m INT, KEY ix_v (v), KEY ix_a (a)"),
+            vec![Instant, Nocopy],
+        ),
+        ("a longer VARCHAR", format!("{start}, n INT, m INT, KEY ix_v (v), KEY ix_a (a)").replace("VARCHAR(10)", "VARCHAR(40)"), vec![Instant]),
+        ("NOT NULL", format!("{start}, n INT, m INT, KEY ix_v (v), KEY ix_a (a)").replace("VARCHAR(10)", "VARCHAR(40) NOT NULL"), vec![InplaceOnline]),
+        ("a new type", format!("{start}, n BIGINT, m INT, KEY ix_v (v), KEY ix_a (a)").replace("VARCHAR(10)", "VARCHAR(40) NOT NULL"), vec![Copy]),
+        ("a CHECK", format!("{start}, n BIGINT, m INT, KEY ix_v (v), KEY ix_a (a), CONSTRAINT pos CHECK (a > 0)").replace("VARCHAR(10)", "VARCHAR(40) NOT NULL"), vec![Copy]),
+        ("a dropped index and CHECK", format!("{start}, n BIGINT, m INT, KEY ix_v (v)").replace("VARCHAR(10)", "VARCHAR(40) NOT NULL"), vec![Nocopy]),
+        ("a foreign key", format!("{start}, n BIGINT, m INT, KEY ix_v (v), CONSTRAINT fk_team FOREIGN KEY (team_id) REFERENCES team (id)").replace("VARCHAR(10)", "VARCHAR(40) NOT NULL"), vec![Nocopy, Copy]),
+        ("a comment", format!("{start}, n BIGINT, m INT, KEY ix_v (v), CONSTRAINT fk_team FOREIGN KEY (team_id) REFERENCES team (id)) COMMENT 'items'; CREATE TABLE unused (id INT").replace("VARCHAR(10)", "VARCHAR(40) NOT NULL"), vec![Instant]),
+    ];
+    for (what, cols, expected) in &steps {
+        let text = format!("{head} CREATE TABLE item ({cols});");
+        let desired = load(
+            &text,
+            &LoadOptions {
+                rename: renamed(&db),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .schema;
+        let (_, m) = live::plan(&mut conn, &desired).await.unwrap();
+        let predicted: Vec<Algorithm> = m
+            .changes
+            .iter()
+            .filter(|c| c.table.as_deref() == Some("item"))
+            .filter_map(|c| c.algorithm)
+            .collect();
+        assert_eq!(
+            &predicted,
+            expected,
+            "{what}: the plan's algorithms {:#?}",
+            m.statements()
+        );
+        let mut got = Vec::new();
+        live::lock(&mut conn, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let allow = Allow {
+            all: true,
+            subjects: Vec::new(),
+        };
+        live::apply(&mut conn, &desired, &allow, &mut |e| {
+            if let Event::After {
+                change,
+                algorithm: Some(a),
+                ..
+            } = e
+            {
+                if change.table.as_deref() == Some("item") {
+                    got.push(a);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        live::unlock(&mut conn).await;
+        assert_eq!(&got, expected, "{what}: what the server ran them with");
+    }
+    // A table with a FULLTEXT index cannot take a column instantly: in place, and said so.
+    let text = format!("{head} CREATE TABLE item ({}); ", steps.last().unwrap().1).replace(
+        "FULLTEXT KEY ft (body))",
+        "extra INT, FULLTEXT KEY ft (body))",
+    );
+    let desired = load(
+        &text,
+        &LoadOptions {
+            rename: renamed(&db),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .schema;
+    let (_, m) = live::plan(&mut conn, &desired).await.unwrap();
+    let doc: Vec<_> = m
+        .changes
+        .iter()
+        .filter(|c| c.table.as_deref() == Some("doc"))
+        .collect();
+    assert_eq!(doc.len(), 1, "{:#?}", m.statements());
+    assert_eq!(doc[0].algorithm, Some(Inplace));
+    drop_databases(&mut conn, &[db]).await;
+}

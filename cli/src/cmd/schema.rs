@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use steps::install::{redact, URL_ENV};
 use steps::plans::{PlanSpec, SchemaMigrate};
 use steps::release::Release;
-use steps::schema::diff::{diff, Allow, Migration};
+use steps::schema::diff::{diff, Algorithm, Allow, Migration};
 use steps::schema::live;
 use steps::schema::migrate::sha256_file;
 use steps::schema::sql::{load, LoadOptions, Loaded};
@@ -56,18 +56,34 @@ fn print_migration(m: &Migration, allow: &Allow) {
     }
     for c in &m.changes {
         for d in &c.destructive {
-            let mark = if allow.permits(d) {
+            let mark = if d.data {
+                "REFUSED, fix the rows first"
+            } else if allow.permits(d) {
                 "allowed"
             } else {
                 "REFUSED"
             };
             println!("-- destructive ({mark}): {}", d.reason);
         }
+        if let Some(a) = c.algorithm {
+            let cost = match a {
+                Algorithm::Instant => "metadata only",
+                Algorithm::Nocopy | Algorithm::InplaceOnline => {
+                    "in place, table stays writable; time grows with the table"
+                }
+                Algorithm::Inplace => "in place, writes wait; time grows with the table",
+                Algorithm::Copy => "copies the table, writes wait; time grows with the table",
+            };
+            println!("-- algorithm {} ({cost})", a.name());
+        }
         println!("{};", c.sql);
     }
     let refused = m.refused(allow);
     if !refused.is_empty() {
-        println!("-- {} destructive change(s) not allowed: apply refuses this plan without --allow-destructive", refused.len());
+        println!(
+            "-- {} destructive change(s) not allowed: apply refuses this plan",
+            refused.len()
+        );
     }
 }
 

@@ -33,6 +33,63 @@ pub struct Change {
     /// connection's current one, since a view's query names tables as the file wrote them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// For an `ALTER TABLE`: the algorithm the server is expected to use (the apply asks for
+    /// the cheapest first and records the one it got).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+}
+
+/// A [`change`] that is an `ALTER TABLE` the server carries out with `algorithm`.
+fn alter(sql: String, db: &str, table: Option<&String>, algorithm: Algorithm) -> Change {
+    Change {
+        algorithm: Some(algorithm),
+        ..change(sql, db, table)
+    }
+}
+
+/// How the server carries out an `ALTER TABLE`, cheapest first: `Instant` changes metadata
+/// only; `Nocopy` and `InplaceOnline` work in place while the table stays readable and
+/// writable (an index build, a rebuild); `Inplace` blocks writes; `Copy` copies the table with
+/// writes blocked. All but `Instant` cost time in proportion to the table's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Algorithm {
+    Instant,
+    Nocopy,
+    InplaceOnline,
+    Inplace,
+    Copy,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::Instant,
+        Algorithm::Nocopy,
+        Algorithm::InplaceOnline,
+        Algorithm::Inplace,
+        Algorithm::Copy,
+    ];
+
+    /// The clause that asks for it (`COPY` is what the server does when nothing is asked).
+    pub fn clause(self) -> &'static str {
+        match self {
+            Algorithm::Instant => ", ALGORITHM=INSTANT",
+            Algorithm::Nocopy => ", ALGORITHM=NOCOPY",
+            Algorithm::InplaceOnline => ", ALGORITHM=INPLACE, LOCK=NONE",
+            Algorithm::Inplace => ", ALGORITHM=INPLACE",
+            Algorithm::Copy => "",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Instant => "INSTANT",
+            Algorithm::Nocopy => "NOCOPY",
+            Algorithm::InplaceOnline => "INPLACE, LOCK=NONE",
+            Algorithm::Inplace => "INPLACE",
+            Algorithm::Copy => "COPY",
+        }
+    }
 }
 
 /// A lint finding: what may be lost, and the subject an allow-list names to permit it.
@@ -198,7 +255,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
                 }
             }
             if !drops.is_empty() {
-                out.push(change(
+                out.push(alter(
                     format!(
                         "ALTER TABLE {} {}",
                         qualified(dbname, tname),
@@ -206,6 +263,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
                     ),
                     dbname,
                     Some(tname),
+                    Algorithm::Instant,
                 ));
             }
         }
@@ -263,18 +321,44 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
         if clauses.is_empty() {
             continue;
         }
-        let sql = format!(
-            "ALTER TABLE {} {}",
-            qualified(dbname, tname),
-            clauses.join(", ")
-        );
-        out.push(Change {
-            sql,
+        let statement = |clauses: &[&(String, Algorithm)], destructive: Vec<Destructive>| Change {
+            sql: format!(
+                "ALTER TABLE {} {}",
+                qualified(dbname, tname),
+                clauses
+                    .iter()
+                    .map(|c| c.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             database: dbname.clone(),
             table: Some(tname.clone()),
+            algorithm: clauses.iter().map(|c| c.1).max(),
             destructive,
             object: None,
+        };
+        // New columns the server adds instantly go in a statement of their own when the rest
+        // would rebuild or copy the table (one statement takes its slowest clause's way).
+        // Not when the rest moves columns: positions are resolved clause by clause.
+        let (instant, rest): (Vec<_>, Vec<_>) = clauses
+            .iter()
+            .partition(|c| c.1 == Algorithm::Instant && c.0.starts_with("ADD COLUMN "));
+        let rest_slow = rest.iter().any(|c| c.1 > Algorithm::Instant);
+        // (nor when the rest adds or drops columns: a generated column replaced is dropped and
+        // added in one statement, and a new column's AFTER may name another new one)
+        let rest_moves = rest.iter().any(|c| {
+            c.0.starts_with("ADD COLUMN ")
+                || c.0.starts_with("DROP COLUMN ")
+                || (c.0.starts_with("MODIFY COLUMN ")
+                    && (c.0.ends_with(" FIRST") || c.0.contains(" AFTER `")))
         });
+        if !instant.is_empty() && rest_slow && !rest_moves {
+            out.push(statement(&instant, Vec::new()));
+            out.push(statement(&rest, destructive));
+        } else {
+            let all: Vec<&(String, Algorithm)> = clauses.iter().collect();
+            out.push(statement(&all, destructive));
+        }
     }
 
     // 5. foreign keys
@@ -300,7 +384,8 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
         }
     }
     for ((dbname, tname), clauses) in adds {
-        out.push(change(
+        // with foreign_key_checks on, the server checks every row by copying the table
+        out.push(alter(
             format!(
                 "ALTER TABLE {} {}",
                 qualified(&dbname, &tname),
@@ -308,6 +393,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             ),
             &dbname,
             Some(&tname),
+            Algorithm::Copy,
         ));
     }
 
@@ -347,6 +433,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             ),
             database: dbname.clone(),
             table: Some(tname.clone()),
+            algorithm: Some(Algorithm::Instant),
             destructive,
             object: None,
         });
@@ -369,6 +456,7 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
                 ..Default::default()
             }],
             object: None,
+            algorithm: None,
         });
     }
     // 8. views, triggers and events, on the tables as they now are
@@ -481,7 +569,7 @@ fn apply_renames(live: &Schema, desired: &Schema) -> (Schema, Vec<Change>) {
                 }
             }
         }
-        out.push(change(
+        out.push(alter(
             format!(
                 "ALTER TABLE {} RENAME COLUMN {} TO {}",
                 qualified(db, table),
@@ -490,6 +578,7 @@ fn apply_renames(live: &Schema, desired: &Schema) -> (Schema, Vec<Change>) {
             ),
             db,
             Some(&table.to_string()),
+            Algorithm::Instant,
         ));
     }
     (live, out)
@@ -577,12 +666,14 @@ fn change(sql: String, db: &str, table: Option<&String>) -> Change {
         table: table.cloned(),
         destructive: Vec::new(),
         object: None,
+        algorithm: None,
     }
 }
 
 /// What one existing table needs.
 struct TablePlan {
-    clauses: Vec<String>,
+    /// Clauses of the table's `ALTER TABLE`, with the algorithm each is expected to need.
+    clauses: Vec<(String, Algorithm)>,
     /// Columns whose definition changes (modified), by name.
     modified: BTreeSet<String>,
     /// Columns in a key that is dropped or changed.
@@ -608,21 +699,32 @@ impl TablePlan {
             new_checks: Vec::new(),
         };
         let pk_changes = have.primary_key != want.primary_key;
+        let has_fulltext = have
+            .indexes
+            .values()
+            .chain(want.indexes.values())
+            .any(|i| i.kind == IndexKind::Fulltext);
         if pk_changes && have.primary_key.is_some() {
-            p.clauses.push("DROP PRIMARY KEY".into());
+            p.clauses
+                .push(("DROP PRIMARY KEY".into(), Algorithm::InplaceOnline));
             p.rekeyed
                 .extend(have.primary_key.iter().flatten().map(|k| k.column.clone()));
         }
         for (name, expr) in &have.checks {
             if want.checks.get(name) != Some(expr) {
-                p.clauses
-                    .push(format!("DROP CONSTRAINT {}", quote_ident(name)));
+                p.clauses.push((
+                    format!("DROP CONSTRAINT {}", quote_ident(name)),
+                    Algorithm::Instant,
+                ));
             }
         }
         for (name, ix) in &have.indexes {
             let keep = want.indexes.get(name) == Some(ix);
             if !keep {
-                p.clauses.push(format!("DROP INDEX {}", quote_ident(name)));
+                p.clauses.push((
+                    format!("DROP INDEX {}", quote_ident(name)),
+                    Algorithm::Nocopy,
+                ));
                 p.rekeyed.extend(ix.parts.iter().map(|k| k.column.clone()));
                 if !want.indexes.contains_key(name) {
                     p.destructive.push(Destructive {
@@ -655,8 +757,17 @@ impl TablePlan {
             };
             match have.column(&c.name) {
                 None => {
+                    // the server adds a column instantly, but not to a table with a FULLTEXT
+                    // index, nor a stored generated one (computed for every row)
+                    let algorithm = if c.generated.as_ref().is_some_and(|g| g.stored) {
+                        Algorithm::Copy
+                    } else if has_fulltext {
+                        Algorithm::Inplace
+                    } else {
+                        Algorithm::Instant
+                    };
                     p.clauses
-                        .push(format!("ADD COLUMN {}{position}", column_sql(c)));
+                        .push((format!("ADD COLUMN {}{position}", column_sql(c)), algorithm));
                     if !c.nullable
                         && c.default.is_none()
                         && !c.auto_increment
@@ -668,10 +779,18 @@ impl TablePlan {
                 Some(old) if old.generated != c.generated => {
                     // MariaDB cannot turn a column into (or out of) a generated one, nor change
                     // a generated column's kind, in place: drop it and add it back.
-                    p.clauses
-                        .push(format!("DROP COLUMN {}", quote_ident(&c.name)));
-                    p.clauses
-                        .push(format!("ADD COLUMN {}{position}", column_sql(c)));
+                    p.clauses.push((
+                        format!("DROP COLUMN {}", quote_ident(&c.name)),
+                        Algorithm::Instant,
+                    ));
+                    p.clauses.push((
+                        format!("ADD COLUMN {}{position}", column_sql(c)),
+                        if c.generated.as_ref().is_some_and(|g| g.stored) {
+                            Algorithm::Copy
+                        } else {
+                            Algorithm::Instant
+                        },
+                    ));
                     p.modified.insert(c.name.clone());
                     if old.generated.is_none() {
                         p.destructive.push(Destructive {
@@ -699,10 +818,13 @@ impl TablePlan {
                             kept.charset.clone_from(&old.charset);
                             kept.collation.clone_from(&old.collation);
                         }
-                        p.clauses.push(format!(
-                            "MODIFY COLUMN {}{}",
-                            column_sql(&kept),
-                            if moved { position } else { String::new() }
+                        p.clauses.push((
+                            format!(
+                                "MODIFY COLUMN {}{}",
+                                column_sql(&kept),
+                                if moved { position } else { String::new() }
+                            ),
+                            modify_algorithm(old, &kept),
                         ));
                     }
                 }
@@ -711,20 +833,24 @@ impl TablePlan {
         }
         if pk_changes {
             if let Some(pk) = &want.primary_key {
-                p.clauses
-                    .push(format!("ADD PRIMARY KEY ({})", key_parts_sql(pk)));
+                p.clauses.push((
+                    format!("ADD PRIMARY KEY ({})", key_parts_sql(pk)),
+                    Algorithm::InplaceOnline,
+                ));
             }
         }
         for (name, ix) in &want.indexes {
             if have.indexes.get(name) != Some(ix) {
-                p.clauses.push(format!("ADD {}", index_sql(ix)));
+                p.clauses
+                    .push((format!("ADD {}", index_sql(ix)), Algorithm::Nocopy));
             }
         }
         for (name, expr) in &want.checks {
             if have.checks.get(name) != Some(expr) {
-                p.clauses.push(format!(
-                    "ADD CONSTRAINT {} CHECK ({expr})",
-                    quote_ident(name)
+                // every row is checked, by copying the table
+                p.clauses.push((
+                    format!("ADD CONSTRAINT {} CHECK ({expr})", quote_ident(name)),
+                    Algorithm::Copy,
                 ));
                 p.new_checks.push((name.clone(), expr.clone()));
             }
@@ -732,27 +858,34 @@ impl TablePlan {
         let o = (&have.options, &want.options);
         let mut opts = Vec::new();
         if o.1.engine.is_some() && o.1.engine != o.0.engine {
-            opts.push(format!(
-                "ENGINE={}",
-                o.1.engine.as_deref().unwrap_or_default()
+            opts.push((
+                format!("ENGINE={}", o.1.engine.as_deref().unwrap_or_default()),
+                Algorithm::InplaceOnline,
             ));
         }
         if (o.1.charset.is_some() && o.1.charset != o.0.charset)
             || (o.1.collation.is_some() && o.1.collation != o.0.collation)
         {
-            opts.push(
+            opts.push((
                 charset_clause(&o.1.charset, &o.1.collation, " DEFAULT")
                     .trim()
                     .to_string(),
-            );
+                Algorithm::Instant,
+            ));
         }
         if o.1.comment != o.0.comment {
-            opts.push(format!("COMMENT={}", quote_str(&o.1.comment)));
+            opts.push((
+                format!("COMMENT={}", quote_str(&o.1.comment)),
+                Algorithm::Instant,
+            ));
         }
         // An unstated row format is the engine's default, as in a fresh install.
         if o.1.row_format != o.0.row_format {
             let format = o.1.row_format.as_deref().unwrap_or("default");
-            opts.push(format!("ROW_FORMAT={}", format.to_ascii_uppercase()));
+            opts.push((
+                format!("ROW_FORMAT={}", format.to_ascii_uppercase()),
+                Algorithm::InplaceOnline,
+            ));
         }
         p.clauses.extend(opts);
         for c in &have.columns {
@@ -803,6 +936,25 @@ impl TablePlan {
         self.modified.contains(c)
             || self.rekeyed.contains(c)
             || self.drop_columns.iter().any(|d| d == c)
+    }
+}
+
+/// What a `MODIFY COLUMN` from `old` to `new` is expected to need: metadata only for a
+/// default, a comment, a position or a longer VARCHAR; a rebuild in place for NULL-ness; a
+/// copy for a new type or character set.
+fn modify_algorithm(old: &Column, new: &Column) -> Algorithm {
+    let same_text = old.charset == new.charset && old.collation == new.collation;
+    let type_ok = old.ty == new.ty
+        || (old.ty.base == "varchar"
+            && new.ty.base == "varchar"
+            && old.ty.fits_in(&new.ty)
+            && same_text);
+    if !type_ok || !same_text || old.auto_increment != new.auto_increment {
+        Algorithm::Copy
+    } else if old.nullable != new.nullable {
+        Algorithm::InplaceOnline
+    } else {
+        Algorithm::Instant
     }
 }
 

@@ -4,7 +4,7 @@
 //! Inspection reads six catalog views once each for all the databases asked about (not once
 //! per table), so it costs a handful of round trips whatever the number of tables.
 
-use super::diff::{diff, Allow, Change, Migration};
+use super::diff::{diff, Algorithm, Allow, Change, Migration};
 use super::model::*;
 use mysql_async::prelude::*;
 pub use mysql_async::Conn;
@@ -711,6 +711,31 @@ pub async fn plan(conn: &mut Conn, desired: &Schema) -> Result<(Schema, Migratio
     Ok((live, m))
 }
 
+/// Run one statement. An `ALTER TABLE` asks for the cheapest algorithm first and falls back
+/// when the server answers that it cannot (it refuses before touching anything): the online
+/// ways keep the table readable and writable, and a copy happens only when nothing else can.
+/// Returns the algorithm that ran, for an `ALTER TABLE`.
+async fn run_change(
+    conn: &mut Conn,
+    change: &Change,
+) -> Result<Option<Algorithm>, mysql_async::Error> {
+    if change.algorithm.is_none() {
+        return conn.query_drop(&change.sql).await.map(|_| None);
+    }
+    for algorithm in Algorithm::ALL {
+        let sql = format!("{}{}", change.sql, algorithm.clause());
+        match conn.query_drop(&sql).await {
+            Ok(()) => return Ok(Some(algorithm)),
+            // 1845/1846: not supported for this operation; 1064: a server without this
+            // algorithm's keyword (MySQL has no NOCOPY)
+            Err(mysql_async::Error::Server(e))
+                if algorithm != Algorithm::Copy && matches!(e.code, 1845 | 1846 | 1064) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the last algorithm asks for nothing and returns")
+}
+
 /// What happens around each statement, for the audit.
 #[derive(Clone, Debug)]
 pub enum Event<'a> {
@@ -722,6 +747,8 @@ pub enum Event<'a> {
         index: usize,
         change: &'a Change,
         elapsed: Duration,
+        /// The algorithm an `ALTER TABLE` ran with.
+        algorithm: Option<Algorithm>,
     },
     Failed {
         index: usize,
@@ -772,22 +799,26 @@ pub async fn apply(
                 .map_err(q(format!("use database {}", change.database)))?;
         }
         let started = Instant::now();
-        if let Err(e) = conn.query_drop(&change.sql).await {
-            let _ = audit(Event::Failed {
-                index,
-                change,
-                error: e.to_string(),
-            });
-            return Err(LiveError::Statement {
-                index,
-                sql: change.sql.clone(),
-                source: e,
-            });
-        }
+        let algorithm = match run_change(conn, change).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = audit(Event::Failed {
+                    index,
+                    change,
+                    error: e.to_string(),
+                });
+                return Err(LiveError::Statement {
+                    index,
+                    sql: change.sql.clone(),
+                    source: e,
+                });
+            }
+        };
         audit(Event::After {
             index,
             change,
             elapsed: started.elapsed(),
+            algorithm,
         })
         .map_err(LiveError::Model)?;
     }

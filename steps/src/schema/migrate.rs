@@ -73,6 +73,10 @@ pub struct AuditLine {
     pub ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For an `ALTER TABLE`: the algorithm the server ran it with (`INSTANT`, `NOCOPY`,
+    /// `INPLACE, LOCK=NONE`, `INPLACE`, `COPY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,24 +260,26 @@ impl MigrateSchema {
                 .prepare()
                 .map_err(|e| crate::io_err("create", &self.audit_path(), e))?;
             let mut audit = |e: Event<'_>| -> Result<(), String> {
-                let (index, phase, change, ms, error) = match e {
-                    Event::Before { index, change } => (index, "intent", change, None, None),
+                let (index, phase, change, ms, error, algorithm) = match e {
+                    Event::Before { index, change } => (index, "intent", change, None, None, None),
                     Event::After {
                         index,
                         change,
                         elapsed,
+                        algorithm,
                     } => (
                         index,
                         "done",
                         change,
                         Some(elapsed.as_millis() as u64),
                         None,
+                        algorithm,
                     ),
                     Event::Failed {
                         index,
                         change,
                         error,
-                    } => (index, "failed", change, None, Some(error)),
+                    } => (index, "failed", change, None, Some(error), None),
                 };
                 let line = AuditLine {
                     attempt,
@@ -282,6 +288,7 @@ impl MigrateSchema {
                     sql: change.sql.clone(),
                     ms,
                     error,
+                    algorithm: algorithm.map(|a| a.name().to_string()),
                 };
                 let done = line.phase == "done";
                 self.append_audit(&line)?;

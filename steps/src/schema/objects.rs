@@ -770,6 +770,7 @@ fn object_change(sql: String, db: &str, kind: &str) -> Change {
         table: None,
         destructive: Vec::new(),
         object: Some(kind.to_string()),
+        algorithm: None,
     }
 }
 
