@@ -17,6 +17,19 @@ fn renamed(to: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(DB.to_string(), to.to_string())])
 }
 
+/// The model of a schema file, its database named `db`.
+fn desired_as(text: &str, db: &str) -> steps::schema::Schema {
+    load(
+        text,
+        &LoadOptions {
+            rename: renamed(db),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("the file does not load: {e}\n{text}"))
+    .schema
+}
+
 /// The live model of `db` as JSON, its scratch name put back to the product's (view
 /// definitions name their database).
 async fn model_json(conn: &mut mysql_async::Conn, db: &str) -> String {
@@ -328,15 +341,7 @@ async fn rows_that_a_change_would_break_are_refused_before_anything_runs_even_wh
     .await
     .unwrap();
     for (what, cols, expected) in cases {
-        let desired = load(
-            &table(&cols),
-            &LoadOptions {
-                rename: renamed(&db),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .schema;
+        let desired = desired_as(&table(&cols), &db);
         live::lock(&mut conn, std::time::Duration::from_secs(5))
             .await
             .unwrap();
@@ -421,15 +426,7 @@ async fn renames_keep_the_data_and_a_drop_and_add_of_the_same_shape_is_flagged()
           KEY by_price (unit_price), CONSTRAINT fk_c FOREIGN KEY (customer) REFERENCES customer (id));";
     run_file(&mut conn, a, &renamed(&db)).await;
     run_file(&mut conn, b, &renamed(&fresh)).await;
-    let mut desired = load(
-        b,
-        &LoadOptions {
-            rename: renamed(&db),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .schema;
+    let mut desired = desired_as(b, &db);
 
     // Without renames: drops, each flagged as looking like a rename, refused.
     let (_, m) = live::plan(&mut conn, &desired).await.unwrap();
@@ -493,15 +490,7 @@ async fn renames_keep_the_data_and_a_drop_and_add_of_the_same_shape_is_flagged()
     assert!(again.is_empty(), "{:#?}", again.statements());
 
     // The inverse renames take it back, data and all (what an undo does).
-    let mut back = load(
-        a,
-        &LoadOptions {
-            rename: renamed(&db),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .schema;
+    let mut back = desired_as(a, &db);
     back.renames = steps::schema::diff::inverse_renames(&desired.renames);
     live::apply(&mut conn, &back, &Allow::default(), &mut |_| Ok(()))
         .await
@@ -603,15 +592,7 @@ async fn each_alter_asks_for_the_cheapest_algorithm_and_the_plan_says_which_it_g
         "FULLTEXT KEY ft (body))",
         "extra INT, FULLTEXT KEY ft (body))",
     );
-    let desired = load(
-        &text,
-        &LoadOptions {
-            rename: renamed(&db),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .schema;
+    let desired = desired_as(&text, &db);
     let (_, m) = live::plan(&mut conn, &desired).await.unwrap();
     let doc: Vec<_> = m
         .changes
