@@ -41,6 +41,24 @@ async fn model_json(conn: &mut mysql_async::Conn, db: &str) -> String {
 /// Migrate a database made from `a` to `b`; compare with a fresh `b`; migrate again.
 /// Returns the statements the migration ran.
 async fn oracle(case: &str, a: &str, b: &str) -> Vec<String> {
+    oracle_with(case, a, b, &Allow::default()).await
+}
+
+/// [`oracle`] with every destructive change allowed.
+async fn oracle_allowing(case: &str, a: &str, b: &str) -> Vec<String> {
+    oracle_with(
+        case,
+        a,
+        b,
+        &Allow {
+            all: true,
+            subjects: Vec::new(),
+        },
+    )
+    .await
+}
+
+async fn oracle_with(case: &str, a: &str, b: &str, allow: &Allow) -> Vec<String> {
     let mut conn = connect().await;
     let migrated = scratch_name(&format!("m_{case}"));
     let fresh = scratch_name(&format!("f_{case}"));
@@ -59,7 +77,7 @@ async fn oracle(case: &str, a: &str, b: &str) -> Vec<String> {
     live::lock(&mut conn, std::time::Duration::from_secs(5))
         .await
         .unwrap();
-    let result = live::apply(&mut conn, &desired, &Allow::default(), &mut |e| {
+    let result = live::apply(&mut conn, &desired, allow, &mut |e| {
         if let Event::After { change, .. } = e {
             ran.push(change.sql.clone());
         }
@@ -602,4 +620,62 @@ async fn each_alter_asks_for_the_cheapest_algorithm_and_the_plan_says_which_it_g
     assert_eq!(doc.len(), 1, "{:#?}", m.statements());
     assert_eq!(doc[0].algorithm, Some(Inplace));
     drop_databases(&mut conn, &[db]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_foreign_key_or_auto_increment_needs_goes_after_them() {
+    // The child table goes and, with it, the parent's key its foreign key needed; a column
+    // loses AUTO_INCREMENT and the key it needed; another table's key moves off an
+    // AUTO_INCREMENT column that stays.
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE parent (id INT PRIMARY KEY, code VARCHAR(10), UNIQUE KEY uq_code (code));
+        CREATE TABLE child (id INT PRIMARY KEY, pcode VARCHAR(10),
+          CONSTRAINT fk_code FOREIGN KEY (pcode) REFERENCES parent (code));
+        CREATE TABLE counter (n INT AUTO_INCREMENT, label VARCHAR(10), KEY ix_n (n));
+        CREATE TABLE seq (id INT AUTO_INCREMENT PRIMARY KEY, tag INT);";
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE parent (id INT PRIMARY KEY);
+        CREATE TABLE counter (n INT NOT NULL, label VARCHAR(10));
+        CREATE TABLE seq (id INT AUTO_INCREMENT, tag INT, PRIMARY KEY (tag), KEY ix_id (id));";
+    let ran = oracle_allowing("needs", a, b).await;
+    assert!(
+        ran[0].contains("DROP FOREIGN KEY `fk_code`"),
+        "the child's key goes before the parent's index: {ran:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_the_url_names_is_in_scope_even_when_the_file_has_nothing_for_it() {
+    let mut conn = connect().await;
+    let db = scratch_name("in_scope");
+    run_file(
+        &mut conn,
+        "CREATE DATABASE shop; USE shop; CREATE TABLE item (id INT PRIMARY KEY);",
+        &renamed(&db),
+    )
+    .await;
+    // A file with tables only for another database, loaded for a connection that names `db`.
+    let desired = load(
+        "CREATE DATABASE IF NOT EXISTS other_db; USE other_db; CREATE TABLE t (id INT);",
+        &LoadOptions {
+            default_database: Some(db.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .schema;
+    assert!(desired.databases[&db].tables.is_empty());
+    let (_, m) = live::plan(&mut conn, &desired).await.unwrap();
+    let refused: Vec<String> = m
+        .refused(&Allow::default())
+        .iter()
+        .map(|d| d.reason.clone())
+        .collect();
+    assert_eq!(
+        refused,
+        vec![format!("drops table {db}.item (empty)")],
+        "no tables for the URL's database means drop its tables, refused: {:#?}",
+        m.statements()
+    );
+    drop_databases(&mut conn, &[db, "other_db".to_string()]).await;
 }

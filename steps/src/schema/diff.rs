@@ -236,7 +236,15 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             for (fkname, fk) in &have.foreign_keys {
                 let key = (fk.ref_database.clone(), fk.ref_table.clone());
                 let reason_drop = match want {
-                    None => dropped_tables.contains(&key) && key != (dbname.clone(), tname.clone()),
+                    // a table that goes: its key goes first when its parent goes or changes
+                    // what the key stands on (the server refuses to drop a parent's index or
+                    // column a foreign key needs)
+                    None => {
+                        (dropped_tables.contains(&key) && key != (dbname.clone(), tname.clone()))
+                            || plans
+                                .get(&key)
+                                .is_some_and(|p| fk.ref_columns.iter().any(|c| p.touches_column(c)))
+                    }
                     Some(w) => {
                         let plan = &plans[&(dbname.clone(), tname.clone())];
                         let changed = w.foreign_keys.get(fkname) != Some(fk);

@@ -934,6 +934,10 @@ impl Schema {
 impl Column {
     /// The server's view of an unstated default: a nullable column defaults to NULL.
     pub fn canonicalize(&mut self) {
+        if self.auto_increment {
+            // the server makes an AUTO_INCREMENT column NOT NULL whatever the text says
+            self.nullable = false;
+        }
         if self.generated.is_some() || self.auto_increment {
             self.default = None;
         } else if self.nullable && self.default.is_none() {

@@ -251,6 +251,11 @@ pub fn load(text: &str, opts: &LoadOptions) -> Result<Loaded, SqlError> {
         current: opts.default_database.as_ref().map(|d| rename(opts, d)),
         out: Loaded::default(),
     };
+    // The database the connection names is in scope even when the file has nothing for it:
+    // "no tables" there is what the file says, not "nothing to do".
+    if let Some(db) = loader.current.clone() {
+        loader.database(&db);
+    }
     for stmt in split(text)? {
         loader.statement(&stmt)?;
     }
