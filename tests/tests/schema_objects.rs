@@ -679,3 +679,17 @@ async fn the_database_the_url_names_is_in_scope_even_when_the_file_has_nothing_f
     );
     drop_databases(&mut conn, &[db, "other_db".to_string()]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_options_primary_key_comments_and_the_binary_attribute_are_kept() {
+    let a = "CREATE DATABASE shop CHARACTER SET utf8mb4; USE shop;
+        CREATE TABLE item (id INT, code VARCHAR(10), PRIMARY KEY (id)) STATS_PERSISTENT=0 CHECKSUM=1;";
+    let b = "CREATE DATABASE shop CHARACTER SET utf8mb4; USE shop;
+        CREATE TABLE item (id INT, code VARCHAR(10) BINARY, PRIMARY KEY (id) COMMENT 'the item')
+          ROW_FORMAT=COMPRESSED KEY_BLOCK_SIZE=8 PACK_KEYS=1 STATS_SAMPLE_PAGES=32;
+        CREATE TABLE tag (label CHAR(8) BINARY NOT NULL, note TEXT BINARY, PRIMARY KEY (label) COMMENT 'natural')
+          STATS_AUTO_RECALC=0 DEFAULT CHARSET=latin1;";
+    oracle("options", a, b).await;
+    // and back: options dropped from the file go back to their defaults
+    oracle_allowing("options_back", b, a).await;
+}

@@ -706,7 +706,8 @@ impl TablePlan {
             needs_rows: Vec::new(),
             new_checks: Vec::new(),
         };
-        let pk_changes = have.primary_key != want.primary_key;
+        let pk_changes = have.primary_key != want.primary_key
+            || (want.primary_key.is_some() && have.primary_comment != want.primary_comment);
         let has_fulltext = have
             .indexes
             .values()
@@ -842,7 +843,7 @@ impl TablePlan {
         if pk_changes {
             if let Some(pk) = &want.primary_key {
                 p.clauses.push((
-                    format!("ADD PRIMARY KEY ({})", key_parts_sql(pk)),
+                    format!("ADD {}", primary_key_sql(pk, &want.primary_comment)),
                     Algorithm::InplaceOnline,
                 ));
             }
@@ -895,6 +896,22 @@ impl TablePlan {
                 Algorithm::InplaceOnline,
             ));
         }
+        for (k, v) in &o.1.extra {
+            if o.0.extra.get(k) != Some(v) {
+                opts.push((
+                    format!("{}={v}", k.to_ascii_uppercase()),
+                    extra_algorithm(k),
+                ));
+            }
+        }
+        for k in o.0.extra.keys().filter(|k| !o.1.extra.contains_key(*k)) {
+            let zero = EXTRA_TABLE_OPTIONS.iter().any(|(x, z)| x == k && *z);
+            let value = if zero { "0" } else { "DEFAULT" };
+            opts.push((
+                format!("{}={value}", k.to_ascii_uppercase()),
+                extra_algorithm(k),
+            ));
+        }
         p.clauses.extend(opts);
         for c in &have.columns {
             if want.column(&c.name).is_none() {
@@ -945,6 +962,25 @@ impl TablePlan {
             || self.rekeyed.contains(c)
             || self.drop_columns.iter().any(|d| d == c)
     }
+}
+
+/// What a change of a table option needs: compression rebuilds the table, the rest is
+/// metadata.
+fn extra_algorithm(option: &str) -> Algorithm {
+    match option {
+        "key_block_size" | "page_compressed" | "page_compression_level" | "checksum" => {
+            Algorithm::InplaceOnline
+        }
+        _ => Algorithm::Instant,
+    }
+}
+
+fn primary_key_sql(pk: &[KeyPart], comment: &str) -> String {
+    let mut s = format!("PRIMARY KEY ({})", key_parts_sql(pk));
+    if !comment.is_empty() {
+        s.push_str(&format!(" COMMENT {}", quote_str(comment)));
+    }
+    s
 }
 
 /// What a `MODIFY COLUMN` from `old` to `new` is expected to need: metadata only for a
@@ -1168,7 +1204,7 @@ fn fk_sql(fk: &ForeignKey) -> String {
 pub fn create_table_sql(db: &str, t: &Table, fks: &[&ForeignKey]) -> String {
     let mut lines: Vec<String> = t.columns.iter().map(column_sql).collect();
     if let Some(pk) = &t.primary_key {
-        lines.push(format!("PRIMARY KEY ({})", key_parts_sql(pk)));
+        lines.push(primary_key_sql(pk, &t.primary_comment));
     }
     lines.extend(t.indexes.values().map(index_sql));
     lines.extend(fks.iter().map(|fk| fk_sql(fk)));
@@ -1192,6 +1228,9 @@ pub fn create_table_sql(db: &str, t: &Table, fks: &[&ForeignKey]) -> String {
     }
     if let Some(r) = &o.row_format {
         s.push_str(&format!(" ROW_FORMAT={}", r.to_ascii_uppercase()));
+    }
+    for (k, v) in &o.extra {
+        s.push_str(&format!(" {}={v}", k.to_ascii_uppercase()));
     }
     s
 }

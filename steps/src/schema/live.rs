@@ -172,13 +172,19 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
             get_str(&r, 1).unwrap_or_default(),
         );
         let collation = get_str(&r, 3).map(|c| canonical_charset(&c));
-        let row_format = get_str(&r, 5).and_then(|o| {
-            o.split_whitespace().find_map(|kv| {
-                kv.to_ascii_lowercase()
-                    .strip_prefix("row_format=")
-                    .map(str::to_string)
-            })
-        });
+        let create_options = get_str(&r, 5).unwrap_or_default();
+        let mut row_format = None;
+        let mut extra = BTreeMap::new();
+        for kv in create_options.split_whitespace() {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue; // "partitioned"
+            };
+            if k.eq_ignore_ascii_case("row_format") {
+                row_format = Some(v.to_ascii_lowercase());
+            } else {
+                set_extra_option(&mut extra, k, v.trim_matches('\''));
+            }
+        }
         let table = Table {
             name: name.clone(),
             columns: Vec::new(),
@@ -191,7 +197,9 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
                 collation,
                 comment: get_str(&r, 4).unwrap_or_default(),
                 row_format,
+                extra,
             },
+            primary_comment: String::new(),
             checks: BTreeMap::new(),
         };
         if let Some(d) = schema.databases.get_mut(&db) {
@@ -323,6 +331,7 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         };
         if iname == "PRIMARY" {
             t.primary_key.get_or_insert_with(Vec::new).push(part);
+            t.primary_comment = get_str(&r, 8).unwrap_or_default();
             continue;
         }
         let index_type = get_str(&r, 7).unwrap_or_default().to_ascii_uppercase();

@@ -146,6 +146,9 @@ pub struct Table {
     pub indexes: BTreeMap<String, Index>,
     pub foreign_keys: BTreeMap<String, ForeignKey>,
     pub options: TableOptions,
+    /// The primary key's COMMENT.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub primary_comment: String,
     /// Table-level CHECK constraints by name (unnamed ones are `CONSTRAINT_1`, `_2` ... in
     /// order, as the server names them), canonical expression text. Column-level ones are
     /// [`Column::check`].
@@ -160,6 +163,42 @@ pub struct TableOptions {
     pub collation: Option<String>,
     pub comment: String,
     pub row_format: Option<String>,
+    /// The other options the server keeps and shows (`KEY_BLOCK_SIZE`, `STATS_PERSISTENT`,
+    /// `PACK_KEYS`, `CHECKSUM` ...): lowercase name -> value, without those at their default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Table options kept in [`TableOptions::extra`], and whether `0` is their default (shown as
+/// absent) rather than a value.
+pub const EXTRA_TABLE_OPTIONS: &[(&str, bool)] = &[
+    ("key_block_size", true),
+    ("stats_persistent", false),
+    ("stats_auto_recalc", false),
+    ("stats_sample_pages", false),
+    ("pack_keys", false),
+    ("checksum", true),
+    ("delay_key_write", true),
+    ("page_compressed", true),
+    ("page_compression_level", false),
+    ("min_rows", true),
+    ("max_rows", true),
+    ("avg_row_length", true),
+];
+
+/// Put a table option in [`TableOptions::extra`] when it is one molt keeps and not at its
+/// default.
+pub fn set_extra_option(extra: &mut BTreeMap<String, String>, key: &str, value: &str) {
+    let key = key.to_ascii_lowercase();
+    let value = value.trim().to_ascii_uppercase();
+    let Some((_, zero_is_default)) = EXTRA_TABLE_OPTIONS.iter().find(|(k, _)| *k == key) else {
+        return;
+    };
+    if value == "DEFAULT" || (*zero_is_default && value == "0") {
+        extra.remove(&key);
+    } else {
+        extra.insert(key, value);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

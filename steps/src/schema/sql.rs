@@ -740,7 +740,8 @@ impl Loader<'_> {
     }
 
     fn parse(&self, stmt: &RawStatement) -> Result<Statement, SqlError> {
-        let mut parsed = Parser::parse_sql(&MySqlDialect {}, &stmt.text).map_err(|e| {
+        let text = binary_attribute(&stmt.text);
+        let mut parsed = Parser::parse_sql(&MySqlDialect {}, &text).map_err(|e| {
             // sqlparser counts lines from the statement's start; make them the file's.
             let msg = e.to_string();
             let (line, msg) = absolute_location(&msg, stmt.line);
@@ -833,7 +834,9 @@ impl Loader<'_> {
                         "COLLATE" => options.collation = Some(canonical_charset(&v)),
                         "ROW_FORMAT" => options.row_format = Some(v.to_ascii_lowercase()),
                         "COMMENT" => options.comment = v,
-                        _ => {} // AUTO_INCREMENT, KEY_BLOCK_SIZE, STATS_*: not schema shape
+                        // AUTO_INCREMENT is a counter, not schema shape; the rest the server
+                        // keeps and shows
+                        other => set_extra_option(&mut options.extra, other, &v),
                     }
                 }
                 SqlOption::NamedParenthesizedList(l)
@@ -860,6 +863,7 @@ impl Loader<'_> {
             indexes: BTreeMap::new(),
             foreign_keys: BTreeMap::new(),
             options,
+            primary_comment: String::new(),
             checks: BTreeMap::new(),
         };
         let mut build = TableBuild::default();
@@ -1237,6 +1241,22 @@ impl Loader<'_> {
                 }
             }
         }
+        // the BINARY attribute (rewritten before parsing): the charset's binary collation
+        let binary = col.collation.as_deref() == Some(BINARY_ATTRIBUTE);
+        if binary {
+            col.collation = None;
+            let charset = col
+                .charset
+                .clone()
+                .or_else(|| table.options.charset.clone());
+            let Some(cs) = charset else {
+                return Err(self.err(
+                    stmt,
+                    format!("column {cname}: BINARY needs the character set (of the column, table or database) written out"),
+                ));
+            };
+            col.collation = Some(format!("{cs}_bin"));
+        }
         if ty.base == "json" {
             col.charset = None;
             col.collation = None;
@@ -1269,6 +1289,7 @@ impl Loader<'_> {
         match tc {
             TableConstraint::PrimaryKey(pk) => {
                 table.primary_key = Some(self.key_parts(stmt, &pk.columns)?);
+                table.primary_comment = index_comment(&pk.index_options);
             }
             TableConstraint::Unique(u) => {
                 let name = u
@@ -1641,6 +1662,74 @@ impl Loader<'_> {
         );
         Ok(())
     }
+}
+
+/// The collation [`binary_attribute`] writes for a `BINARY` column attribute.
+const BINARY_ATTRIBUTE: &str = "molt_binary_attribute";
+
+/// `VARCHAR(10) BINARY` (the charset's binary collation, an old MySQL spelling sqlparser does
+/// not know) rewritten as `VARCHAR(10) COLLATE molt_binary_attribute`, resolved when the
+/// column's charset is known.
+fn binary_attribute(text: &str) -> String {
+    const CHAR_TYPES: &[&str] = &[
+        "CHAR",
+        "VARCHAR",
+        "CHARACTER",
+        "TINYTEXT",
+        "TEXT",
+        "MEDIUMTEXT",
+        "LONGTEXT",
+        "ENUM",
+        "SET",
+    ];
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut words: Vec<String> = Vec::new(); // the words before, uppercase; ")" for a closed list
+    let mut depth_word: Vec<usize> = Vec::new(); // words.len() at each open '('
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' || c == '"' || c == '`' {
+            let end = read_quoted(&chars, i).map_or(chars.len(), |(_, n)| n);
+            out.extend(&chars[i..end]);
+            words.push(String::new());
+            i = end;
+        } else if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let w: String = chars[start..i].iter().collect();
+            let upper = w.to_ascii_uppercase();
+            let after_type = words
+                .last()
+                .is_some_and(|p| CHAR_TYPES.contains(&p.as_str()));
+            if upper == "BINARY" && after_type {
+                out.push_str(&format!("COLLATE {BINARY_ATTRIBUTE}"));
+            } else {
+                out.push_str(&w);
+            }
+            words.push(upper);
+        } else {
+            if c == '(' {
+                depth_word.push(words.len());
+            } else if c == ')' {
+                // the list belongs to the word before it: `VARCHAR(10)` ends as `VARCHAR`
+                if let Some(n) = depth_word.pop() {
+                    let owner = n.checked_sub(1).and_then(|k| words.get(k)).cloned();
+                    words.truncate(n);
+                    if let Some(o) = owner {
+                        words.push(o);
+                    }
+                }
+            } else if !c.is_whitespace() {
+                words.push(c.to_string());
+            }
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// A column renamed in its table's keys.
