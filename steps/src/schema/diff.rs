@@ -370,11 +370,9 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
     }
 
     // 5. foreign keys
-    let mut adds: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut adds: BTreeMap<(String, String), Vec<ForeignKey>> = BTreeMap::new();
     for (dbname, tname, fk) in deferred {
-        adds.entry((dbname, tname))
-            .or_default()
-            .push(format!("ADD {}", fk_sql(&fk)));
+        adds.entry((dbname, tname)).or_default().push(fk);
     }
     for ((dbname, tname), _) in plans.iter() {
         let want = desired
@@ -387,11 +385,41 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             {
                 adds.entry((dbname.clone(), tname.clone()))
                     .or_default()
-                    .push(format!("ADD {}", fk_sql(fk)));
+                    .push(fk.clone());
             }
         }
     }
-    for ((dbname, tname), clauses) in adds {
+    for ((dbname, tname), fks) in adds {
+        let want = desired
+            .table(&dbname, &tname)
+            .expect("foreign keys are added to desired tables");
+        // A key the server named (`t_ibfk_N`) is added unnamed when the server gives it the
+        // same name (the next number): added by name, the server would also rename the index
+        // it made for the old key after the constraint, where a fresh install has it named
+        // after the column.
+        let prefix = format!("{tname}_ibfk_");
+        let number = |n: &str| n.strip_prefix(&prefix).and_then(|d| d.parse::<u32>().ok());
+        let mut next = want
+            .foreign_keys
+            .keys()
+            .filter(|n| !fks.iter().any(|f| &f.name == *n))
+            .filter_map(|n| number(n))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let mut ordered = fks;
+        ordered.sort_by_key(|f| (number(&f.name).unwrap_or(u32::MAX), f.name.clone()));
+        let clauses: Vec<String> = ordered
+            .iter()
+            .map(|fk| {
+                if number(&fk.name) == Some(next) {
+                    next += 1;
+                    format!("ADD {}", fk_sql_unnamed(fk))
+                } else {
+                    format!("ADD {}", fk_sql(fk))
+                }
+            })
+            .collect();
         // with foreign_key_checks on, the server checks every row by copying the table
         out.push(alter(
             format!(
@@ -411,11 +439,27 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             continue;
         }
         let rows = has_rows(dbname, tname);
-        let clauses: Vec<String> = plan
+        let mut clauses: Vec<String> = plan
             .drop_columns
             .iter()
             .map(|c| format!("DROP COLUMN {}", quote_ident(c)))
             .collect();
+        // MariaDB drops a CHECK that names no column whenever a column is dropped: put such
+        // checks back in the same statement
+        let want_t = desired
+            .table(dbname, tname)
+            .expect("planned tables are desired");
+        let constant: Vec<(&String, &String)> = want_t
+            .checks
+            .iter()
+            .filter(|(_, e)| !e.contains('`'))
+            .collect();
+        for (name, expr) in &constant {
+            clauses.push(format!(
+                "DROP CONSTRAINT IF EXISTS {n}, ADD CONSTRAINT {n} CHECK ({expr})",
+                n = quote_ident(name)
+            ));
+        }
         let have = live.table(dbname, tname).expect("planned tables are live");
         let want = desired
             .table(dbname, tname)
@@ -441,7 +485,11 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             ),
             database: dbname.clone(),
             table: Some(tname.clone()),
-            algorithm: Some(Algorithm::Instant),
+            algorithm: Some(if constant.is_empty() {
+                Algorithm::Instant
+            } else {
+                Algorithm::Copy
+            }),
             destructive,
             object: None,
         });
@@ -1180,6 +1228,15 @@ fn index_sql(ix: &Index) -> String {
         s.push_str(&format!(" COMMENT {}", quote_str(&ix.comment)));
     }
     s
+}
+
+/// `FOREIGN KEY ...` without `CONSTRAINT name`: the server names it.
+fn fk_sql_unnamed(fk: &ForeignKey) -> String {
+    let named = fk_sql(fk);
+    let at = named
+        .find("FOREIGN KEY")
+        .expect("fk_sql writes FOREIGN KEY");
+    named[at..].to_string()
 }
 
 fn fk_sql(fk: &ForeignKey) -> String {

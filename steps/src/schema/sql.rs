@@ -1257,7 +1257,13 @@ impl Loader<'_> {
             };
             col.collation = Some(format!("{cs}_bin"));
         }
-        if ty.base == "json" {
+        if ty.base == "json" && col.check.is_some() {
+            // MariaDB's json is longtext with json_valid as its column check: a check of its
+            // own takes that place, and what is left is the longtext
+            col.ty = ColumnType::parse("longtext").expect("longtext parses");
+            col.charset = Some("utf8mb4".into());
+            col.collation = Some("utf8mb4_bin".into());
+        } else if ty.base == "json" {
             col.charset = None;
             col.collation = None;
         } else if ty.is_textual() {
