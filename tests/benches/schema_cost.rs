@@ -4,14 +4,18 @@
 //!   1,000-table schema pair, against sqlparser alone parsing the same text (the floor any
 //!   SQL loader pays);
 //! - live inspection of a 1,000-table database, against `mariadb-dump --no-data` of it (the
-//!   operator's usual way to read a schema).
+//!   operator's usual way to read a schema);
+//! - on a 1,000,000-row table: molt adding a nullable column, and a column with an index,
+//!   against a plain `ALTER TABLE ... ALGORITHM=COPY` of the same on an identical copy; and
+//!   the data-aware preflight (NOT NULL, a new UNIQUE, a narrowed type, a CHECK) against one
+//!   `SELECT COUNT(*)` of the table.
 //!
 //! Run: `cargo bench -p tests --bench schema_cost [-- ROUNDS]` with the test MariaDB running
 //! (`scripts/test.sh` starts it).
 
 use mysql_async::prelude::Queryable;
 use std::time::Instant;
-use steps::schema::diff::diff;
+use steps::schema::diff::{diff, Allow};
 use steps::schema::live;
 use steps::schema::sql::{load, LoadOptions};
 use tests::db::{connect, database_url, drop_databases, dump_schema, run_file, scratch_name};
@@ -165,4 +169,149 @@ async fn main() {
     println!("live inspection of 1,000 tables: molt {:.0} ms, mariadb-dump --no-data {:.0} ms, ratio {:.2}x", m * 1e3, b * 1e3, m / b);
     let _ = conn.query_drop("SELECT 1").await;
     drop_databases(&mut conn, &[db]).await;
+
+    big_table(&mut conn, rounds.min(3)).await;
+}
+
+/// The online DDL and preflight figures on a 1,000,000-row table.
+async fn big_table(conn: &mut mysql_async::Conn, rounds: usize) {
+    let db = scratch_name("big");
+    let table = |extra: &str| {
+        format!(
+            "CREATE DATABASE IF NOT EXISTS {db}; USE {db};
+             CREATE TABLE big (id INT AUTO_INCREMENT PRIMARY KEY, a INT, b VARCHAR(32), c DATETIME{extra});"
+        )
+    };
+    let desired = |extra: &str| load(&table(extra), &LoadOptions::default()).unwrap().schema;
+    let fill = |t: &str| {
+        format!(
+            "INSERT INTO `{db}`.{t} (a, b, c) SELECT seq, CONCAT('row ', seq), '2024-01-01' + INTERVAL seq SECOND FROM `{db}`.seq_1_to_1000000"
+        )
+    };
+    let mut mig = live::connect(&database_url()).await.unwrap();
+    let allow = Allow::default();
+    let (mut col, mut col_copy, mut both, mut both_copy, mut pre, mut count) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut algorithms = String::new();
+    for _ in 0..rounds {
+        drop_databases(conn, std::slice::from_ref(&db)).await;
+        run_file(conn, &table(""), &Default::default()).await;
+        conn.query_drop(fill("big")).await.unwrap();
+        conn.query_drop(format!("CREATE TABLE `{db}`.copy LIKE `{db}`.big"))
+            .await
+            .unwrap();
+        conn.query_drop(format!("INSERT INTO `{db}`.copy SELECT * FROM `{db}`.big"))
+            .await
+            .unwrap();
+
+        // the preflight of changes the rows allow, against one COUNT(*)
+        let checked = desired(", UNIQUE KEY uq_b (b), CHECK (a > 0)").databases[&db].clone();
+        let mut checked_schema = steps::schema::Schema::default();
+        checked_schema.databases.insert(db.clone(), checked);
+        let live_now = live::inspect(&mut mig, std::slice::from_ref(&db))
+            .await
+            .unwrap();
+        let mut narrowed = checked_schema.clone();
+        if let Some(t) = narrowed
+            .databases
+            .get_mut(&db)
+            .and_then(|d| d.tables.get_mut("big"))
+        {
+            for c in &mut t.columns {
+                if c.name == "b" {
+                    c.nullable = false;
+                    c.ty = steps::schema::model::ColumnType::parse("varchar(16)").unwrap();
+                }
+            }
+        }
+        let t = Instant::now();
+        let findings = steps::schema::preflight::check(&mut mig, &live_now, &narrowed)
+            .await
+            .unwrap();
+        pre.push(t.elapsed().as_secs_f64());
+        assert!(
+            findings.is_empty(),
+            "the rows allow these changes: {findings:?}"
+        );
+        let t = Instant::now();
+        let n: Option<u64> = conn
+            .query_first(format!("SELECT COUNT(*) FROM `{db}`.big"))
+            .await
+            .unwrap();
+        count.push(t.elapsed().as_secs_f64());
+        assert_eq!(n, Some(1_000_000));
+
+        // a nullable column
+        let t = Instant::now();
+        let mut ran = Vec::new();
+        live::apply(&mut mig, &desired(", n INT NULL"), &allow, &mut |e| {
+            if let live::Event::After {
+                algorithm: Some(a), ..
+            } = e
+            {
+                ran.push(a.name());
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        col.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        conn.query_drop(format!(
+            "ALTER TABLE `{db}`.copy ADD COLUMN n INT NULL, ALGORITHM=COPY"
+        ))
+        .await
+        .unwrap();
+        col_copy.push(t.elapsed().as_secs_f64());
+
+        // then a column and an index in one change
+        let t = Instant::now();
+        live::apply(
+            &mut mig,
+            &desired(", n INT NULL, m INT NULL, KEY ix_a (a)"),
+            &allow,
+            &mut |e| {
+                if let live::Event::After {
+                    algorithm: Some(a), ..
+                } = e
+                {
+                    ran.push(a.name());
+                }
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+        both.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        conn.query_drop(format!(
+            "ALTER TABLE `{db}`.copy ADD COLUMN m INT NULL, ADD INDEX ix_a (a), ALGORITHM=COPY"
+        ))
+        .await
+        .unwrap();
+        both_copy.push(t.elapsed().as_secs_f64());
+        algorithms = ran.join(", ");
+    }
+    drop_databases(conn, &[db]).await;
+    let (c, cc) = (median(col), median(col_copy));
+    println!(
+        "1,000,000 rows, add a nullable column: molt {:.1} ms, ALTER ... ALGORITHM=COPY {:.0} ms, ratio {:.3}x (target <= 0.1x)",
+        c * 1e3,
+        cc * 1e3,
+        c / cc
+    );
+    let (b, bc) = (median(both), median(both_copy));
+    println!(
+        "1,000,000 rows, add a column and an index: molt {:.0} ms, ALTER ... ALGORITHM=COPY {:.0} ms, ratio {:.2}x (molt ran: {algorithms})",
+        b * 1e3,
+        bc * 1e3,
+        b / bc
+    );
+    let (p, n) = (median(pre), median(count));
+    println!(
+        "1,000,000 rows, data-aware preflight (NOT NULL, UNIQUE, narrowed VARCHAR, CHECK): {:.0} ms, one SELECT COUNT(*) {:.0} ms, ratio {:.1}x",
+        p * 1e3,
+        n * 1e3,
+        p / n
+    );
 }

@@ -3,10 +3,12 @@
 //! Two stages. molt's own splitter cuts the text into statements the way the `mysql` client
 //! does (`;` outside strings and comments, `DELIMITER` lines, `--`/`#`/`/* */` comments,
 //! executable comments `/*!40101 ... */` and `/*M!... */` unwrapped), keeping each statement's
-//! first line. Each statement is then classified by its leading words: schema statements go to
-//! sqlparser's MySQL dialect and into the model; statements that are not schema (GRANT, SET,
-//! INSERT, views, triggers, routines ...) are reported in [`Loaded::skipped`], never silently
-//! dropped; anything else is an error naming its line.
+//! first line. Each statement is then classified by its leading words: tables, indexes and
+//! `ALTER TABLE`s go to sqlparser's MySQL dialect and into the model (an `ALTER TABLE` folded
+//! into the table as the server would apply it); views, triggers and events to
+//! [`super::objects`]; statements that are not schema (GRANT, SET, INSERT ...) are reported in
+//! [`Loaded::skipped`], never silently dropped; routines, sequences and anything else are an
+//! error naming the line.
 
 use super::model::*;
 use super::objects;
