@@ -693,3 +693,67 @@ async fn table_options_primary_key_comments_and_the_binary_attribute_are_kept() 
     // and back: options dropped from the file go back to their defaults
     oracle_allowing("options_back", b, a).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_added_dropped_and_tables_repartitioned() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE metric (id INT, at DATE, v INT, PRIMARY KEY (id, at))
+          PARTITION BY RANGE (YEAR(at)) (PARTITION p2020 VALUES LESS THAN (2021), PARTITION p2021 VALUES LESS THAN (2022));
+        CREATE TABLE region (id INT, zone INT) PARTITION BY LIST (zone) (PARTITION north VALUES IN (1, 2), PARTITION south VALUES IN (3));
+        CREATE TABLE shard (id INT PRIMARY KEY) PARTITION BY HASH (id) PARTITIONS 2;
+        CREATE TABLE flat (id INT, k VARCHAR(5));
+        CREATE TABLE daily (id INT, d DATE) PARTITION BY RANGE (TO_DAYS(d)) (PARTITION d1 VALUES LESS THAN (TO_DAYS('2024-01-01')), PARTITION dmax VALUES LESS THAN MAXVALUE);";
+    // a RANGE grows at its end, a LIST loses a partition, a HASH changes its count, a table
+    // gains partitioning with subpartitions, another loses it; bounds written as expressions
+    // are compared by their value.
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE metric (id INT, at DATE, v INT, PRIMARY KEY (id, at))
+          PARTITION BY RANGE (YEAR(at)) (PARTITION p2020 VALUES LESS THAN (2021), PARTITION p2021 VALUES LESS THAN (2022), PARTITION p2022 VALUES LESS THAN (2023), PARTITION pmax VALUES LESS THAN MAXVALUE);
+        CREATE TABLE region (id INT, zone INT) PARTITION BY LIST (zone) (PARTITION north VALUES IN (1, 2));
+        CREATE TABLE shard (id INT PRIMARY KEY) PARTITION BY HASH (id) PARTITIONS 4;
+        CREATE TABLE flat (id INT, k VARCHAR(5)) PARTITION BY RANGE COLUMNS (k) SUBPARTITION BY HASH (id) SUBPARTITIONS 2
+          (PARTITION lo VALUES LESS THAN ('m'), PARTITION hi VALUES LESS THAN (MAXVALUE));
+        CREATE TABLE daily (id INT, d DATE);";
+    let ran = oracle_allowing("partitions", a, b).await;
+    let has = |what: &str| ran.iter().any(|s| s.contains(what));
+    assert!(has("ADD PARTITION (PARTITION `p2022`"), "{ran:#?}");
+    assert!(has("DROP PARTITION `south`"), "{ran:#?}");
+    assert!(has("REMOVE PARTITIONING"), "{ran:#?}");
+    // unchanged partitioning written with an expression bound: nothing to do
+    let ran = oracle_allowing(
+        "partitions_same",
+        a,
+        &a.replace(
+            "CREATE TABLE flat (id INT, k VARCHAR(5));",
+            "CREATE TABLE flat (id INT, k VARCHAR(6));",
+        ),
+    )
+    .await;
+    assert!(
+        ran.iter()
+            .all(|s| !s.contains("`daily`") && !s.contains("PARTITION")),
+        "{ran:#?}"
+    );
+
+    // dropping a partition loses its rows: refused unless allowed, with the rows counted
+    let mut conn = connect().await;
+    let db = scratch_name("part_refuse");
+    run_file(&mut conn, a, &renamed(&db)).await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut conn,
+        format!("INSERT INTO `{db}`.region VALUES (1, 3)"),
+    )
+    .await
+    .unwrap();
+    let (_, m) = live::plan(&mut conn, &desired_as(b, &db)).await.unwrap();
+    let refused: Vec<String> = m
+        .refused(&Allow::default())
+        .iter()
+        .map(|d| d.reason.clone())
+        .collect();
+    assert!(
+        refused.iter().any(|r| r.contains("drops partition south")),
+        "{refused:#?}"
+    );
+    drop_databases(&mut conn, &[db]).await;
+}

@@ -244,6 +244,10 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
                             || plans
                                 .get(&key)
                                 .is_some_and(|p| fk.ref_columns.iter().any(|c| p.touches_column(c)))
+                            // a partitioned table has no foreign keys pointing at it
+                            || desired
+                                .table(&key.0, &key.1)
+                                .is_some_and(|p| p.partitioning.is_some())
                     }
                     Some(w) => {
                         let plan = &plans[&(dbname.clone(), tname.clone())];
@@ -309,6 +313,32 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
         created.insert(me);
     }
 
+    // Partitioning that goes is removed before the table's other changes (a new UNIQUE key,
+    // FULLTEXT index or foreign key may need it gone); the rest comes after them.
+    let mut partitions_late = Vec::new();
+    for (dbname, tname) in plans.keys() {
+        let have = live.table(dbname, tname).expect("planned tables are live");
+        let want = desired
+            .table(dbname, tname)
+            .expect("planned tables are desired");
+        for (sql, algorithm, destructive) in super::partition::diff(
+            dbname,
+            tname,
+            have.partitioning.as_ref(),
+            want.partitioning.as_ref(),
+        ) {
+            let c = Change {
+                destructive,
+                ..alter(sql, dbname, Some(tname), algorithm)
+            };
+            if want.partitioning.is_none() {
+                out.push(c);
+            } else {
+                partitions_late.push(c);
+            }
+        }
+    }
+
     // 4. one ALTER TABLE per changed table
     for ((dbname, tname), plan) in &plans {
         let clauses = &plan.clauses;
@@ -368,6 +398,9 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
             out.push(statement(&all, destructive));
         }
     }
+
+    // 4b. partitioning, on the columns and keys as they now are
+    out.extend(partitions_late);
 
     // 5. foreign keys
     let mut adds: BTreeMap<(String, String), Vec<ForeignKey>> = BTreeMap::new();
@@ -1288,6 +1321,9 @@ pub fn create_table_sql(db: &str, t: &Table, fks: &[&ForeignKey]) -> String {
     }
     for (k, v) in &o.extra {
         s.push_str(&format!(" {}={v}", k.to_ascii_uppercase()));
+    }
+    if let Some(p) = &t.partitioning {
+        s.push_str(&format!(" {}", p.sql()));
     }
     s
 }

@@ -200,6 +200,7 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
                 extra,
             },
             primary_comment: String::new(),
+            partitioning: None,
             checks: BTreeMap::new(),
         };
         if let Some(d) = schema.databases.get_mut(&db) {
@@ -397,6 +398,14 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         super::objects::inspect(conn, name, db)
             .await
             .map_err(q(format!("read the views, triggers and events of {name}")))?;
+        let parts = super::partition::inspect(conn, name)
+            .await
+            .map_err(q(format!("read the partitions of {name}")))?;
+        for (t, p) in parts {
+            if let Some(t) = db.tables.get_mut(&t) {
+                t.partitioning = Some(p);
+            }
+        }
     }
     Ok(schema)
 }
@@ -487,7 +496,42 @@ pub async fn resolve_server_defaults(
         }
     }
     canonical_checks(conn, &mut out).await?;
+    computed_bounds(conn, &mut out).await?;
     Ok(out)
+}
+
+/// A partition bound written as an expression (`TO_DAYS('2024-01-01')`) is stored by the server
+/// as its value: ask the server for it.
+async fn computed_bounds(conn: &mut Conn, desired: &mut Schema) -> Result<(), LiveError> {
+    for db in desired.databases.values_mut() {
+        for t in db.tables.values_mut() {
+            let Some(p) = &mut t.partitioning else {
+                continue;
+            };
+            if p.method.contains("COLUMNS") {
+                continue; // column lists hold literals
+            }
+            for part in &mut p.partitions {
+                let Some(b) = &part.bound else { continue };
+                if !b.contains('(') {
+                    continue;
+                }
+                let v: Option<String> = conn
+                    .query_first(format!("SELECT CAST(({b}) AS CHAR)"))
+                    .await
+                    .map_err(|e| {
+                        LiveError::Model(format!(
+                            "table {}: partition {} bound {b}: {e}",
+                            t.name, part.name
+                        ))
+                    })?;
+                if let Some(v) = v {
+                    part.bound = Some(v);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The name of the temporary table [`canonical_checks`] makes (visible to its session only).

@@ -7,6 +7,7 @@ pub mod live;
 pub mod migrate;
 pub mod model;
 pub mod objects;
+pub mod partition;
 pub mod preflight;
 pub mod sql;
 

@@ -149,6 +149,9 @@ pub struct Table {
     /// The primary key's COMMENT.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub primary_comment: String,
+    /// `PARTITION BY ...`, when the table is partitioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioning: Option<super::partition::Partitioning>,
     /// Table-level CHECK constraints by name (unnamed ones are `CONSTRAINT_1`, `_2` ... in
     /// order, as the server names them), canonical expression text. Column-level ones are
     /// [`Column::check`].

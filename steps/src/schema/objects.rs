@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const PROBE_PREFIX: &str = "_molt_probe_";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Tok {
+pub(super) enum Tok {
     /// A bare word, uppercase.
     Word(String),
     /// A back-quoted identifier, unquoted.
@@ -29,14 +29,14 @@ enum Tok {
 }
 
 #[derive(Clone, Debug)]
-struct Token {
-    tok: Tok,
+pub(super) struct Token {
+    pub(super) tok: Tok,
     /// Byte offsets in the statement.
-    start: usize,
-    end: usize,
+    pub(super) start: usize,
+    pub(super) end: usize,
 }
 
-fn tokenize(text: &str) -> Vec<Token> {
+pub(super) fn tokenize(text: &str) -> Vec<Token> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let at = |i: usize| chars.get(i).map_or(text.len(), |c| c.0);
     let mut out = Vec::new();
@@ -85,14 +85,14 @@ fn tokenize(text: &str) -> Vec<Token> {
 }
 
 /// A cursor over a statement's tokens.
-struct Cursor<'a> {
-    text: &'a str,
-    toks: Vec<Token>,
-    i: usize,
+pub(super) struct Cursor<'a> {
+    pub(super) text: &'a str,
+    pub(super) toks: Vec<Token>,
+    pub(super) i: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(text: &'a str) -> Cursor<'a> {
+    pub(super) fn new(text: &'a str) -> Cursor<'a> {
         Cursor {
             text,
             toks: tokenize(text),
@@ -100,14 +100,14 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn peek_word(&self) -> Option<&str> {
+    pub(super) fn peek_word(&self) -> Option<&str> {
         match self.toks.get(self.i).map(|t| &t.tok) {
             Some(Tok::Word(w)) => Some(w),
             _ => None,
         }
     }
 
-    fn eat(&mut self, word: &str) -> bool {
+    pub(super) fn eat(&mut self, word: &str) -> bool {
         if self.peek_word() == Some(word) {
             self.i += 1;
             true
@@ -116,7 +116,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn eat_punct(&mut self, p: char) -> bool {
+    pub(super) fn eat_punct(&mut self, p: char) -> bool {
         if self.toks.get(self.i).map(|t| &t.tok) == Some(&Tok::Punct(p)) {
             self.i += 1;
             true
@@ -125,7 +125,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn expect(&mut self, word: &str) -> Result<(), String> {
+    pub(super) fn expect(&mut self, word: &str) -> Result<(), String> {
         if self.eat(word) {
             Ok(())
         } else {
@@ -133,7 +133,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn here(&self) -> String {
+    pub(super) fn here(&self) -> String {
         match self.toks.get(self.i) {
             Some(t) => format!("at {:?}", excerpt(&self.text[t.start..])),
             None => "at the end of the statement".into(),
@@ -141,7 +141,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A name part: a word or a back-quoted identifier, as written.
-    fn name_part(&mut self) -> Result<String, String> {
+    pub(super) fn name_part(&mut self) -> Result<String, String> {
         let t = self.toks.get(self.i).cloned();
         match t {
             Some(Token {
@@ -215,7 +215,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The text from the current token to the end, trimmed.
-    fn rest(&self) -> &'a str {
+    pub(super) fn rest(&self) -> &'a str {
         match self.toks.get(self.i) {
             Some(t) => self.text[t.start..].trim(),
             None => "",

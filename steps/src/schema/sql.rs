@@ -423,10 +423,71 @@ impl Loader<'_> {
                 _ => Err(self.err(stmt, format!("expected CREATE {second} INDEX"))),
             };
         }
+        if first == "CREATE" && objects::object_kind(&stmt.text).as_deref() == Some("TABLE") {
+            // PARTITION BY is molt's own parsing: sqlparser gets the table without it
+            if let (table, Some(clause)) = super::partition::split(&stmt.text) {
+                let partitioning = super::partition::parse(clause)
+                    .map_err(|m| self.err(stmt, format!("PARTITION BY: {m}")))?;
+                let table_stmt = RawStatement {
+                    line: stmt.line,
+                    text: table.to_string(),
+                };
+                let Statement::CreateTable(ct) = self.parse(&table_stmt)? else {
+                    return Err(self.err(stmt, "expected CREATE TABLE".into()));
+                };
+                self.create_table(stmt, &ct)?;
+                let (db, name) = self.qualify(stmt, &ct.name)?;
+                let t = self
+                    .out
+                    .schema
+                    .databases
+                    .get_mut(&db)
+                    .and_then(|d| d.tables.get_mut(&name))
+                    .expect("just created");
+                // what MariaDB refuses: every unique key must hold the partitioning columns
+                let cols = partitioning.columns();
+                for c in &cols {
+                    if t.column(c).is_none() {
+                        return Err(
+                            self.err(stmt, format!("PARTITION BY names unknown column {c}"))
+                        );
+                    }
+                }
+                let uniques = t
+                    .primary_key
+                    .iter()
+                    .map(|k| ("PRIMARY KEY".to_string(), k))
+                    .chain(
+                        t.indexes
+                            .values()
+                            .filter(|i| i.kind == IndexKind::Unique)
+                            .map(|i| (format!("UNIQUE key {}", i.name), &i.parts)),
+                    );
+                for (what, parts) in uniques {
+                    if let Some(c) = cols
+                        .iter()
+                        .find(|c| !parts.iter().any(|p| p.column.eq_ignore_ascii_case(c)))
+                    {
+                        return Err(self.err(
+                            stmt,
+                            format!("table {name}: the {what} must include every column of the partitioning function ({c} is not in it), or MariaDB refuses the table"),
+                        ));
+                    }
+                }
+                if !t.foreign_keys.is_empty() {
+                    return Err(self.err(
+                        stmt,
+                        format!("table {name}: InnoDB has no foreign keys on partitioned tables"),
+                    ));
+                }
+                t.partitioning = Some(partitioning);
+                return Ok(());
+            }
+        }
         if has_word_outside_strings(&stmt.text, "PARTITION") {
             return Err(self.err(
                 stmt,
-                "PARTITION BY is not supported by molt's schema model".into(),
+                "PARTITION outside a CREATE TABLE's PARTITION BY is not supported: write the partitioning into the CREATE TABLE".into(),
             ));
         }
         match self.parse(stmt)? {
@@ -866,6 +927,7 @@ impl Loader<'_> {
             foreign_keys: BTreeMap::new(),
             options,
             primary_comment: String::new(),
+            partitioning: None,
             checks: BTreeMap::new(),
         };
         let mut build = TableBuild::default();
@@ -2003,12 +2065,28 @@ mod tests {
         assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("d.missing"), "{e}");
         let e = load(
-            "USE d;\n\ncreate table t (a int)\npartition by hash(a);",
+            "USE d;\n\ncreate table t (a int)\npartition by range(a);",
             &LoadOptions::default(),
         )
         .unwrap_err();
         assert_eq!(e.line, 3);
-        assert!(e.message.contains("PARTITION"), "{e}");
+        assert!(e.message.contains("PARTITION BY"), "{e}");
+        let e = load(
+            "USE d;\ncreate table t (id int primary key, d date) partition by range (year(d)) (partition p0 values less than (2020));",
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("PRIMARY KEY must include"), "{e}");
+        let l = load(
+            "USE d;\ncreate table t (a int)\npartition by hash(a) partitions 3;",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let p = l.schema.databases["d"].tables["t"]
+            .partitioning
+            .as_ref()
+            .unwrap();
+        assert_eq!(p.partitions.len(), 3);
         let e = load(
             "USE d;\ncreate table t (\n  a int,\n  b nonsense type here\n);",
             &LoadOptions::default(),
