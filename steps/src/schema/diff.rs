@@ -166,8 +166,14 @@ pub fn diff(live: &Schema, desired: &Schema, has_rows: HasRows<'_>) -> Migration
     let mut out = Vec::new();
     let empty = BTreeMap::new();
     // 0. renames the desired schema asks for, made first; the rest compares with their result
-    let (renamed, renames) = apply_renames(live, desired);
-    let live = &renamed;
+    let renamed;
+    let mut renames = Vec::new();
+    let live = if desired.renames.is_empty() {
+        live
+    } else {
+        (renamed, renames) = apply_renames(live, desired);
+        &renamed
+    };
     // 1. databases
     for (name, want) in &desired.databases {
         match live.databases.get(name) {

@@ -37,11 +37,16 @@ pub(super) struct Token {
 }
 
 pub(super) fn tokenize(text: &str) -> Vec<Token> {
+    tokenize_up_to(text, usize::MAX)
+}
+
+/// The first `max` tokens of `text` (the rest is not read).
+fn tokenize_up_to(text: &str, max: usize) -> Vec<Token> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let at = |i: usize| chars.get(i).map_or(text.len(), |c| c.0);
     let mut out = Vec::new();
     let mut i = 0;
-    while i < chars.len() {
+    while i < chars.len() && out.len() < max {
         let (start, c) = chars[i];
         if c.is_whitespace() {
             i += 1;
@@ -244,10 +249,9 @@ pub fn object_kind(text: &str) -> Option<String> {
         "TABLESPACE",
         "PACKAGE",
     ];
-    tokenize(text)
+    tokenize_up_to(text, 17)
         .into_iter()
         .skip(1)
-        .take(16)
         .find_map(|t| match t.tok {
             Tok::Word(w) if KINDS.contains(&w.as_str()) => Some(w),
             _ => None,

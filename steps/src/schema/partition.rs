@@ -98,6 +98,9 @@ impl Partitioning {
 /// Cut a `CREATE TABLE` text before its `PARTITION BY` (outside parentheses and quotes):
 /// the table, and the clause.
 pub fn split(text: &str) -> (&str, Option<&str>) {
+    if !text.to_ascii_uppercase().contains("PARTITION") {
+        return (text, None);
+    }
     let mut c = Cursor::new(text);
     let mut depth = 0i32;
     while let Some(t) = c.toks.get(c.i) {

@@ -1740,7 +1740,14 @@ const BINARY_ATTRIBUTE: &str = "molt_binary_attribute";
 /// `VARCHAR(10) BINARY` (the charset's binary collation, an old MySQL spelling sqlparser does
 /// not know) rewritten as `VARCHAR(10) COLLATE molt_binary_attribute`, resolved when the
 /// column's charset is known.
-fn binary_attribute(text: &str) -> String {
+fn binary_attribute(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.to_ascii_uppercase().contains("BINARY") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(binary_attribute_rewrite(text))
+}
+
+fn binary_attribute_rewrite(text: &str) -> String {
     const CHAR_TYPES: &[&str] = &[
         "CHAR",
         "VARCHAR",
