@@ -166,6 +166,8 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         )
         .await
         .map_err(q("read information_schema.TABLES"))?;
+    // databases with a partitioned table (information_schema.PARTITIONS opens every table)
+    let mut partitioned: BTreeSet<String> = BTreeSet::new();
     for r in rows {
         let (db, name) = (
             get_str(&r, 0).unwrap_or_default(),
@@ -177,7 +179,10 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         let mut extra = BTreeMap::new();
         for kv in create_options.split_whitespace() {
             let Some((k, v)) = kv.split_once('=') else {
-                continue; // "partitioned"
+                if kv.eq_ignore_ascii_case("partitioned") {
+                    partitioned.insert(db.clone());
+                }
+                continue;
             };
             if k.eq_ignore_ascii_case("row_format") {
                 row_format = Some(v.to_ascii_lowercase());
@@ -398,6 +403,9 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         super::objects::inspect(conn, name, db)
             .await
             .map_err(q(format!("read the views, triggers and events of {name}")))?;
+        if !partitioned.contains(name) {
+            continue;
+        }
         let parts = super::partition::inspect(conn, name)
             .await
             .map_err(q(format!("read the partitions of {name}")))?;
