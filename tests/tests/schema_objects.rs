@@ -757,3 +757,40 @@ async fn partitions_are_added_dropped_and_tables_repartitioned() {
     );
     drop_databases(&mut conn, &[db]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_methods_and_the_declared_order_of_a_new_tables_indexes_are_kept() {
+    use mysql_async::prelude::Queryable;
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, a INT, b INT, KEY k_a (a));";
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE item (id INT PRIMARY KEY, a INT, b INT, KEY k_a (a) USING HASH, KEY k_b USING BTREE (b));
+        CREATE TABLE fresh_one (id INT PRIMARY KEY, x INT, y INT, z INT,
+          KEY zz (z), UNIQUE KEY yy (y) USING BTREE, KEY xx (x));
+        CREATE INDEX ww ON fresh_one (x, y);";
+    let ran = oracle("methods", a, b).await;
+    assert!(ran.iter().any(|s| s.contains("USING HASH")), "{ran:#?}");
+    // the raw SHOW CREATE TABLE (keys not sorted) of the new table is a fresh install's
+    let mut conn = connect().await;
+    let (m, f) = (scratch_name("order_m"), scratch_name("order_f"));
+    run_file(&mut conn, a, &renamed(&m)).await;
+    run_file(&mut conn, b, &renamed(&f)).await;
+    live::apply(
+        &mut conn,
+        &desired_as(b, &m),
+        &Allow::default(),
+        &mut |_| Ok(()),
+    )
+    .await
+    .unwrap();
+    let show = |db: String| async move {
+        let mut conn = connect().await;
+        let row: Option<(String, String)> = conn
+            .query_first(format!("SHOW CREATE TABLE `{db}`.fresh_one"))
+            .await
+            .unwrap();
+        row.unwrap().1
+    };
+    assert_eq!(show(m.clone()).await, show(f.clone()).await);
+    drop_databases(&mut conn, &[m, f]).await;
+}

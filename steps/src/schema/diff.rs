@@ -935,7 +935,10 @@ impl TablePlan {
                 ));
             }
         }
-        for (name, ix) in &want.indexes {
+        let mut wanted: Vec<&Index> = want.indexes.values().collect();
+        wanted.sort_by_key(|i| (i.position, i.name.clone()));
+        for ix in wanted {
+            let name = &ix.name;
             if have.indexes.get(name) != Some(ix) {
                 p.clauses
                     .push((format!("ADD {}", index_sql(ix)), Algorithm::Nocopy));
@@ -1263,6 +1266,9 @@ fn index_sql(ix: &Index) -> String {
         quote_ident(&ix.name),
         key_parts_sql(&ix.parts)
     );
+    if let Some(u) = &ix.using {
+        s.push_str(&format!(" USING {u}"));
+    }
     if !ix.comment.is_empty() {
         s.push_str(&format!(" COMMENT {}", quote_str(&ix.comment)));
     }
@@ -1302,7 +1308,10 @@ pub fn create_table_sql(db: &str, t: &Table, fks: &[&ForeignKey]) -> String {
     if let Some(pk) = &t.primary_key {
         lines.push(primary_key_sql(pk, &t.primary_comment));
     }
-    lines.extend(t.indexes.values().map(index_sql));
+    // in the order the file declares them, as a fresh install creates them
+    let mut indexes: Vec<&Index> = t.indexes.values().collect();
+    indexes.sort_by_key(|i| (i.position, i.name.clone()));
+    lines.extend(indexes.into_iter().map(index_sql));
     lines.extend(fks.iter().map(|fk| fk_sql(fk)));
     lines.extend(
         t.checks

@@ -355,6 +355,8 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
                 kind,
                 parts: Vec::new(),
                 comment,
+                using: None,
+                position: 0,
             })
             .parts
             .push(part);
@@ -701,6 +703,51 @@ async fn resolve_views(conn: &mut Conn, desired: &mut Schema) -> Result<(), Live
     Ok(())
 }
 
+/// `USING BTREE|HASH` of the live indexes of the tables whose desired indexes name one: the
+/// server shows it in `SHOW CREATE TABLE` only (its catalog says BTREE either way), so it is
+/// read there, for those tables only.
+async fn index_methods(
+    conn: &mut Conn,
+    live: &mut Schema,
+    desired: &Schema,
+) -> Result<(), LiveError> {
+    for (dbname, db) in &desired.databases {
+        for (tname, t) in &db.tables {
+            if t.indexes.values().all(|i| i.using.is_none()) {
+                continue;
+            }
+            let Some(lt) = table_mut(live, dbname, tname) else {
+                continue;
+            };
+            let shown: Option<(String, String)> = conn
+                .query_first(format!(
+                    "SHOW CREATE TABLE {}",
+                    super::diff::qualified(dbname, tname)
+                ))
+                .await
+                .map_err(q(format!("read {dbname}.{tname}'s index methods")))?;
+            let text = shown.map(|s| s.1).unwrap_or_default();
+            for line in text.lines() {
+                let line = line.trim();
+                let Some(at) = line.find("KEY `") else {
+                    continue;
+                };
+                let chars: Vec<char> = line[at + 4..].chars().collect();
+                let Some((name, _)) = read_quoted(&chars, 0) else {
+                    continue;
+                };
+                let using = ["BTREE", "HASH"]
+                    .into_iter()
+                    .find(|m| line.contains(&format!(") USING {m}")));
+                if let (Some(ix), Some(m)) = (lt.indexes.get_mut(&name), using) {
+                    ix.using = Some(m.to_string());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Drop probe views a killed molt left behind (under the migration lock).
 async fn drop_stale_probes(conn: &mut Conn, desired: &Schema) -> Result<(), LiveError> {
     for dbname in desired.databases.keys() {
@@ -728,7 +775,8 @@ async fn drop_stale_probes(conn: &mut Conn, desired: &Schema) -> Result<(), Live
 pub async fn plan(conn: &mut Conn, desired: &Schema) -> Result<(Schema, Migration), LiveError> {
     let desired = &resolve_server_defaults(conn, desired).await?;
     let dbs: Vec<String> = desired.databases.keys().cloned().collect();
-    let live = inspect(conn, &dbs).await?;
+    let mut live = inspect(conn, &dbs).await?;
+    index_methods(conn, &mut live, desired).await?;
     let mut first = diff(&live, desired, &|_, _| None);
     // Views are compared in the server's words, which need the tables as desired.
     let mut resolved;

@@ -256,12 +256,35 @@ pub enum IndexKind {
     Spatial,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 pub struct Index {
     pub name: String,
     pub kind: IndexKind,
     pub parts: Vec<KeyPart>,
     pub comment: String,
+    /// `USING BTREE|HASH` as the file writes it (the server shows it, but its catalog does
+    /// not: read from `SHOW CREATE TABLE` when a desired index names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub using: Option<String>,
+    /// Where the file declares it among the table's indexes (1-based; 0 when unknown, as on a
+    /// live table): a new table's indexes are created in this order, as a fresh install does.
+    /// Not part of the comparison.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub position: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl PartialEq for Index {
+    fn eq(&self, other: &Index) -> bool {
+        self.name == other.name
+            && self.kind == other.kind
+            && self.parts == other.parts
+            && self.comment == other.comment
+            && self.using == other.using
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

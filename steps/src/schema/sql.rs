@@ -276,12 +276,21 @@ fn rename(opts: &LoadOptions, db: &str) -> String {
         .unwrap_or_else(|| db.to_string())
 }
 
+/// An index as written: name (unnamed ones are named when settled), parts, kind, comment,
+/// `USING` method.
+type PendingIndex = (
+    Option<String>,
+    Vec<KeyPart>,
+    IndexKind,
+    String,
+    Option<String>,
+);
+
 /// What a table's definition leaves for [`Loader::settle`].
 #[derive(Default)]
 struct TableBuild {
-    /// Indexes in the order written: name (unnamed ones are named when settled), parts, kind,
-    /// comment.
-    pending: Vec<(Option<String>, Vec<KeyPart>, IndexKind, String)>,
+    /// Indexes in the order written.
+    pending: Vec<PendingIndex>,
     /// Columns written `longtext ... CHECK (json_valid(col))`: MariaDB's json.
     json_cols: Vec<String>,
     unnamed_checks: usize,
@@ -1252,6 +1261,7 @@ impl Loader<'_> {
                         }],
                         IndexKind::Unique,
                         String::new(),
+                        None,
                     ));
                 }
                 ColumnOption::DialectSpecific(tokens) => {
@@ -1372,6 +1382,7 @@ impl Loader<'_> {
                     self.key_parts(stmt, &u.columns)?,
                     IndexKind::Unique,
                     index_comment(&u.index_options),
+                    index_using(u.index_type.as_ref(), &u.index_options),
                 ));
             }
             TableConstraint::Index(ix) => {
@@ -1381,6 +1392,7 @@ impl Loader<'_> {
                     self.key_parts(stmt, &ix.columns)?,
                     IndexKind::Index,
                     index_comment(&ix.index_options),
+                    index_using(ix.index_type.as_ref(), &ix.index_options),
                 ));
             }
             TableConstraint::FulltextOrSpatial(f) => {
@@ -1390,9 +1402,13 @@ impl Loader<'_> {
                     IndexKind::Spatial
                 };
                 let name = f.opt_index_name.as_ref().map(|i| i.value.clone());
-                build
-                    .pending
-                    .push((name, self.key_parts(stmt, &f.columns)?, kind, String::new()));
+                build.pending.push((
+                    name,
+                    self.key_parts(stmt, &f.columns)?,
+                    kind,
+                    String::new(),
+                    None,
+                ));
             }
             TableConstraint::ForeignKey(fk) => self.add_fk(stmt, table, db_name, fk, build)?,
             TableConstraint::Check(c) => {
@@ -1450,7 +1466,7 @@ impl Loader<'_> {
                 }
             }
         }
-        for (name, parts, kind, comment) in build.pending {
+        for (name, parts, kind, comment, using) in build.pending {
             let name = name.unwrap_or_else(|| auto_index_name(table, &parts[0].column));
             if table.indexes.contains_key(&name) {
                 return Err(self.err(
@@ -1458,6 +1474,7 @@ impl Loader<'_> {
                     format!("table {}: duplicate index name {name}", table.name),
                 ));
             }
+            let position = next_position(table);
             table.indexes.insert(
                 name.clone(),
                 Index {
@@ -1465,6 +1482,8 @@ impl Loader<'_> {
                     kind,
                     parts,
                     comment,
+                    using,
+                    position,
                 },
             );
         }
@@ -1509,6 +1528,7 @@ impl Loader<'_> {
                     desc: false,
                 })
                 .collect();
+            let position = next_position(table);
             table.indexes.insert(
                 name.clone(),
                 Index {
@@ -1516,6 +1536,8 @@ impl Loader<'_> {
                     kind: IndexKind::Index,
                     parts,
                     comment: String::new(),
+                    using: None,
+                    position,
                 },
             );
         }
@@ -1615,11 +1637,14 @@ impl Loader<'_> {
             ));
         }
         if let Some(ix) = index_name {
+            let position = next_position(table);
             table.indexes.insert(
                 ix.clone(),
                 Index {
                     name: ix,
                     kind: IndexKind::Index,
+                    using: None,
+                    position,
                     parts: columns
                         .iter()
                         .map(|c| KeyPart {
@@ -1721,6 +1746,7 @@ impl Loader<'_> {
         } else {
             IndexKind::Index
         });
+        let position = next_position(t);
         t.indexes.insert(
             name.clone(),
             Index {
@@ -1728,6 +1754,8 @@ impl Loader<'_> {
                 kind,
                 parts,
                 comment: index_comment(&ci.index_options),
+                using: index_using(ci.using.as_ref(), &ci.index_options),
+                position,
             },
         );
         Ok(())
@@ -1845,6 +1873,22 @@ fn auto_index_name(t: &Table, first: &str) -> String {
         .map(|n| format!("{first}_{n}"))
         .find(|n| !t.indexes.contains_key(n))
         .expect("some suffix is free")
+}
+
+/// Where the next index of a table stands in its declared order.
+fn next_position(t: &Table) -> u32 {
+    t.indexes.values().map(|i| i.position).max().unwrap_or(0) + 1
+}
+
+/// `USING BTREE|HASH`, given before the columns or among the options.
+fn index_using(ty: Option<&sqlparser::ast::IndexType>, opts: &[IndexOption]) -> Option<String> {
+    ty.or_else(|| {
+        opts.iter().find_map(|o| match o {
+            IndexOption::Using(t) => Some(t),
+            _ => None,
+        })
+    })
+    .map(|t| t.to_string().to_ascii_uppercase())
 }
 
 fn index_comment(opts: &[IndexOption]) -> String {
