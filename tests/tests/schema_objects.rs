@@ -794,3 +794,28 @@ async fn index_methods_and_the_declared_order_of_a_new_tables_indexes_are_kept()
     assert_eq!(show(m.clone()).await, show(f.clone()).await);
     drop_databases(&mut conn, &[m, f]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spatial_columns_keep_their_reference_system_and_spatial_indexes() {
+    let a = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE place (id INT PRIMARY KEY, at POINT NOT NULL, area POLYGON REF_SYSTEM_ID=4326, SPATIAL KEY sp_at (at));";
+    let b = "CREATE DATABASE shop; USE shop;
+        CREATE TABLE place (id INT PRIMARY KEY, at POINT REF_SYSTEM_ID=4326 NOT NULL, area POLYGON REF_SYSTEM_ID = 3857,
+          route LINESTRING, SPATIAL KEY sp_at (at));
+        CREATE TABLE zone (id INT PRIMARY KEY, shape GEOMETRY REF_SYSTEM_ID=4326 NOT NULL, SPATIAL INDEX sp_shape (shape));";
+    let ran = oracle("spatial", a, b).await;
+    assert!(
+        ran.iter().any(|s| s.contains("REF_SYSTEM_ID=3857")),
+        "{ran:#?}"
+    );
+    let mut conn = connect().await;
+    let db = scratch_name("srid");
+    run_file(&mut conn, b, &renamed(&db)).await;
+    let live = live::inspect(&mut conn, std::slice::from_ref(&db))
+        .await
+        .unwrap();
+    let t = live.table(&db, "place").unwrap();
+    assert_eq!(t.column("area").unwrap().srid, Some(3857));
+    assert_eq!(t.column("route").unwrap().srid, None);
+    drop_databases(&mut conn, &[db]).await;
+}

@@ -1083,7 +1083,7 @@ fn modify_algorithm(old: &Column, new: &Column) -> Algorithm {
             && new.ty.base == "varchar"
             && old.ty.fits_in(&new.ty)
             && same_text);
-    if !type_ok || !same_text || old.auto_increment != new.auto_increment {
+    if !type_ok || !same_text || old.auto_increment != new.auto_increment || old.srid != new.srid {
         Algorithm::Copy
     } else if old.nullable != new.nullable {
         Algorithm::InplaceOnline
@@ -1101,6 +1101,7 @@ fn column_differs(have: &Column, want: &Column) -> bool {
         || have.generated != want.generated
         || have.comment != want.comment
         || have.check != want.check
+        || have.srid != want.srid
         || (want.charset.is_some() && have.charset != want.charset)
         || (want.collation.is_some() && have.collation != want.collation)
 }
@@ -1191,6 +1192,9 @@ fn charset_clause(charset: &Option<String>, collation: &Option<String>, prefix: 
 /// A column's definition as `CREATE TABLE` and `ALTER TABLE` take it.
 pub fn column_sql(c: &Column) -> String {
     let mut s = format!("{} {}", quote_ident(&c.name), c.ty);
+    if let Some(srid) = c.srid {
+        s.push_str(&format!(" REF_SYSTEM_ID={srid}"));
+    }
     if c.ty.is_textual() {
         if let Some(co) = &c.collation {
             s.push_str(&format!(" CHARACTER SET {} COLLATE {co}", charset_of(co)));

@@ -241,6 +241,18 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         }
     }
 
+    // geometry columns' spatial reference systems (MariaDB; absent elsewhere)
+    let mut srids: BTreeMap<(String, String, String), u32> = BTreeMap::new();
+    let geo: Result<Vec<(String, String, String, u32)>, _> = conn
+        .exec(
+            format!("SELECT G_TABLE_SCHEMA, G_TABLE_NAME, G_GEOMETRY_COLUMN, SRID FROM information_schema.GEOMETRY_COLUMNS WHERE G_TABLE_SCHEMA IN ({list}) AND SRID <> 0"),
+            p.clone(),
+        )
+        .await;
+    for (d, t, c, srid) in geo.unwrap_or_default() {
+        srids.insert((d, t, c), srid);
+    }
+
     let rows: Vec<Row> = conn
         .exec(
             format!(
@@ -290,6 +302,9 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
         });
         let textual = ty.is_textual();
         let check = column_checks.remove(&(db.clone(), tname.clone(), cname.clone()));
+        let srid = srids
+            .get(&(db.clone(), tname.clone(), cname.clone()))
+            .copied();
         let mut col = Column {
             name: cname,
             ty,
@@ -300,6 +315,7 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
             generated,
             comment: get_str(&r, 9).unwrap_or_default(),
             check,
+            srid,
             charset: if textual {
                 get_str(&r, 7).map(|c| canonical_charset(&c))
             } else {
@@ -341,6 +357,15 @@ async fn inspect_in(conn: &mut Conn, databases: &[String]) -> Result<Schema, Liv
             continue;
         }
         let index_type = get_str(&r, 7).unwrap_or_default().to_ascii_uppercase();
+        // (the catalog shows a SPATIAL key part as a 32-byte prefix no text can write)
+        let part = if index_type == "SPATIAL" {
+            KeyPart {
+                prefix: None,
+                ..part
+            }
+        } else {
+            part
+        };
         let kind = match (index_type.as_str(), get_u64(&r, 3)) {
             ("FULLTEXT", _) => IndexKind::Fulltext,
             ("SPATIAL", _) => IndexKind::Spatial,

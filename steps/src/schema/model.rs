@@ -221,6 +221,10 @@ pub struct Column {
     /// `json_valid` as its check: that one is the type, not this.
     #[serde(default)]
     pub check: Option<String>,
+    /// The spatial reference system of a geometry column (`REF_SYSTEM_ID=4326`; MariaDB keeps
+    /// it in `information_schema.GEOMETRY_COLUMNS`), when not 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srid: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

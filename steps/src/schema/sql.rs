@@ -1230,6 +1230,7 @@ impl Loader<'_> {
             charset: None,
             collation: None,
             check: None,
+            srid: None,
         };
         for option in options {
             match option {
@@ -1263,6 +1264,12 @@ impl Loader<'_> {
                         String::new(),
                         None,
                     ));
+                }
+                ColumnOption::Srid(e) => {
+                    let n = e.to_string().trim().parse::<u32>().map_err(|_| {
+                        self.err(stmt, format!("column {cname}: bad reference system {e}"))
+                    })?;
+                    col.srid = (n != 0).then_some(n);
                 }
                 ColumnOption::DialectSpecific(tokens) => {
                     let t: Vec<String> = tokens
@@ -1769,10 +1776,48 @@ const BINARY_ATTRIBUTE: &str = "molt_binary_attribute";
 /// not know) rewritten as `VARCHAR(10) COLLATE molt_binary_attribute`, resolved when the
 /// column's charset is known.
 fn binary_attribute(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.to_ascii_uppercase().contains("BINARY") {
-        return std::borrow::Cow::Borrowed(text);
+    let upper = text.to_ascii_uppercase();
+    let mut out = std::borrow::Cow::Borrowed(text);
+    if upper.contains("REF_SYSTEM_ID") {
+        out = std::borrow::Cow::Owned(ref_system_id(&out));
     }
-    std::borrow::Cow::Owned(binary_attribute_rewrite(text))
+    if upper.contains("BINARY") {
+        out = std::borrow::Cow::Owned(binary_attribute_rewrite(&out));
+    }
+    out
+}
+
+/// MariaDB's `REF_SYSTEM_ID = 4326` column attribute, which sqlparser does not know, written as
+/// MySQL's `SRID 4326`, which it does.
+fn ref_system_id(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' || c == '"' || c == '`' {
+            let end = read_quoted(&chars, i).map_or(chars.len(), |(_, n)| n);
+            out.extend(&chars[i..end]);
+            i = end;
+            continue;
+        }
+        let word_start = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        let rest: String = chars[i..chars.len().min(i + 13)].iter().collect();
+        if word_start && rest.eq_ignore_ascii_case("REF_SYSTEM_ID") {
+            let mut j = i + 13;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            if chars.get(j) == Some(&'=') {
+                out.push_str("SRID ");
+                i = j + 1;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
 fn binary_attribute_rewrite(text: &str) -> String {
