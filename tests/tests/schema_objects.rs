@@ -770,6 +770,26 @@ async fn index_methods_and_the_declared_order_of_a_new_tables_indexes_are_kept()
         CREATE INDEX ww ON fresh_one (x, y);";
     let ran = oracle("methods", a, b).await;
     assert!(ran.iter().any(|s| s.contains("USING HASH")), "{ran:#?}");
+    // a method the file no longer names goes too (and a long UNIQUE's implicit HASH is no change)
+    let c = b.replace(" USING HASH", "").replace(" USING BTREE", "");
+    let long = "CREATE TABLE doc (id INT PRIMARY KEY, body TEXT, UNIQUE KEY u_body (body));";
+    let ran = oracle(
+        "methods_removed",
+        &format!(
+            "{b}
+{long}"
+        ),
+        &format!(
+            "{c}
+{long}"
+        ),
+    )
+    .await;
+    assert!(
+        ran.iter().any(|s| s.contains("ADD INDEX `k_a` (`a`)"))
+            && !ran.iter().any(|s| s.contains("u_body")),
+        "{ran:#?}"
+    );
     // the raw SHOW CREATE TABLE (keys not sorted) of the new table is a fresh install's
     let mut conn = connect().await;
     let (m, f) = (scratch_name("order_m"), scratch_name("order_f"));

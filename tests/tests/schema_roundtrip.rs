@@ -33,8 +33,9 @@ struct Col {
     check: bool,
 }
 
-/// (name number, kind: 0 index / 1 unique / 2 fulltext, (column number, desc) parts, comment)
-type IndexSpec = (usize, u8, Vec<(usize, bool)>, String);
+/// (name number, kind: 0 index / 1 unique / 2 fulltext, (column number, desc) parts, comment,
+/// method: 0 none / 1 BTREE / 2 HASH)
+type IndexSpec = (usize, u8, Vec<(usize, bool)>, String, u8);
 
 #[derive(Clone, Debug)]
 struct TableSpec {
@@ -241,6 +242,7 @@ fn table(name: usize, ntables: usize) -> impl Strategy<Value = TableSpec> {
                 0u8..3,
                 proptest::collection::vec((0usize..7, any::<bool>()), 1..3),
                 proptest::sample::select(COMMENTS),
+                0u8..3,
             ),
             0..3,
         ),
@@ -304,7 +306,7 @@ fn table(name: usize, ntables: usize) -> impl Strategy<Value = TableSpec> {
                             cols,
                             indexes: indexes
                                 .into_iter()
-                                .map(|(n, k, parts, c)| (n, k, parts, c.to_string()))
+                                .map(|(n, k, parts, c, m)| (n, k, parts, c.to_string(), m))
                                 .collect(),
                             fks,
                             comment: comment.to_string(),
@@ -414,7 +416,7 @@ fn declared(t: &TableSpec) -> Vec<(String, String, bool, bool)> {
         .iter()
         .map(|c| {
             let unique = pk2.as_deref() == Some(&c.name)
-                || t.indexes.iter().any(|(_, kind, parts, _)| {
+                || t.indexes.iter().any(|(_, kind, parts, _, _)| {
                     *kind == 1 && parts.iter().any(|(ci, _)| format!("c{ci}") == c.name)
                 });
             // (a primary key column is NOT NULL whatever its text says)
@@ -581,7 +583,7 @@ fn sql_text(db: &str, spec: &SchemaSpec) -> String {
         let mut standalone = Vec::new();
         let mut used_names = Vec::new();
         let mut fulltext_done = false;
-        for (n, kind, parts, comment) in &t.indexes {
+        for (n, kind, parts, comment, method) in &t.indexes {
             let name = format!("ix{n}");
             if used_names.contains(&name) {
                 continue;
@@ -631,20 +633,28 @@ fn sql_text(db: &str, spec: &SchemaSpec) -> String {
                 )
             };
             let kw = ["index", "unique", "fulltext"][*kind as usize];
+            let using = match (*kind, *method) {
+                (2, _) | (_, 0) => "",
+                (_, 1) => " using btree",
+                // (a UNIQUE USING HASH stops being one when MariaDB next rebuilds the table:
+                // a fresh install and a migrated one differ in what SHOW CREATE says)
+                (1, _) => " using btree",
+                _ => " using hash",
+            };
             if t.standalone_index && *kind != 2 {
                 let kw = if *kind == 1 { "unique index" } else { "index" };
                 standalone.push(format!(
-                    "create {kw} {name} on t{} ({}){comment};\n",
+                    "create {kw} {name} on t{} ({}){using}{comment};\n",
                     t.name,
                     cols.join(", ")
                 ));
             } else if *kind == 1 {
                 lines.push(format!(
-                    "constraint {name} unique ({}){comment}",
+                    "constraint {name} unique ({}){using}{comment}",
                     cols.join(", ")
                 ));
             } else {
-                lines.push(format!("{kw} {name} ({}){comment}", cols.join(", ")));
+                lines.push(format!("{kw} {name} ({}){using}{comment}", cols.join(", ")));
             }
         }
         let mut fk_seen = Vec::new();
@@ -780,6 +790,8 @@ const KINDS: &[&str] = &[
     "_ibfk_",
     "PARTITION BY",
     "REMOVE PARTITIONING",
+    "USING HASH",
+    "USING BTREE",
     // (ADD and DROP PARTITION need the same RANGE scheme on both sides, too rare here for
     // every run: `schema_objects::partitions_are_added_dropped_and_tables_repartitioned`)
 ];

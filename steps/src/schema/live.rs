@@ -728,9 +728,9 @@ async fn resolve_views(conn: &mut Conn, desired: &mut Schema) -> Result<(), Live
     Ok(())
 }
 
-/// `USING BTREE|HASH` of the live indexes of the tables whose desired indexes name one: the
-/// server shows it in `SHOW CREATE TABLE` only (its catalog says BTREE either way), so it is
-/// read there, for those tables only.
+/// `USING BTREE|HASH` of the live indexes of the desired tables that have B-tree indexes: the
+/// server shows it in `SHOW CREATE TABLE` only (its catalog says BTREE either way). A UNIQUE
+/// over a whole TEXT or BLOB column is a hash index whatever the text says: taken as written.
 async fn index_methods(
     conn: &mut Conn,
     live: &mut Schema,
@@ -738,12 +738,13 @@ async fn index_methods(
 ) -> Result<(), LiveError> {
     for (dbname, db) in &desired.databases {
         for (tname, t) in &db.tables {
-            if t.indexes.values().all(|i| i.using.is_none()) {
-                continue;
-            }
             let Some(lt) = table_mut(live, dbname, tname) else {
                 continue;
             };
+            let btree = |i: &Index| matches!(i.kind, IndexKind::Index | IndexKind::Unique);
+            if !lt.indexes.values().any(btree) {
+                continue;
+            }
             let shown: Option<(String, String)> = conn
                 .query_first(format!(
                     "SHOW CREATE TABLE {}",
@@ -764,9 +765,23 @@ async fn index_methods(
                 let using = ["BTREE", "HASH"]
                     .into_iter()
                     .find(|m| line.contains(&format!(") USING {m}")));
-                if let (Some(ix), Some(m)) = (lt.indexes.get_mut(&name), using) {
-                    ix.using = Some(m.to_string());
-                }
+                let columns = lt.columns.clone();
+                let Some(ix) = lt.indexes.get_mut(&name) else {
+                    continue;
+                };
+                let long_unique = ix.kind == IndexKind::Unique
+                    && ix.parts.iter().any(|p| {
+                        p.prefix.is_none()
+                            && columns.iter().any(|c| {
+                                c.name == p.column
+                                    && (c.ty.base.ends_with("text") || c.ty.base.ends_with("blob"))
+                            })
+                    });
+                ix.using = if long_unique {
+                    t.indexes.get(&name).and_then(|i| i.using.clone())
+                } else {
+                    using.map(str::to_string)
+                };
             }
         }
     }

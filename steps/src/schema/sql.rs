@@ -1473,7 +1473,11 @@ impl Loader<'_> {
                 }
             }
         }
-        for (name, parts, kind, comment, using) in build.pending {
+        for (name, mut parts, kind, comment, using) in build.pending {
+            if using.as_deref() == Some("HASH") {
+                // the server keeps no order in a hash index
+                parts.iter_mut().for_each(|p| p.desc = false);
+            }
             let name = name.unwrap_or_else(|| auto_index_name(table, &parts[0].column));
             if table.indexes.contains_key(&name) {
                 return Err(self.err(
@@ -1754,6 +1758,12 @@ impl Loader<'_> {
             IndexKind::Index
         });
         let position = next_position(t);
+        let using = index_using(ci.using.as_ref(), &ci.index_options);
+        let mut parts = parts;
+        if using.as_deref() == Some("HASH") {
+            // the server keeps no order in a hash index
+            parts.iter_mut().for_each(|p| p.desc = false);
+        }
         t.indexes.insert(
             name.clone(),
             Index {
@@ -1761,7 +1771,7 @@ impl Loader<'_> {
                 kind,
                 parts,
                 comment: index_comment(&ci.index_options),
-                using: index_using(ci.using.as_ref(), &ci.index_options),
+                using,
                 position,
             },
         );
