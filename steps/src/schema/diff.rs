@@ -754,7 +754,7 @@ fn rows_note(rows: Option<bool>) -> &'static str {
     }
 }
 
-fn change(sql: String, db: &str, table: Option<&String>) -> Change {
+pub(super) fn change(sql: String, db: &str, table: Option<&String>) -> Change {
     Change {
         sql,
         database: db.to_string(),

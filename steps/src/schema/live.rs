@@ -691,7 +691,7 @@ async fn resolve_views(conn: &mut Conn, desired: &mut Schema) -> Result<(), Live
             let reads_views = db
                 .views
                 .keys()
-                .any(|o| *o != name && view.source.contains(o.as_str()));
+                .any(|o| *o != name && super::objects::mentions(&view.source, o));
             let sql = super::objects::create_view_sql(dbname, &probe, view);
             if let Err(e) = conn.query_drop(&sql).await {
                 if reads_views {
@@ -753,6 +753,13 @@ async fn index_methods(
                 .await
                 .map_err(q(format!("read {dbname}.{tname}'s index methods")))?;
             let text = shown.map(|s| s.1).unwrap_or_default();
+            // whole TEXT/BLOB columns: a UNIQUE over one is a hash index whatever the text says
+            let long: BTreeSet<String> = lt
+                .columns
+                .iter()
+                .filter(|c| c.ty.base.ends_with("text") || c.ty.base.ends_with("blob"))
+                .map(|c| c.name.clone())
+                .collect();
             for line in text.lines() {
                 let line = line.trim();
                 let Some(at) = line.find("KEY `") else {
@@ -765,18 +772,14 @@ async fn index_methods(
                 let using = ["BTREE", "HASH"]
                     .into_iter()
                     .find(|m| line.contains(&format!(") USING {m}")));
-                let columns = lt.columns.clone();
                 let Some(ix) = lt.indexes.get_mut(&name) else {
                     continue;
                 };
                 let long_unique = ix.kind == IndexKind::Unique
-                    && ix.parts.iter().any(|p| {
-                        p.prefix.is_none()
-                            && columns.iter().any(|c| {
-                                c.name == p.column
-                                    && (c.ty.base.ends_with("text") || c.ty.base.ends_with("blob"))
-                            })
-                    });
+                    && ix
+                        .parts
+                        .iter()
+                        .any(|p| p.prefix.is_none() && long.contains(&p.column));
                 ix.using = if long_unique {
                     t.indexes.get(&name).and_then(|i| i.using.clone())
                 } else {

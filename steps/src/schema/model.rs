@@ -878,6 +878,28 @@ fn canonical_now(expr: &str) -> String {
     expr.to_string()
 }
 
+/// The back-quoted identifiers of a canonical expression (the columns it names), once each,
+/// strings skipped.
+pub fn backquoted_names(expr: &str) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\'' => i = read_quoted(&chars, i).map_or(chars.len(), |(_, n)| n),
+            '`' => {
+                let (name, next) = read_quoted(&chars, i).unwrap_or_default();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+                i = next.max(i + 1);
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
 /// Put a literal default in the canonical form the server shows for the column's type.
 pub fn canonical_literal(ty: &ColumnType, value: &str) -> String {
     let v = value.trim();

@@ -178,12 +178,13 @@ impl<'a> Cursor<'a> {
     }
 
     /// `CREATE [OR REPLACE] [ALGORITHM = a] [DEFINER = d] [SQL SECURITY s] <object> [IF NOT
-    /// EXISTS]`: the algorithm and security when given.
-    fn header(&mut self, object: &str) -> Result<(Option<String>, Option<String>), String> {
+    /// EXISTS]`.
+    fn header(&mut self, object: &str) -> Result<Header, String> {
         let mut algorithm = None;
         let mut security = None;
         self.expect("CREATE")?;
-        if self.eat("OR") {
+        let or_replace = self.eat("OR");
+        if or_replace {
             self.expect("REPLACE")?;
         }
         loop {
@@ -212,11 +213,17 @@ impl<'a> Cursor<'a> {
             }
         }
         self.expect(object)?;
-        if self.eat("IF") {
+        let if_not_exists = self.eat("IF");
+        if if_not_exists {
             self.expect("NOT")?;
             self.expect("EXISTS")?;
         }
-        Ok((algorithm, security))
+        Ok(Header {
+            algorithm,
+            security,
+            or_replace,
+            if_not_exists,
+        })
     }
 
     /// The text from the current token to the end, trimmed.
@@ -289,11 +296,22 @@ pub fn parse_drop(text: &str, kind: &str) -> Result<(bool, Vec<QualifiedName>), 
     Ok((if_exists, names))
 }
 
+/// What the header of a `CREATE` says, past the object's kind.
+struct Header {
+    algorithm: Option<String>,
+    security: Option<String>,
+    or_replace: bool,
+    if_not_exists: bool,
+}
+
 /// A `CREATE VIEW` of a schema file.
 #[derive(Debug)]
 pub struct ViewDef {
     pub database: Option<String>,
     pub view: View,
+    /// `OR REPLACE` and `IF NOT EXISTS`, as written.
+    pub or_replace: bool,
+    pub if_not_exists: bool,
     /// The SELECT, and the number of lines before it in the statement (for error lines).
     pub query: String,
     pub query_line: usize,
@@ -301,7 +319,7 @@ pub struct ViewDef {
 
 pub fn parse_view(text: &str, line: usize) -> Result<ViewDef, String> {
     let mut c = Cursor::new(text);
-    let (algorithm, security) = c.header("VIEW")?;
+    let header = c.header("VIEW")?;
     let (database, name) = c.object_name()?;
     let source = c.rest().trim_end_matches(';').trim_end().to_string();
     if c.eat_punct('(') {
@@ -343,6 +361,8 @@ pub fn parse_view(text: &str, line: usize) -> Result<ViewDef, String> {
     }
     Ok(ViewDef {
         database,
+        or_replace: header.or_replace,
+        if_not_exists: header.if_not_exists,
         query_line: text[..query_start].matches('\n').count(),
         query,
         view: View {
@@ -350,8 +370,8 @@ pub fn parse_view(text: &str, line: usize) -> Result<ViewDef, String> {
             source,
             definition: None,
             check_option,
-            security: security.unwrap_or_else(|| "DEFINER".into()),
-            algorithm: algorithm.unwrap_or_else(|| "UNDEFINED".into()),
+            security: header.security.unwrap_or_else(|| "DEFINER".into()),
+            algorithm: header.algorithm.unwrap_or_else(|| "UNDEFINED".into()),
             line,
         },
     })
@@ -769,12 +789,8 @@ fn create_event_sql(db: &str, e: &Event) -> String {
 
 fn object_change(sql: String, db: &str, kind: &str) -> Change {
     Change {
-        sql,
-        database: db.to_string(),
-        table: None,
-        destructive: Vec::new(),
         object: Some(kind.to_string()),
-        algorithm: None,
+        ..super::diff::change(sql, db, None)
     }
 }
 
@@ -803,7 +819,7 @@ fn event_matches(have: &Event, want: &Event) -> bool {
 }
 
 /// Whether `source` names `other` as a word outside strings (a view reading another).
-fn mentions(source: &str, other: &str) -> bool {
+pub fn mentions(source: &str, other: &str) -> bool {
     tokenize(source).iter().any(|t| match &t.tok {
         Tok::Ident(n) => n.eq_ignore_ascii_case(other),
         Tok::Word(w) => w.eq_ignore_ascii_case(other),

@@ -74,20 +74,11 @@ impl Partitioning {
 
     /// The columns its expressions name.
     pub fn columns(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let exprs = [Some(&self.expression), self.sub.as_ref().map(|s| &s.1)];
-        for e in exprs.into_iter().flatten() {
-            let chars: Vec<char> = e.chars().collect();
-            let mut i = 0;
-            while i < chars.len() {
-                if chars[i] == '`' {
-                    let (name, next) = read_quoted(&chars, i).unwrap_or_default();
-                    if !out.contains(&name) {
-                        out.push(name);
-                    }
-                    i = next.max(i + 1);
-                } else {
-                    i += 1;
+        let mut out = backquoted_names(&self.expression);
+        if let Some((_, sub, _)) = &self.sub {
+            for c in backquoted_names(sub) {
+                if !out.contains(&c) {
+                    out.push(c);
                 }
             }
         }

@@ -33,8 +33,8 @@ pub async fn check(
             }
             // One pass over the table answers whether any question finds rows; only those
             // that do are asked again, for their count and examples.
-            for i in suspects(conn, dbname, have, &qs).await? {
-                if let Some(d) = run(conn, dbname, have, &qs[i]).await? {
+            for (i, count) in suspects(conn, dbname, have, &qs).await? {
+                if let Some(d) = run(conn, dbname, have, &qs[i], count).await? {
                     out.push((dbname.clone(), tname.clone(), d));
                 }
             }
@@ -229,7 +229,7 @@ fn queries(
         }
     }
     for (label, expr) in checks {
-        let named = backquoted(expr);
+        let named = backquoted_names(expr);
         if named.iter().any(|n| live_col(n).is_none()) {
             continue;
         }
@@ -244,27 +244,6 @@ fn queries(
             group: None,
             shown: named.clone(),
         });
-    }
-    out
-}
-
-/// The back-quoted identifiers of a canonical expression.
-fn backquoted(expr: &str) -> Vec<String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '\'' => i = read_quoted(&chars, i).map_or(chars.len(), |(_, n)| n),
-            '`' => {
-                let (name, next) = read_quoted(&chars, i).unwrap_or_default();
-                if !out.contains(&name) {
-                    out.push(name);
-                }
-                i = next.max(i + 1);
-            }
-            _ => i += 1,
-        }
     }
     out
 }
@@ -348,13 +327,14 @@ fn int_range(base: &str, unsigned: bool) -> Option<(String, String)> {
 }
 
 /// The questions that find rows, in one scan of the table (each UNIQUE as `COUNT` against
-/// `COUNT(DISTINCT)`, far cheaper than grouping).
+/// `COUNT(DISTINCT)`, far cheaper than grouping), with the number of rows a plain question
+/// found (a UNIQUE's is counted by its groups, later).
 async fn suspects(
     conn: &mut Conn,
     db: &str,
     have: &Table,
     qs: &[Query],
-) -> Result<Vec<usize>, mysql_async::Error> {
+) -> Result<Vec<(usize, Option<u64>)>, mysql_async::Error> {
     let from = format!("{} c", qualified(db, &have.name));
     let mut terms = Vec::new();
     for q in qs {
@@ -392,8 +372,9 @@ async fn suspects(
         if let Some(row) = row {
             for (k, &i) in single.iter().enumerate() {
                 let n: Option<i64> = row.get(k);
-                if n.unwrap_or(0) > 0 {
-                    found.push(i);
+                if let Some(n) = n.filter(|n| *n > 0) {
+                    let rows = qs[i].group.is_none().then_some(n as u64);
+                    found.push((i, rows));
                 }
             }
         }
@@ -408,10 +389,10 @@ async fn suspects(
             ))
             .await?;
         if n.is_some_and(|(all, distinct)| all > distinct) {
-            found.push(i);
+            found.push((i, None));
         }
     }
-    found.sort_unstable();
+    found.sort_unstable_by_key(|f| f.0);
     Ok(found)
 }
 
@@ -420,6 +401,7 @@ async fn run(
     db: &str,
     have: &Table,
     q: &Query,
+    known: Option<u64>,
 ) -> Result<Option<Destructive>, mysql_async::Error> {
     let from = format!("{} c", qualified(db, &have.name));
     let (count, examples): (u64, Vec<String>) = match &q.group {
@@ -456,9 +438,13 @@ async fn run(
             )
         }
         None => {
-            let n: Option<u64> = conn
-                .query_first(format!("SELECT COUNT(*) FROM {from} WHERE {}", q.condition))
-                .await?;
+            let n: Option<u64> = match known {
+                Some(n) => Some(n),
+                None => {
+                    conn.query_first(format!("SELECT COUNT(*) FROM {from} WHERE {}", q.condition))
+                        .await?
+                }
+            };
             let key: Vec<String> = match &have.primary_key {
                 Some(pk) => pk.iter().map(|p| p.column.clone()).collect(),
                 None => q.shown.clone(),
@@ -537,7 +523,7 @@ mod tests {
         );
         assert!(does_not_fit("c.`a`", &t("datetime"), &t("date")).is_none());
         assert_eq!(
-            backquoted("`a`>0 and `b``c`<>'`x`'"),
+            backquoted_names("`a`>0 and `b``c`<>'`x`'"),
             vec!["a".to_string(), "b`c".to_string()]
         );
     }

@@ -715,9 +715,8 @@ impl Loader<'_> {
                 format!("ALTER VIEW {db}.{name}: no such view earlier in the file"),
             ));
         }
-        let replace = alter || has_word_outside_strings(&text[..text.len().min(40)], "REPLACE");
-        if d.views.contains_key(&name) && !replace {
-            if text.to_ascii_uppercase().contains("IF NOT EXISTS") {
+        if d.views.contains_key(&name) && !alter && !def.or_replace {
+            if def.if_not_exists {
                 return Ok(());
             }
             return Err(self.err(stmt, format!("view {db}.{name} is created twice")));
@@ -2201,6 +2200,32 @@ mod tests {
         assert_eq!(e.line, 4, "{e}");
         let e = load("create table t (a int);", &LoadOptions::default()).unwrap_err();
         assert!(e.message.contains("no database"), "{e}");
+    }
+
+    #[test]
+    fn a_view_made_twice_needs_or_replace_or_if_not_exists() {
+        // a name of multibyte letters: nothing cuts the statement at a byte count
+        let name = "é".repeat(20);
+        let base =
+            format!("USE d;\nCREATE TABLE t (a int);\nCREATE VIEW `{name}` AS SELECT a FROM t;\n");
+        let v = |text: &str| load(&format!("{base}{text}"), &LoadOptions::default());
+        let replaced = v(&format!(
+            "CREATE OR REPLACE VIEW `{name}` AS SELECT a + 1 AS b FROM t;"
+        ))
+        .unwrap();
+        assert!(replaced.schema.databases["d"].views[&name]
+            .source
+            .contains("a + 1"));
+        let kept = v(&format!(
+            "CREATE VIEW IF NOT EXISTS `{name}` AS SELECT 2 AS c;"
+        ))
+        .unwrap();
+        assert!(kept.schema.databases["d"].views[&name]
+            .source
+            .contains("SELECT a FROM t"));
+        let e = v(&format!("CREATE VIEW `{name}` AS SELECT 3 AS c;")).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("created twice"), "{e}");
     }
 
     #[test]
