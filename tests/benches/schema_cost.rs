@@ -173,6 +173,25 @@ async fn main() {
     big_table(&mut conn, rounds.min(3)).await;
 }
 
+/// Migrate to `desired`, adding to `ran` the algorithm of each `ALTER TABLE` the server ran.
+async fn apply_recording(
+    mig: &mut mysql_async::Conn,
+    desired: &steps::schema::Schema,
+    ran: &mut Vec<&'static str>,
+) {
+    live::apply(mig, desired, &Allow::default(), &mut |e| {
+        if let live::Event::After {
+            algorithm: Some(a), ..
+        } = e
+        {
+            ran.push(a.name());
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
 /// The online DDL and preflight figures on a 1,000,000-row table.
 async fn big_table(conn: &mut mysql_async::Conn, rounds: usize) {
     let db = scratch_name("big");
@@ -190,7 +209,6 @@ async fn big_table(conn: &mut mysql_async::Conn, rounds: usize) {
         )
     };
     let mut mig = live::connect(&database_url()).await.unwrap();
-    let allow = Allow::default();
     let (mut col, mut col_copy, mut both, mut both_copy, mut pre, mut count) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut algorithms = String::new();
@@ -252,17 +270,7 @@ async fn big_table(conn: &mut mysql_async::Conn, rounds: usize) {
         // a nullable column
         let t = Instant::now();
         let mut ran = Vec::new();
-        live::apply(&mut mig, &desired(", n INT NULL"), &allow, &mut |e| {
-            if let live::Event::After {
-                algorithm: Some(a), ..
-            } = e
-            {
-                ran.push(a.name());
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
+        apply_recording(&mut mig, &desired(", n INT NULL"), &mut ran).await;
         col.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         conn.query_drop(format!(
@@ -274,22 +282,12 @@ async fn big_table(conn: &mut mysql_async::Conn, rounds: usize) {
 
         // then a column and an index in one change
         let t = Instant::now();
-        live::apply(
+        apply_recording(
             &mut mig,
             &desired(", n INT NULL, m INT NULL, KEY ix_a (a)"),
-            &allow,
-            &mut |e| {
-                if let live::Event::After {
-                    algorithm: Some(a), ..
-                } = e
-                {
-                    ran.push(a.name());
-                }
-                Ok(())
-            },
+            &mut ran,
         )
-        .await
-        .unwrap();
+        .await;
         both.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         conn.query_drop(format!(

@@ -213,29 +213,18 @@ pub async fn show_create_objects(conn: &mut Conn, db: &str) -> BTreeMap<String, 
         .await
         .unwrap();
     for v in views {
-        let row: Option<(String, String, String, String)> = conn
-            .query_first(format!("SHOW CREATE VIEW `{db}`.`{v}`"))
-            .await
-            .unwrap();
-        out.insert(format!("view {v}"), strip(&row.unwrap().1));
+        let text = show_create(conn, "VIEW", db, &v, 1).await;
+        out.insert(format!("view {v}"), strip(&text));
     }
-    let triggers: Vec<String> = conn
-        .exec("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY TRIGGER_NAME", (db,))
+    let triggers: Vec<(String, u64)> = conn
+        .exec("SELECT TRIGGER_NAME, ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY TRIGGER_NAME", (db,))
         .await
         .unwrap();
-    for t in triggers {
-        let row: Option<mysql_async::Row> = conn
-            .query_first(format!("SHOW CREATE TRIGGER `{db}`.`{t}`"))
-            .await
-            .unwrap();
-        let statement: String = row.unwrap().get(2).unwrap();
-        let def = steps::schema::objects::parse_trigger(&statement).unwrap();
-        let order: u64 = conn
-            .exec_first("SELECT ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME = ?", (db, t.as_str()))
-            .await
+    for (t, order) in triggers {
+        let statement = show_create(conn, "TRIGGER", db, &t, 2).await;
+        let tr = steps::schema::objects::parse_trigger(&statement)
             .unwrap()
-            .unwrap();
-        let tr = def.trigger;
+            .trigger;
         out.insert(
             format!("trigger {t}"),
             format!(
@@ -252,12 +241,17 @@ pub async fn show_create_objects(conn: &mut Conn, db: &str) -> BTreeMap<String, 
         .await
         .unwrap();
     for e in events {
-        let row: Option<mysql_async::Row> = conn
-            .query_first(format!("SHOW CREATE EVENT `{db}`.`{e}`"))
-            .await
-            .unwrap();
-        let text: String = row.unwrap().get(3).unwrap();
+        let text = show_create(conn, "EVENT", db, &e, 3).await;
         out.insert(format!("event {e}"), strip(&text));
     }
     out
+}
+
+/// Column `column` of `SHOW CREATE <what> db.name` (where each kind puts its statement).
+async fn show_create(conn: &mut Conn, what: &str, db: &str, name: &str, column: usize) -> String {
+    let row: Option<mysql_async::Row> = conn
+        .query_first(format!("SHOW CREATE {what} `{db}`.`{name}`"))
+        .await
+        .unwrap();
+    row.unwrap().get(column).unwrap()
 }

@@ -17,6 +17,29 @@ fn renamed(to: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(DB.to_string(), to.to_string())])
 }
 
+/// `live::apply` under the migration lock, as the migrate step runs it.
+async fn apply_locked(
+    conn: &mut mysql_async::Conn,
+    desired: &steps::schema::Schema,
+    allow: &Allow,
+    audit: &mut (dyn FnMut(Event<'_>) -> Result<(), String> + Send),
+) -> Result<Vec<steps::schema::diff::Change>, live::LiveError> {
+    live::lock(conn, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let result = live::apply(conn, desired, allow, audit).await;
+    live::unlock(conn).await;
+    result
+}
+
+/// Every destructive change allowed (`--allow-destructive`).
+fn allow_all() -> Allow {
+    Allow {
+        all: true,
+        subjects: Vec::new(),
+    }
+}
+
 /// The model of a schema file, its database named `db`.
 fn desired_as(text: &str, db: &str) -> steps::schema::Schema {
     load(
@@ -46,16 +69,7 @@ async fn oracle(case: &str, a: &str, b: &str) -> Vec<String> {
 
 /// [`oracle`] with every destructive change allowed.
 async fn oracle_allowing(case: &str, a: &str, b: &str) -> Vec<String> {
-    oracle_with(
-        case,
-        a,
-        b,
-        &Allow {
-            all: true,
-            subjects: Vec::new(),
-        },
-    )
-    .await
+    oracle_with(case, a, b, &allow_all()).await
 }
 
 async fn oracle_with(case: &str, a: &str, b: &str, allow: &Allow) -> Vec<String> {
@@ -64,27 +78,15 @@ async fn oracle_with(case: &str, a: &str, b: &str, allow: &Allow) -> Vec<String>
     let fresh = scratch_name(&format!("f_{case}"));
     run_file(&mut conn, a, &renamed(&migrated)).await;
     run_file(&mut conn, b, &renamed(&fresh)).await;
-    let desired = load(
-        b,
-        &LoadOptions {
-            rename: renamed(&migrated),
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{case}: B does not load: {e}"))
-    .schema;
+    let desired = desired_as(b, &migrated);
     let mut ran = Vec::new();
-    live::lock(&mut conn, std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
-    let result = live::apply(&mut conn, &desired, allow, &mut |e| {
+    let result = apply_locked(&mut conn, &desired, allow, &mut |e| {
         if let Event::After { change, .. } = e {
             ran.push(change.sql.clone());
         }
         Ok(())
     })
     .await;
-    live::unlock(&mut conn).await;
     if let Err(e) = result {
         panic!(
             "{case}: the migration failed: {e}\nran:\n{}",
@@ -360,22 +362,14 @@ async fn rows_that_a_change_would_break_are_refused_before_anything_runs_even_wh
     .unwrap();
     for (what, cols, expected) in cases {
         let desired = desired_as(&table(&cols), &db);
-        live::lock(&mut conn, std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
         let mut ran = 0;
-        let allow_all = Allow {
-            all: true,
-            subjects: Vec::new(),
-        };
-        let result = live::apply(&mut conn, &desired, &allow_all, &mut |e| {
+        let result = apply_locked(&mut conn, &desired, &allow_all(), &mut |e| {
             if let Event::Before { .. } = e {
                 ran += 1;
             }
             Ok(())
         })
         .await;
-        live::unlock(&mut conn).await;
         let err = result.expect_err(what).to_string();
         let expected = expected.replace("DB", &db);
         assert!(
@@ -407,15 +401,10 @@ async fn rows_that_a_change_would_break_are_refused_before_anything_runs_even_wh
     )
     .await
     .unwrap();
-    let desired = load(
+    let desired = desired_as(
         &table(&base.replace("nick VARCHAR(20)", "nick VARCHAR(20) NOT NULL")),
-        &LoadOptions {
-            rename: renamed(&db),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .schema;
+        &db,
+    );
     let allow = Allow {
         all: false,
         subjects: vec![format!("{db}.member.nick")],
@@ -469,13 +458,9 @@ async fn renames_keep_the_data_and_a_drop_and_add_of_the_same_shape_is_flagged()
         (format!("{db}.customer.name"), "full_name".to_string()),
         (format!("{db}.orders.price"), "unit_price".to_string()),
     ]);
-    live::lock(&mut conn, std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
-    let ran = live::apply(&mut conn, &desired, &Allow::default(), &mut |_| Ok(()))
+    let ran = apply_locked(&mut conn, &desired, &Allow::default(), &mut |_| Ok(()))
         .await
         .expect("a rename is not destructive");
-    live::unlock(&mut conn).await;
     let sql: Vec<&str> = ran.iter().map(|c| c.sql.as_str()).collect();
     assert!(
         sql.iter().all(|s| !s.contains("DROP")),
@@ -557,15 +542,7 @@ async fn each_alter_asks_for_the_cheapest_algorithm_and_the_plan_says_which_it_g
     ];
     for (what, cols, expected) in &steps {
         let text = format!("{head} CREATE TABLE item ({cols});");
-        let desired = load(
-            &text,
-            &LoadOptions {
-                rename: renamed(&db),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
-        .schema;
+        let desired = desired_as(&text, &db);
         let (_, m) = live::plan(&mut conn, &desired).await.unwrap();
         let predicted: Vec<Algorithm> = m
             .changes
@@ -580,14 +557,7 @@ async fn each_alter_asks_for_the_cheapest_algorithm_and_the_plan_says_which_it_g
             m.statements()
         );
         let mut got = Vec::new();
-        live::lock(&mut conn, std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
-        let allow = Allow {
-            all: true,
-            subjects: Vec::new(),
-        };
-        live::apply(&mut conn, &desired, &allow, &mut |e| {
+        apply_locked(&mut conn, &desired, &allow_all(), &mut |e| {
             if let Event::After {
                 change,
                 algorithm: Some(a),
@@ -602,7 +572,6 @@ async fn each_alter_asks_for_the_cheapest_algorithm_and_the_plan_says_which_it_g
         })
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-        live::unlock(&mut conn).await;
         assert_eq!(&got, expected, "{what}: what the server ran them with");
     }
     // A table with a FULLTEXT index cannot take a column instantly: in place, and said so.

@@ -2130,57 +2130,25 @@ mod tests {
         assert_eq!(kinds, ["SET", "INSERT", "LOCK", "UNLOCK"]);
         let v = &l.schema.databases["d"].views["v"];
         assert_eq!((v.line, v.source.as_str()), (5, "AS SELECT 1"));
-        let e = load(
-            "USE d;\nDELIMITER //\nCREATE DEFINER = `a`@`%` PROCEDURE p()\nBEGIN\n SELECT 1;\nEND //\n",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\nDELIMITER //\nCREATE DEFINER = `a`@`%` PROCEDURE p()\nBEGIN\n SELECT 1;\nEND //\n");
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("not modelled"), "{e}");
-        let e = load(
-            "USE d;\nCREATE TABLE t (a int);\nCREATE VIEW v AS\n  SELECT a FROM t\n  WHERE a > ) 1;",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\nCREATE TABLE t (a int);\nCREATE VIEW v AS\n  SELECT a FROM t\n  WHERE a > ) 1;");
         assert_eq!(e.line, 5, "{e}");
-        let e = load(
-            "USE d;\nCREATE TABLE t (a int);\nCREATE VIEW v AS SELECT a FROM t JOIN nope USING (a);",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\nCREATE TABLE t (a int);\nCREATE VIEW v AS SELECT a FROM t JOIN nope USING (a);");
         assert!(e.message.contains("d.nope"), "{e}");
-        let e = load(
-            "USE d;\nCREATE TABLE t (a int);\n\nALTER TABLE nope ADD COLUMN b int;",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\nCREATE TABLE t (a int);\n\nALTER TABLE nope ADD COLUMN b int;");
         assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("d.nope"), "{e}");
-        let e = load(
-            "USE d;\nCREATE TABLE t (a int);\nALTER TABLE t DROP COLUMN b;",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\nCREATE TABLE t (a int);\nALTER TABLE t DROP COLUMN b;");
         assert!(e.message.contains("no column b"), "{e}");
-        let e = load(
-            "USE d;\nCREATE TABLE t (a int);\n\nCREATE TRIGGER g BEFORE INSERT ON missing FOR EACH ROW SET NEW.a = 1;",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\nCREATE TABLE t (a int);\n\nCREATE TRIGGER g BEFORE INSERT ON missing FOR EACH ROW SET NEW.a = 1;");
         assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("d.missing"), "{e}");
-        let e = load(
-            "USE d;\n\ncreate table t (a int)\npartition by range(a);",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\n\ncreate table t (a int)\npartition by range(a);");
         assert_eq!(e.line, 3);
         assert!(e.message.contains("PARTITION BY"), "{e}");
-        let e = load(
-            "USE d;\ncreate table t (id int primary key, d date) partition by range (year(d)) (partition p0 values less than (2020));",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\ncreate table t (id int primary key, d date) partition by range (year(d)) (partition p0 values less than (2020));");
         assert!(e.message.contains("PRIMARY KEY must include"), "{e}");
         let l = load(
             "USE d;\ncreate table t (a int)\npartition by hash(a) partitions 3;",
@@ -2192,14 +2160,15 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(p.partitions.len(), 3);
-        let e = load(
-            "USE d;\ncreate table t (\n  a int,\n  b nonsense type here\n);",
-            &LoadOptions::default(),
-        )
-        .unwrap_err();
+        let e = load_err("USE d;\ncreate table t (\n  a int,\n  b nonsense type here\n);");
         assert_eq!(e.line, 4, "{e}");
-        let e = load("create table t (a int);", &LoadOptions::default()).unwrap_err();
+        let e = load_err("create table t (a int);");
         assert!(e.message.contains("no database"), "{e}");
+    }
+
+    /// The error loading `text` (with no options) gives.
+    fn load_err(text: &str) -> SqlError {
+        load(text, &LoadOptions::default()).unwrap_err()
     }
 
     #[test]
