@@ -382,6 +382,14 @@ async fn exactly_old_or_new(site: &Site, e: &Expect, case: &str) -> bool {
         running, want,
         "{case}: the running containers' images are {v}'s"
     );
+    // one container per service: no stand-by or old container is left behind
+    for (service, names) in site.container_names() {
+        assert_eq!(
+            names.len(),
+            1,
+            "{case}: the containers of {service}: {names:?}"
+        );
+    }
     assert_eq!(
         std::fs::read(site.root.join("shared/uploads/a.txt")).unwrap(),
         b"upload",
@@ -476,6 +484,8 @@ async fn killed_anywhere_in_the_upgrade_recovers_to_exactly_old_or_exactly_new()
     }
     cases.push("steps::backup::precopy_entry=5*off->return".into());
     cases.push("steps::switch_link::stashed=return".into());
+    cases.push("steps::upgrade::standby_created=return".into());
+    cases.push("steps::services::started_level=return".into());
     cases.push("steps::housekeeping::compressed=return".into());
     let (mut old, mut new) = (0, 0);
     let mut site: Option<(Site, Expect)> = None;
@@ -1004,4 +1014,36 @@ async fn the_ansible_role_upgrades_a_fleet_canary_first_and_stops_at_the_first_f
         assert_eq!(s.app("/version").as_deref(), Some("2.0.0"));
         assert!(!s.root.join("releases/2.1.0").exists());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_compose_cannot_duplicate_are_upgraded_through_compose_with_the_reason_journaled(
+) {
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("1.0.0", None);
+    vendor.publish("2.0.0", Some("1.0.0"));
+    vendor.show("1.0.0");
+    let site = Site::new(&vendor);
+    // the operator's override names the app's container: one container per name, so no
+    // stand-by container can be made beside it
+    let fixed = format!("{}-the-app", site.project);
+    std::fs::write(
+        site.root.join("shared/docker-compose.override.yml"),
+        format!("services:\n  app:\n    container_name: {fixed}\n"),
+    )
+    .unwrap();
+    install_1(&vendor, &site).await;
+    vendor.show("2.0.0");
+    let out = molt(&site, &["upgrade", "--yes"]);
+    code(&out, 0);
+    assert_eq!(site.app("/version").as_deref(), Some("2.0.0"));
+    let names = site.container_names();
+    assert_eq!(names["app"], vec![fixed.clone()], "{names:?}");
+    assert!(names.values().all(|n| n.len() == 1), "{names:?}");
+    // the journal says why the cut-over ran compose
+    let run = installed(&site)["run"].to_string();
+    let show = molt(&site, &["journal", "show", &run, "--json"]);
+    code(&show, 0);
+    let all = text(&show);
+    assert!(all.contains("service app sets container_name"), "{all}");
 }

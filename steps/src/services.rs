@@ -258,11 +258,14 @@ impl Step for LoadImages {
 ///
 /// - `do`: `compose stop`, then checks through the API that none of them still runs. `Ok`
 ///   guarantees they are stopped. Idempotent: stopping stopped services changes nothing.
-/// - `undo`: `compose up -d` of the same release, then waits for its health gate, so the
-///   release serves again as before. Idempotent.
+/// - `undo`: removes the new release's stand-by containers when there are any (see
+///   `upgrade::standby`), then `compose up -d` of the same release and waits for its health
+///   gate, so the release serves again as before. Idempotent.
 pub struct StopServices {
     pub target: Target,
     pub only: Vec<String>,
+    /// The upgrade's stand-by containers, which give way before the old release comes back.
+    pub standby: Option<crate::upgrade::StandbyRef>,
     /// A file that receives the time the stop began (ms since the epoch), once: the start of
     /// an upgrade's downtime window.
     pub mark: Option<PathBuf>,
@@ -294,6 +297,9 @@ impl Step for StopServices {
     }
 
     async fn undo(&self, _ctx: &StepCtx, _receipt: Option<()>) -> Result<(), StepError> {
+        if let Some(standby) = &self.standby {
+            crate::upgrade::standby::discard(standby, &self.target.project).await?;
+        }
         self.target.up(&self.only).await?;
         self.target.wait_healthy(&self.only).await
     }
@@ -309,13 +315,17 @@ fn list(only: &[String]) -> String {
 
 /// `start`: start the release's services (all, or the named ones), detached.
 ///
-/// - `do`: `compose up -d`; does not wait (the `verify` step is the gate). Idempotent:
+/// - `do`: `compose up -d`; does not wait (the `verify` step is the gate). With an upgrade's
+///   stand-by containers, starts those instead through the API, dependencies first (waiting
+///   for a dependency's health where compose's `depends_on` asks for it). Idempotent:
 ///   starting running services changes nothing.
 /// - `undo`: stops the same services' containers through the API (so an undo works even
 ///   when the compose file or a service name was the problem). Idempotent.
 pub struct StartServices {
     pub target: Target,
     pub only: Vec<String>,
+    /// The upgrade's stand-by containers, started instead of running compose.
+    pub standby: Option<crate::upgrade::StandbyRef>,
 }
 
 #[async_trait]
@@ -331,7 +341,30 @@ impl Step for StartServices {
     }
 
     async fn apply(&self, _ctx: &StepCtx) -> Result<(), StepError> {
-        self.target.up(&self.only).await
+        let ready = match &self.standby {
+            Some(s) if self.only.is_empty() => s.ready()?,
+            _ => None,
+        };
+        let Some(record) = ready else {
+            return self.target.up(&self.only).await;
+        };
+        let docker = Docker::connect().await.map_err(StepError::new)?;
+        let project = &self.target.project;
+        for level in &record.order {
+            let waits: Vec<String> = level.iter().flat_map(|(_, w)| w.clone()).collect();
+            if !waits.is_empty() {
+                self.target.wait_healthy(&waits).await?;
+            }
+            // a level's services depend only on earlier ones: they start together
+            let starts = level.iter().map(|(service, _)| {
+                crate::upgrade::standby::activate(&docker, project, &record, service)
+            });
+            for started in futures_util::future::join_all(starts).await {
+                started?;
+            }
+            engine::failpoint("steps::services::started_level");
+        }
+        Ok(())
     }
 
     async fn undo(&self, _ctx: &StepCtx, _receipt: Option<()>) -> Result<(), StepError> {

@@ -70,10 +70,12 @@ async fn main() {
     let start = StartServices {
         target: target.clone(),
         only: vec![],
+        standby: None,
     };
     let stop = StopServices {
         target,
         only: vec![],
+        standby: None,
         mark: None,
     };
     start.apply(&ctx()).await.unwrap();

@@ -313,6 +313,31 @@ impl Site {
             .collect()
     }
 
+    /// The names of all the project's containers, stopped ones too, by service (a leftover
+    /// container of an upgrade shows as a second name).
+    pub fn container_names(&self) -> BTreeMap<String, Vec<String>> {
+        let out = run(Command::new("docker").args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--format",
+            "{{.Label \"com.docker.compose.service\"}} {{.Names}}",
+        ]));
+        ok(&out, "docker ps -a");
+        let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (s, name) in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+        {
+            by.entry(s.to_string()).or_default().push(name.to_string());
+        }
+        for names in by.values_mut() {
+            names.sort();
+        }
+        by
+    }
+
     /// When each of the project's containers last started, by service: unchanged means the
     /// services were never stopped.
     pub fn started_at(&self) -> BTreeMap<String, String> {

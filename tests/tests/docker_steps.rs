@@ -83,10 +83,12 @@ async fn start_and_stop_undo_what_they_did() {
     let start = StartServices {
         target: t.clone(),
         only: vec![],
+        standby: None,
     };
     let stop = StopServices {
         target: t.clone(),
         only: vec![],
+        standby: None,
         mark: None,
     };
     assert!(running(&s.project).await.is_empty());
@@ -189,6 +191,7 @@ async fn a_broken_new_release_rolls_back_to_the_old_one_serving() {
     StartServices {
         target: t1.clone(),
         only: vec![],
+        standby: None,
     }
     .apply(&ctx(0))
     .await

@@ -14,14 +14,13 @@
 //! A crash anywhere leaves the old data or the restored data at each path, never a mix, and
 //! `molt resume` finishes the restore.
 
-use super::tree::{apply_meta, finish_dirs, hash_blocks, materialize, syncfs, Hasher, BLOCK};
+use super::tree::{apply_meta, finish_dirs, hash_blocks, materialize, syncfs, Hasher};
 use super::{Item, Kind, Layout, Manifest};
 use crate::fsutil::{remove_path, sync_dir, Stash};
 use crate::io_err;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -108,19 +107,12 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                     }
                     Kind::File => {
                         let mut out = std::fs::File::create(&dst)?;
-                        let sha = if item.size <= BLOCK as u64 {
-                            // small: hashed here, no round trip to the hasher
-                            let mut buf = Vec::new();
-                            io::Read::read_to_end(&mut entry, &mut buf)?;
-                            io::Write::write_all(&mut out, &buf)?;
-                            format!("{:x}", Sha256::digest(&buf))
-                        } else {
-                            // large: decompress and write here, hash on the other core
-                            hash_blocks(&mut entry, &hasher, |block, _| {
-                                io::Write::write_all(&mut out, block)
-                            })?
-                            .1
-                        };
+                        // decompress and write here, hash on the other core (small files
+                        // too: a backup of many small files is otherwise hashed inline, on
+                        // the core that decompresses)
+                        let (_, sha) = hash_blocks(&mut entry, &hasher, |block, _| {
+                            io::Write::write_all(&mut out, block)
+                        })?;
                         drop(out);
                         if Some(&sha) != item.sha256.as_ref() {
                             problems.push(format!(

@@ -213,6 +213,8 @@ pub(crate) fn hash_blocks(
         let mut buf = hasher.buffer();
         let n = read_full(input, &mut buf)?;
         if n == 0 {
+            // the buffer goes back to the pool (a file of whole blocks ends here)
+            hasher.hash(buf, 0);
             break;
         }
         each(&buf[..n], total)?;
@@ -440,6 +442,24 @@ pub fn verify_dir(root: &Path, items: &[Item]) -> io::Result<Vec<String>> {
 #[cfg(test)]
 mod delta_tests {
     use super::*;
+
+    #[test]
+    fn one_hasher_serves_many_files_of_whole_blocks() {
+        // A file of whole blocks ends with an empty read; its buffer must go back to the
+        // pool, or the fifth such file waits forever for one (a restore shares one hasher).
+        let hasher = Hasher::start();
+        for i in 0..6u8 {
+            let data = vec![i; BLOCK * (1 + i as usize % 2)];
+            let mut written = Vec::new();
+            let (n, sha) = hash_blocks(&mut &data[..], &hasher, |b, _| {
+                written.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((n as usize, &written), (data.len(), &data));
+            assert_eq!(sha, format!("{:x}", Sha256::digest(&data)));
+        }
+    }
 
     #[test]
     fn sync_hashed_gives_the_source_whatever_the_old_copy() {

@@ -211,6 +211,70 @@ impl Docker {
         }
     }
 
+    /// Start a container (no-op when it runs already).
+    pub async fn start(&self, id: &str) -> Result<(), String> {
+        match self
+            .inner
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(err(&format!("start container {id}"), e)),
+        }
+    }
+
+    /// Remove a stopped container (no-op when it is gone; a running one is refused).
+    pub async fn remove(&self, id: &str) -> Result<(), String> {
+        match self
+            .inner
+            .remove_container(
+                id,
+                None::<bollard::query_parameters::RemoveContainerOptions>,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(err(&format!("remove container {id}"), e)),
+        }
+    }
+
+    /// Give a container another name.
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), String> {
+        let opts = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+            .name(name)
+            .build();
+        self.inner
+            .rename_container(id, opts)
+            .await
+            .map_err(|e| err(&format!("rename container {id} to {name}"), e))
+    }
+
+    /// The anonymous volumes a container mounts (volumes named by a 64-hex id, not by the
+    /// compose file): data that only compose's recreate carries over to a new container.
+    pub async fn anonymous_volumes(&self, id: &str) -> Result<Vec<String>, String> {
+        let inspect = self
+            .inner
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| err("inspect container", e))?;
+        Ok(inspect
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.name)
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect())
+    }
+
     /// Image ids used by any container on the host.
     pub async fn images_in_use(&self) -> Result<BTreeSet<String>, String> {
         let list = self

@@ -141,6 +141,8 @@ pub struct Compose {
     /// The operator's override file, passed after the release's when it exists (so it
     /// survives upgrades: it lives in `shared/`, not in a release).
     pub overlay: Option<PathBuf>,
+    /// Interpolate from this file instead of the project directory's `.env` (`--env-file`).
+    pub env_file: Option<PathBuf>,
 }
 
 impl Compose {
@@ -150,6 +152,7 @@ impl Compose {
             project: project.to_string(),
             file: file.to_path_buf(),
             overlay: None,
+            env_file: None,
         })
     }
 
@@ -159,15 +162,21 @@ impl Compose {
         self
     }
 
+    /// Interpolate from `env_file` instead of the project directory's `.env`.
+    pub fn with_env_file(mut self, env_file: &Path) -> Compose {
+        self.env_file = Some(env_file.to_path_buf());
+        self
+    }
+
     fn command(&self) -> Command {
         let (prog, pre) = self.flavor.program();
         let dir = self.file.parent().unwrap_or(Path::new("."));
         let mut c = Command::new(prog);
-        c.args(pre)
-            .arg("-p")
-            .arg(&self.project)
-            .arg("-f")
-            .arg(&self.file);
+        c.args(pre);
+        if let Some(e) = &self.env_file {
+            c.arg("--env-file").arg(e);
+        }
+        c.arg("-p").arg(&self.project).arg("-f").arg(&self.file);
         if let Some(o) = &self.overlay {
             c.arg("-f").arg(o);
         }
@@ -221,6 +230,29 @@ impl Compose {
         self.run(&["up", "-d", "--no-color"], services)
             .await
             .map(drop)
+    }
+
+    /// The whole configuration as compose resolves it (YAML).
+    pub async fn config(&self) -> Result<String, String> {
+        let out = self.run(&["config"], &[]).await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Create, without starting, one more container of each service (`scale`: the count each
+    /// service then has), leaving the existing ones as they are: `up --no-start
+    /// --no-recreate --scale`.
+    pub async fn create_more(&self, scale: &[(String, usize)]) -> Result<(), String> {
+        let mut args = vec![
+            "up".to_string(),
+            "--no-start".into(),
+            "--no-recreate".into(),
+        ];
+        for (service, n) in scale {
+            args.push("--scale".into());
+            args.push(format!("{service}={n}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args, &[]).await.map(drop)
     }
 
     /// Stop (all services, or the ones named), keeping the containers. Idempotent.

@@ -54,6 +54,7 @@ impl RollbackTo {
             Box::new(StopServices {
                 target: from,
                 only: vec![],
+                standby: None,
                 mark: Some(downtime_start.clone()),
             }),
             Box::new(crate::backup::restore::Swap {
@@ -71,6 +72,7 @@ impl RollbackTo {
             Box::new(StartServices {
                 target: to.clone(),
                 only: vec![],
+                standby: None,
             }),
             Box::new(Verify {
                 target: to,

@@ -53,6 +53,7 @@ impl Services {
             Box::new(StopServices {
                 target: t.clone(),
                 only: only.clone(),
+                standby: None,
                 mark: None,
             }) as Box<dyn DynStep>
         };
@@ -60,6 +61,7 @@ impl Services {
             Box::new(StartServices {
                 target: t.clone(),
                 only: only.clone(),
+                standby: None,
             }) as Box<dyn DynStep>
         };
         let verify = || {
@@ -99,11 +101,13 @@ impl SwitchServices {
             Box::new(StopServices {
                 target: from,
                 only: vec![],
+                standby: None,
                 mark: None,
             }),
             Box::new(StartServices {
                 target: to.clone(),
                 only: vec![],
+                standby: None,
             }),
             Box::new(VerifyHealth {
                 target: to,

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! staging, the old release serving:  download, stage, check release, load images,
-//!                                     plan schema, pre-copy
+//!                                     plan schema, pre-copy, create the new containers
+//!                                     (stand-by, not started)
 //! cut-over (downtime):                stop, final sync, restore point, merge configuration,
 //!                                     switch current, start database, migrate (pivot),
 //!                                     start, verify
@@ -29,7 +30,8 @@ use crate::schema::migrate::{Desired, PlanSchema};
 use crate::services::{LoadImages, StartServices, StopServices};
 use crate::switch_link::SwitchLink;
 use crate::upgrade::{
-    CheckRelease, Commit, Housekeeping, Installed, MergeConfig, RestorePoint, StartDatabase, Verify,
+    CheckRelease, Commit, Housekeeping, Installed, MergeConfig, RestorePoint, Standby, StandbyRef,
+    StartDatabase, Verify,
 };
 use engine::{DynStep, StepClass};
 use serde::{Deserialize, Serialize};
@@ -163,6 +165,7 @@ impl Upgrade {
                     })
                     .transpose()
             };
+        let mut standby = None;
         let backup = match (&self.from, &self.backup_id) {
             (Some(from), Some(id)) => {
                 let layout = backup::layout(env, id, ID)?;
@@ -175,10 +178,23 @@ impl Upgrade {
                     layout: layout.clone(),
                     paths: self.backup_paths.clone(),
                 }));
+                // The new containers, created while the old ones serve: the cut-over starts
+                // them without running compose.
+                let standby_ref = StandbyRef {
+                    scratch: env.scratch.clone(),
+                    step: steps.len(),
+                };
+                standby = Some(standby_ref.clone());
+                steps.push(Box::new(Standby {
+                    target: to.clone(),
+                    root: env.root.clone(),
+                    scratch: env.scratch.clone(),
+                }));
                 // The cut-over: downtime starts.
                 steps.push(Box::new(StopServices {
                     target: old,
                     only: vec![],
+                    standby: Some(standby_ref),
                     mark: Some(downtime_start.clone()),
                 }));
                 steps.push(Box::new(crate::backup::finalize::FinalSync {
@@ -215,6 +231,7 @@ impl Upgrade {
                 .database_url
                 .as_deref()
                 .map(|u| env.inst.database_url_for(u)),
+            standby: standby.clone(),
         }));
         let schema = migrate(steps.len())?;
         if let Some(m) = &schema {
@@ -223,6 +240,7 @@ impl Upgrade {
         steps.push(Box::new(StartServices {
             target: to.clone(),
             only: vec![],
+            standby,
         }));
         steps.push(Box::new(Verify {
             target: to,

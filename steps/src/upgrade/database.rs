@@ -2,7 +2,8 @@
 //! wait until it is healthy and accepts connections, so the migration runs before any app
 //! meets the schema.
 //!
-//! - `do`: compose up of that one service, then connection attempts with the installation's
+//! - `do`: compose up of that one service (or the start of its stand-by container, see
+//!   `standby`), then connection attempts with the installation's
 //!   database URL every 50 ms alongside the health gate for it: the first login ends the wait
 //!   (the migration needs no more), a failed gate or the release's health timeout fails it.
 //!   Without a URL, the health gate alone. Idempotent (up of a running service changes nothing). A release without a database
@@ -18,6 +19,8 @@ pub struct StartDatabase {
     pub target: Target,
     /// The full database URL (never journaled), when one is configured.
     pub url: Option<crate::install::DatabaseUrl>,
+    /// The upgrade's stand-by containers: the database's is started instead of compose up.
+    pub standby: Option<super::StandbyRef>,
 }
 
 impl StartDatabase {
@@ -46,7 +49,21 @@ impl Step for StartDatabase {
             return Ok(None);
         };
         let only = [service.clone()];
-        self.target.up(&only).await?;
+        match self
+            .standby
+            .as_ref()
+            .map(|s| s.ready())
+            .transpose()?
+            .flatten()
+        {
+            Some(record) => {
+                let docker = crate::docker::api::Docker::connect()
+                    .await
+                    .map_err(StepError::new)?;
+                super::standby::activate(&docker, &self.target.project, &record, &service).await?
+            }
+            None => self.target.up(&only).await?,
+        }
         let Some(url) = &self.url else {
             self.target.wait_healthy(&only).await?;
             return Ok(Some(service));

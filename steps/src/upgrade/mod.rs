@@ -8,6 +8,7 @@ pub mod commit;
 pub mod config;
 pub mod database;
 pub mod restore_point;
+pub mod standby;
 pub mod verify;
 
 pub use check::CheckRelease;
@@ -15,6 +16,7 @@ pub use commit::{Commit, Housekeeping, Installed};
 pub use config::{merge_env, MergeConfig};
 pub use database::StartDatabase;
 pub use restore_point::RestorePoint;
+pub use standby::{Standby, StandbyRef};
 pub use verify::Verify;
 
 use engine::StepError;

@@ -1,0 +1,477 @@
+//! `stand-by`: the new release's containers created, not started, while the old release still
+//! serves. The cut-over then starts them through the Engine API (`start database`, `start`)
+//! instead of running compose inside the downtime, where every compose v1 run costs a Python
+//! start (about 0.45 s here) and a recreate of each container.
+//!
+//! Compose itself makes them: `up --no-start --no-recreate --scale S=n+1` for every service,
+//! interpolated (`--env-file`) from the `.env` the merge will write, so they carry compose's
+//! labels and configuration hash and compose later takes them for its own, up to date.
+//!
+//! Not used, and the record says why (the cut-over then runs compose as before), when a
+//! service sets `container_name` or a scale (one container per name), when an old container
+//! mounts an anonymous volume (only compose's recreate carries it over), when a service runs
+//! more than one container, when the dependencies form a cycle, or when compose refuses.
+//!
+//! - `do`: records the project's containers (the old release's) before anything is created,
+//!   then has compose create one more of each service and records which are new, with the
+//!   name each will take. Idempotent: a record without `done` (a crash during the creation)
+//!   makes the re-run remove every container not in `before`, then create again.
+//! - `undo`: removes the stand-by containers (every container not in `before` when the
+//!   creation did not finish). Idempotent.
+//!
+//! [`activate`] (in `start database` and `start`): the old container of that service, stopped
+//! at the stop, is removed; the stand-by one takes its name and starts. A rollback recreates
+//! the old release's containers with compose: the undo of `stop` removes the stand-by ones
+//! first ([`discard`]).
+
+use crate::docker::api::Docker;
+use crate::fsutil::{write_atomic, Stash};
+use crate::io_err;
+use crate::services::Target;
+use crate::upgrade::config::merge_env;
+use async_trait::async_trait;
+use engine::{Step, StepClass, StepCtx, StepError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+pub struct Standby {
+    /// The new release.
+    pub target: Target,
+    pub root: PathBuf,
+    pub scratch: PathBuf,
+}
+
+/// What the stand-by step made, read by the steps that start or discard it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The project's containers before any stand-by one was created.
+    pub before: Vec<String>,
+    #[serde(default)]
+    pub done: bool,
+    /// Service -> its stand-by container.
+    #[serde(default)]
+    pub created: BTreeMap<String, String>,
+    /// Service -> the name its old container has, which the stand-by one takes.
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
+    /// Services in start order, by levels (a level's services depend only on earlier
+    /// levels and start together), each with the dependencies that must be healthy (or, for
+    /// a one-shot, finished) before it starts.
+    #[serde(default)]
+    pub order: Vec<Level>,
+    /// Why there are no stand-by containers (the cut-over goes through compose).
+    #[serde(default)]
+    pub fallback: Option<String>,
+}
+
+/// Services that start together: each with the dependencies it waits for first.
+pub type Level = Vec<(String, Vec<String>)>;
+
+/// Where the stand-by step of a plan keeps its record (its stash, by its position).
+#[derive(Clone, Debug)]
+pub struct StandbyRef {
+    pub scratch: PathBuf,
+    pub step: usize,
+}
+
+impl StandbyRef {
+    fn read(&self) -> Result<Option<Record>, StepError> {
+        Stash::new(&self.scratch, self.step)
+            .read::<Record>()
+            .map_err(|e| io_err("read the stand-by record in", &self.scratch, e))
+    }
+
+    /// The stand-by containers, when they were all made; `None`: start through compose.
+    pub fn ready(&self) -> Result<Option<Record>, StepError> {
+        Ok(self
+            .read()?
+            .filter(|r| r.done && r.fallback.is_none() && !r.created.is_empty()))
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    services: BTreeMap<String, ServiceConfig>,
+}
+
+#[derive(Deserialize)]
+struct ServiceConfig {
+    #[serde(default)]
+    container_name: Option<serde_yaml::Value>,
+    #[serde(default)]
+    scale: Option<serde_yaml::Value>,
+    #[serde(default)]
+    deploy: Option<Deploy>,
+    #[serde(default)]
+    depends_on: Option<DependsOn>,
+}
+
+#[derive(Deserialize)]
+struct Deploy {
+    #[serde(default)]
+    replicas: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, Dependency>),
+}
+
+#[derive(Deserialize)]
+struct Dependency {
+    #[serde(default)]
+    condition: Option<String>,
+}
+
+/// The services of a resolved compose configuration by levels, every dependency in an
+/// earlier level, each with the dependencies it waits for (`service_healthy`,
+/// `service_completed_successfully`). Refuses what one container per service cannot honour.
+pub fn start_order(config_yaml: &str) -> Result<Vec<Level>, String> {
+    let config: ConfigFile = serde_yaml::from_str(config_yaml)
+        .map_err(|e| format!("cannot read compose's configuration: {e}"))?;
+    let mut deps: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
+    for (name, s) in &config.services {
+        if s.container_name.is_some() {
+            return Err(format!("service {name} sets container_name"));
+        }
+        let replicas = s.deploy.as_ref().and_then(|d| d.replicas);
+        if s.scale.as_ref().is_some_and(|v| v.as_u64() != Some(1))
+            || replicas.is_some_and(|r| r != 1)
+        {
+            return Err(format!("service {name} sets a scale other than 1"));
+        }
+        let list: Vec<(&str, bool)> = match &s.depends_on {
+            None => Vec::new(),
+            Some(DependsOn::List(l)) => l.iter().map(|d| (d.as_str(), false)).collect(),
+            Some(DependsOn::Map(m)) => m
+                .iter()
+                .map(|(d, c)| {
+                    let wait = c
+                        .condition
+                        .as_deref()
+                        .is_some_and(|c| c != "service_started");
+                    (d.as_str(), wait)
+                })
+                .collect(),
+        };
+        for (d, _) in &list {
+            if !config.services.contains_key(*d) {
+                return Err(format!(
+                    "service {name} depends on {d}, which is not defined"
+                ));
+            }
+        }
+        deps.insert(name, list);
+    }
+    let mut order: Vec<Level> = Vec::new();
+    let mut started: BTreeSet<&str> = BTreeSet::new();
+    while started.len() < deps.len() {
+        let ready: Vec<&str> = deps
+            .iter()
+            .filter(|(s, d)| !started.contains(*s) && d.iter().all(|(x, _)| started.contains(x)))
+            .map(|(s, _)| *s)
+            .collect();
+        if ready.is_empty() {
+            let left: Vec<&str> = deps
+                .keys()
+                .filter(|s| !started.contains(*s))
+                .copied()
+                .collect();
+            return Err(format!(
+                "the dependencies of {} form a cycle",
+                left.join(", ")
+            ));
+        }
+        let level = ready
+            .iter()
+            .map(|s| {
+                let waits = deps[s]
+                    .iter()
+                    .filter(|(_, w)| *w)
+                    .map(|(d, _)| d.to_string())
+                    .collect();
+                (s.to_string(), waits)
+            })
+            .collect();
+        order.push(level);
+        started.extend(ready);
+    }
+    Ok(order)
+}
+
+/// Remove containers of the project: the ones listed, or (`keep`) every one not kept.
+async fn remove(docker: &Docker, project: &str, which: Which<'_>) -> Result<(), StepError> {
+    for c in docker.containers(project).await.map_err(StepError::new)? {
+        let gone = match which {
+            Which::Listed(ids) => ids.contains(&c.id),
+            Which::AllBut(keep) => !keep.contains(&c.id),
+        };
+        if gone {
+            if c.running {
+                docker.stop(&c.id).await.map_err(StepError::new)?;
+            }
+            docker.remove(&c.id).await.map_err(StepError::new)?;
+        }
+    }
+    Ok(())
+}
+
+enum Which<'a> {
+    Listed(&'a [String]),
+    AllBut(&'a [String]),
+}
+
+impl Standby {
+    /// Create the stand-by containers; `Err` is the reason to go through compose instead.
+    async fn create(
+        &self,
+        docker: &Docker,
+        stash: &Stash,
+        before: &[String],
+    ) -> Result<Record, String> {
+        let release = self.target.release().map_err(|e| e.to_string())?;
+        let compose = self
+            .target
+            .compose(&release)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Interpolated from the .env the merge will write (the operator's values, the new
+        // release's new keys), so the containers are what compose would make after it.
+        let env = self.root.join("shared/.env");
+        let operator = match std::fs::read_to_string(&env) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read {}: {e}", env.display())),
+        };
+        let text = match &release.env_template {
+            Some(t) => {
+                let path = self.target.dir.join(t);
+                let template = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                merge_env(operator.as_deref(), &template, &release.version).0
+            }
+            None => operator.unwrap_or_default(),
+        };
+        let env_file = stash.file("standby.env");
+        stash.prepare().map_err(|e| e.to_string())?;
+        write_atomic(&env_file, text.as_bytes()).map_err(|e| e.to_string())?;
+        // it holds the operator's secrets, as shared/.env does
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        let compose = compose.with_env_file(&env_file);
+        let order = start_order(&compose.config().await?)?;
+
+        let old = docker.containers(&self.target.project).await?;
+        let mut scale = Vec::new();
+        let mut names = BTreeMap::new();
+        for (service, _) in order.iter().flatten() {
+            let mine: Vec<_> = old.iter().filter(|c| &c.service == service).collect();
+            if mine.len() > 1 {
+                return Err(format!("service {service} has {} containers", mine.len()));
+            }
+            for c in &mine {
+                let anonymous = docker.anonymous_volumes(&c.id).await?;
+                if !anonymous.is_empty() {
+                    return Err(format!(
+                        "{} mounts anonymous volumes ({})",
+                        c.name,
+                        anonymous.join(", ")
+                    ));
+                }
+                names.insert(service.clone(), c.name.clone());
+            }
+            scale.push((service.clone(), mine.len() + 1));
+        }
+        compose.create_more(&scale).await?;
+        let mut created = BTreeMap::new();
+        for c in docker.containers(&self.target.project).await? {
+            if before.contains(&c.id) {
+                continue;
+            }
+            if created.insert(c.service.clone(), c.id.clone()).is_some() {
+                return Err(format!(
+                    "compose made more than one container of {}",
+                    c.service
+                ));
+            }
+        }
+        if let Some((missing, _)) = order
+            .iter()
+            .flatten()
+            .find(|(s, _)| !created.contains_key(s))
+        {
+            return Err(format!("compose made no container of {missing}"));
+        }
+        Ok(Record {
+            before: before.to_vec(),
+            done: true,
+            created,
+            names,
+            order,
+            fallback: None,
+        })
+    }
+}
+
+#[async_trait]
+impl Step for Standby {
+    type Receipt = Record;
+
+    fn name(&self) -> String {
+        format!("create the containers of {}", self.target.label)
+    }
+
+    fn class(&self) -> StepClass {
+        StepClass::Reversible
+    }
+
+    async fn apply(&self, ctx: &StepCtx) -> Result<Record, StepError> {
+        let stash = Stash::new(&self.scratch, ctx.step);
+        let at = &self.target.dir;
+        let docker = Docker::connect().await.map_err(StepError::new)?;
+        let project = &self.target.project;
+        let before = match stash
+            .read::<Record>()
+            .map_err(|e| io_err("read stash for", at, e))?
+        {
+            Some(r) if r.done => return Ok(r),
+            Some(r) => {
+                remove(&docker, project, Which::AllBut(&r.before)).await?;
+                r.before
+            }
+            None => {
+                let before: Vec<String> = docker
+                    .containers(project)
+                    .await
+                    .map_err(StepError::new)?
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect();
+                let r = Record {
+                    before: before.clone(),
+                    ..Record::default()
+                };
+                stash.record(&r).map_err(|e| io_err("stash for", at, e))?;
+                before
+            }
+        };
+        let record = match self.create(&docker, &stash, &before).await {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(%why, "no stand-by containers; the cut-over runs compose");
+                remove(&docker, project, Which::AllBut(&before)).await?;
+                Record {
+                    before,
+                    done: true,
+                    fallback: Some(why),
+                    ..Record::default()
+                }
+            }
+        };
+        engine::failpoint("steps::upgrade::standby_created");
+        stash
+            .record(&record)
+            .map_err(|e| io_err("stash for", at, e))?;
+        Ok(record)
+    }
+
+    async fn undo(&self, ctx: &StepCtx, _receipt: Option<Record>) -> Result<(), StepError> {
+        let stash = Stash::new(&self.scratch, ctx.step);
+        let at = &self.target.dir;
+        let Some(r) = stash
+            .read::<Record>()
+            .map_err(|e| io_err("read stash for", at, e))?
+        else {
+            return Ok(());
+        };
+        remove_standby(&r, &self.target.project).await?;
+        stash.clear().map_err(|e| io_err("clear stash for", at, e))
+    }
+}
+
+/// Remove the stand-by containers (before the old release is brought back with compose).
+pub async fn discard(standby: &StandbyRef, project: &str) -> Result<(), StepError> {
+    match standby.read()? {
+        Some(r) => remove_standby(&r, project).await,
+        None => Ok(()),
+    }
+}
+
+/// The recorded stand-by containers, or every container not in `before` when the creation did
+/// not finish (a crash during compose's run).
+async fn remove_standby(r: &Record, project: &str) -> Result<(), StepError> {
+    let docker = Docker::connect().await.map_err(StepError::new)?;
+    if r.done {
+        let ids: Vec<String> = r.created.values().cloned().collect();
+        remove(&docker, project, Which::Listed(&ids)).await
+    } else {
+        remove(&docker, project, Which::AllBut(&r.before)).await
+    }
+}
+
+/// Start `service`'s stand-by container in place of its old one (removed; its name taken).
+/// Idempotent.
+pub async fn activate(
+    docker: &Docker,
+    project: &str,
+    record: &Record,
+    service: &str,
+) -> Result<(), StepError> {
+    let Some(id) = record.created.get(service) else {
+        return Err(StepError::new(format!(
+            "service {service} has no stand-by container"
+        )));
+    };
+    let olds: Vec<String> = record.before.clone();
+    let containers = docker.containers(project).await.map_err(StepError::new)?;
+    for c in containers
+        .iter()
+        .filter(|c| c.service == service && olds.contains(&c.id))
+    {
+        if c.running {
+            docker.stop(&c.id).await.map_err(StepError::new)?;
+        }
+        docker.remove(&c.id).await.map_err(StepError::new)?;
+    }
+    if let (Some(name), Some(me)) = (
+        record.names.get(service),
+        containers.iter().find(|c| &c.id == id),
+    ) {
+        if &me.name != name {
+            docker.rename(id, name).await.map_err(StepError::new)?;
+        }
+    }
+    docker.start(id).await.map_err(StepError::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_order_puts_dependencies_first_and_refuses_what_it_cannot_honour() {
+        let yaml = "services:\n  app:\n    image: a\n    depends_on:\n      db:\n        condition: service_healthy\n      cache:\n        condition: service_started\n  cache:\n    image: c\n  db:\n    image: d\n  init:\n    image: i\n    depends_on: [app]\n";
+        assert_eq!(
+            start_order(yaml).unwrap(),
+            vec![
+                vec![("cache".to_string(), vec![]), ("db".to_string(), vec![])],
+                vec![("app".to_string(), vec!["db".to_string()])],
+                vec![("init".to_string(), vec![])],
+            ]
+        );
+        let cycle = "services:\n  a:\n    depends_on: [b]\n  b:\n    depends_on: [a]\n";
+        assert!(start_order(cycle).unwrap_err().contains("cycle"));
+        let named = "services:\n  a:\n    container_name: fixed\n";
+        assert!(start_order(named).unwrap_err().contains("container_name"));
+        let scaled = "services:\n  a:\n    deploy:\n      replicas: 2\n";
+        assert!(start_order(scaled).unwrap_err().contains("scale"));
+        let unknown = "services:\n  a:\n    depends_on: [nope]\n";
+        assert!(start_order(unknown).unwrap_err().contains("not defined"));
+        assert!(start_order("services: [").is_err());
+    }
+}
