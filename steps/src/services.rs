@@ -350,19 +350,28 @@ impl Step for StartServices {
         };
         let docker = Docker::connect().await.map_err(StepError::new)?;
         let project = &self.target.project;
-        for level in &record.order {
-            let waits: Vec<String> = level.iter().flat_map(|(_, w)| w.clone()).collect();
+        // what already runs (the database, started by `start database`) counts as started
+        let started: std::collections::BTreeSet<String> = docker
+            .containers(project)
+            .await
+            .map_err(StepError::new)?
+            .into_iter()
+            .filter(|c| c.running && record.created.get(&c.service) == Some(&c.id))
+            .map(|c| c.service)
+            .collect();
+        for wave in crate::upgrade::standby::waves(&record.order, &started) {
+            let waits: Vec<String> = wave.iter().flat_map(|s| s.waits.clone()).collect();
             if !waits.is_empty() {
                 self.target.wait_healthy(&waits).await?;
             }
-            // a level's services depend only on earlier ones: they start together
-            let starts = level.iter().map(|(service, _)| {
-                crate::upgrade::standby::activate(&docker, project, &record, service)
-            });
+            // a wave's services depend only on services already started: they start together
+            let starts = wave
+                .iter()
+                .map(|s| crate::upgrade::standby::activate(&docker, project, &record, &s.service));
             for started in futures_util::future::join_all(starts).await {
                 started?;
             }
-            engine::failpoint("steps::services::started_level");
+            engine::failpoint("steps::services::started_wave");
         }
         Ok(())
     }

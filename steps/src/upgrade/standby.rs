@@ -55,18 +55,49 @@ pub struct Record {
     /// Service -> the name its old container has, which the stand-by one takes.
     #[serde(default)]
     pub names: BTreeMap<String, String>,
-    /// Services in start order, by levels (a level's services depend only on earlier
-    /// levels and start together), each with the dependencies that must be healthy (or, for
-    /// a one-shot, finished) before it starts.
+    /// Services in an order that starts every dependency first.
     #[serde(default)]
-    pub order: Vec<Level>,
+    pub order: Vec<Start>,
     /// Why there are no stand-by containers (the cut-over goes through compose).
     #[serde(default)]
     pub fallback: Option<String>,
 }
 
-/// Services that start together: each with the dependencies it waits for first.
-pub type Level = Vec<(String, Vec<String>)>;
+/// A service to start, after the services it depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    pub service: String,
+    /// Its dependencies (`depends_on`): started before it.
+    pub after: Vec<String>,
+    /// The dependencies that must be healthy (or, for a one-shot, finished) before it starts
+    /// (`service_healthy`, `service_completed_successfully`).
+    pub waits: Vec<String>,
+}
+
+/// The services not yet started, in waves: a wave's services depend only on services started
+/// before it (`started`, or an earlier wave), so each wave starts together.
+pub fn waves<'a>(order: &'a [Start], started: &BTreeSet<String>) -> Vec<Vec<&'a Start>> {
+    let mut done = started.clone();
+    let mut left: Vec<&Start> = order
+        .iter()
+        .filter(|s| !done.contains(&s.service))
+        .collect();
+    let mut out = Vec::new();
+    while !left.is_empty() {
+        let (ready, rest): (Vec<&Start>, Vec<&Start>) = left
+            .into_iter()
+            .partition(|s| s.after.iter().all(|d| done.contains(d)));
+        if ready.is_empty() {
+            // not reachable for an order made by start_order; start the rest one by one
+            out.extend(rest.into_iter().map(|s| vec![s]));
+            break;
+        }
+        done.extend(ready.iter().map(|s| s.service.clone()));
+        out.push(ready);
+        left = rest;
+    }
+    out
+}
 
 /// Where the stand-by step of a plan keeps its record (its stash, by its position).
 #[derive(Clone, Debug)]
@@ -127,10 +158,9 @@ struct Dependency {
     condition: Option<String>,
 }
 
-/// The services of a resolved compose configuration by levels, every dependency in an
-/// earlier level, each with the dependencies it waits for (`service_healthy`,
-/// `service_completed_successfully`). Refuses what one container per service cannot honour.
-pub fn start_order(config_yaml: &str) -> Result<Vec<Level>, String> {
+/// The services of a resolved compose configuration, every dependency first. Refuses what one
+/// container per service cannot honour.
+pub fn start_order(config_yaml: &str) -> Result<Vec<Start>, String> {
     let config: ConfigFile = serde_yaml::from_str(config_yaml)
         .map_err(|e| format!("cannot read compose's configuration: {e}"))?;
     let mut deps: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
@@ -167,7 +197,7 @@ pub fn start_order(config_yaml: &str) -> Result<Vec<Level>, String> {
         }
         deps.insert(name, list);
     }
-    let mut order: Vec<Level> = Vec::new();
+    let mut order: Vec<Start> = Vec::new();
     let mut started: BTreeSet<&str> = BTreeSet::new();
     while started.len() < deps.len() {
         let ready: Vec<&str> = deps
@@ -186,18 +216,20 @@ pub fn start_order(config_yaml: &str) -> Result<Vec<Level>, String> {
                 left.join(", ")
             ));
         }
-        let level = ready
-            .iter()
-            .map(|s| {
-                let waits = deps[s]
+        for s in &ready {
+            let names = |only_waits: bool| {
+                deps[s]
                     .iter()
-                    .filter(|(_, w)| *w)
+                    .filter(|(_, w)| *w || !only_waits)
                     .map(|(d, _)| d.to_string())
-                    .collect();
-                (s.to_string(), waits)
-            })
-            .collect();
-        order.push(level);
+                    .collect()
+            };
+            order.push(Start {
+                service: s.to_string(),
+                after: names(false),
+                waits: names(true),
+            });
+        }
         started.extend(ready);
     }
     Ok(order)
@@ -269,7 +301,7 @@ impl Standby {
         let old = docker.containers(&self.target.project).await?;
         let mut scale = Vec::new();
         let mut names = BTreeMap::new();
-        for (service, _) in order.iter().flatten() {
+        for service in order.iter().map(|s| &s.service) {
             let mine: Vec<_> = old.iter().filter(|c| &c.service == service).collect();
             if mine.len() > 1 {
                 return Err(format!("service {service} has {} containers", mine.len()));
@@ -300,10 +332,10 @@ impl Standby {
                 ));
             }
         }
-        if let Some((missing, _)) = order
+        if let Some(missing) = order
             .iter()
-            .flatten()
-            .find(|(s, _)| !created.contains_key(s))
+            .map(|s| &s.service)
+            .find(|s| !created.contains_key(*s))
         {
             return Err(format!("compose made no container of {missing}"));
         }
@@ -456,14 +488,33 @@ mod tests {
     #[test]
     fn start_order_puts_dependencies_first_and_refuses_what_it_cannot_honour() {
         let yaml = "services:\n  app:\n    image: a\n    depends_on:\n      db:\n        condition: service_healthy\n      cache:\n        condition: service_started\n  cache:\n    image: c\n  db:\n    image: d\n  init:\n    image: i\n    depends_on: [app]\n";
+        let order = start_order(yaml).unwrap();
+        let start = |s: &str, after: &[&str], waits: &[&str]| Start {
+            service: s.into(),
+            after: after.iter().map(|x| x.to_string()).collect(),
+            waits: waits.iter().map(|x| x.to_string()).collect(),
+        };
         assert_eq!(
-            start_order(yaml).unwrap(),
+            order,
             vec![
-                vec![("cache".to_string(), vec![]), ("db".to_string(), vec![])],
-                vec![("app".to_string(), vec!["db".to_string()])],
-                vec![("init".to_string(), vec![])],
+                start("cache", &[], &[]),
+                start("db", &[], &[]),
+                start("app", &["cache", "db"], &["db"]),
+                start("init", &["app"], &[]),
             ]
         );
+        let names = |w: Vec<Vec<&Start>>| -> Vec<Vec<String>> {
+            w.iter()
+                .map(|l| l.iter().map(|s| s.service.clone()).collect())
+                .collect()
+        };
+        assert_eq!(
+            names(waves(&order, &BTreeSet::new())),
+            vec![vec!["cache", "db"], vec!["app"], vec!["init"]]
+        );
+        // the database already runs (started by `start database`): the rest goes sooner
+        let db = BTreeSet::from(["db".to_string(), "cache".to_string()]);
+        assert_eq!(names(waves(&order, &db)), vec![vec!["app"], vec!["init"]]);
         let cycle = "services:\n  a:\n    depends_on: [b]\n  b:\n    depends_on: [a]\n";
         assert!(start_order(cycle).unwrap_err().contains("cycle"));
         let named = "services:\n  a:\n    container_name: fixed\n";
