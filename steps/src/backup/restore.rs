@@ -14,7 +14,7 @@
 //! A crash anywhere leaves the old data or the restored data at each path, never a mix, and
 //! `molt resume` finishes the restore.
 
-use super::tree::{apply_meta, finish_dirs, hash_blocks, materialize, syncfs, Hasher};
+use super::tree::{apply_meta, feed_blocks, finish_dirs, materialize, syncfs, Hasher, PENDING};
 use super::{Item, Kind, Layout, Manifest};
 use crate::fsutil::{remove_path, sync_dir, Stash};
 use crate::io_err;
@@ -41,6 +41,25 @@ fn read_complete(layout: &Layout) -> Result<Manifest, StepError> {
                 layout.id
             ))
         })
+}
+
+/// The oldest restored file is written: check its digest, then give it its metadata.
+fn written(
+    hasher: &Hasher,
+    staging: &Path,
+    item: Option<&Item>,
+    problems: &mut Vec<String>,
+) -> io::Result<()> {
+    let Some(item) = item else { return Ok(()) };
+    let sha = hasher.next_digest()?;
+    if Some(&sha) != item.sha256.as_ref() {
+        problems.push(format!(
+            "{} has sha256 {sha} in the archive, expected {}",
+            item.path,
+            item.sha256.as_deref().unwrap_or("?")
+        ));
+    }
+    apply_meta(&staging.join(&item.path), item)
 }
 
 /// Rebuild the manifest's tree under `staging`, checking every file's sha256. Returns the
@@ -80,6 +99,7 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
             let hasher = Hasher::start();
             let mut ar = tar::Archive::new(zstd::stream::read::Decoder::new(file)?);
             let mut seen = 0usize;
+            let mut pending: std::collections::VecDeque<&Item> = Default::default();
             for entry in ar.entries()? {
                 let mut entry = entry?;
                 let path = entry
@@ -106,26 +126,21 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                         apply_meta(&dst, item)?;
                     }
                     Kind::File => {
-                        let mut out = std::fs::File::create(&dst)?;
-                        // decompress and write here, hash on the other core (small files
-                        // too: a backup of many small files is otherwise hashed inline, on
-                        // the core that decompresses)
-                        let (_, sha) = hash_blocks(&mut entry, &hasher, |block, _| {
-                            io::Write::write_all(&mut out, block)
-                        })?;
-                        drop(out);
-                        if Some(&sha) != item.sha256.as_ref() {
-                            problems.push(format!(
-                                "{} has sha256 {sha} in the archive, expected {}",
-                                item.path,
-                                item.sha256.as_deref().unwrap_or("?")
-                            ));
+                        // decompressed here; written and hashed on the other core, checked
+                        // (and given its metadata once written) a few files later
+                        hasher.sink(std::fs::File::create(&dst)?)?;
+                        feed_blocks(&mut entry, &hasher, |_, _| Ok(()))?;
+                        pending.push_back(item);
+                        if pending.len() >= PENDING {
+                            written(&hasher, staging, pending.pop_front(), &mut problems)?;
                         }
-                        apply_meta(&dst, item)?;
                     }
                 }
                 bar.inc(item.size);
                 engine::failpoint("steps::restore::stage_entry");
+            }
+            while let Some(item) = pending.pop_front() {
+                written(&hasher, staging, Some(item), &mut problems)?;
             }
             if seen != manifest.items.len() {
                 problems.push(format!(

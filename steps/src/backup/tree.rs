@@ -106,40 +106,62 @@ fn walk(abs: &Path, rel: &str, out: &mut Vec<Seen>) -> io::Result<()> {
 }
 
 /// SHA-256 on a second thread: blocks go in, the buffers come back for reuse, one digest per
-/// [`Hasher::digest`]. Copies, the final sync and restores read (and compare, and write) on
+/// file ended ([`Hasher::end`]). Copies, the final sync and restores read (and compare, and write) on
 /// one core while the other hashes, so a large file costs the slower of the two, not their
-/// sum. Files of one block or less are hashed inline by the callers (no round trip).
-/// A block to hash (`Some(buffer, length)`), or the end of a file (`None`).
-type Block = Option<(Vec<u8>, usize)>;
+/// sum. Files of one block or less are hashed inline by the callers (no round trip). A restore
+/// also hands the thread the file to write ([`Hasher::sink`]): decompressing then takes one
+/// core, writing and hashing the other, as `tar -I zstd` splits it between two processes.
+enum Msg {
+    /// A block to hash (and write to the sink, if any).
+    Data(Vec<u8>, usize),
+    /// Write the next blocks to this file too.
+    Sink(File),
+    /// The end of a file: send its digest (or the sink's write error), close the sink.
+    End,
+}
 
 pub(crate) struct Hasher {
-    blocks: Option<std::sync::mpsc::SyncSender<Block>>,
+    blocks: Option<std::sync::mpsc::SyncSender<Msg>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    digests: std::sync::mpsc::Receiver<String>,
+    digests: std::sync::mpsc::Receiver<Result<String, io::Error>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 pub(crate) const BLOCK: usize = 1 << 20;
 
+/// Files ended ([`Hasher::end`]) whose digests may wait to be asked for.
+pub(crate) const PENDING: usize = 8;
+
 impl Hasher {
     pub(crate) fn start() -> Hasher {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(3);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(3);
         let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let (done, digests) = std::sync::mpsc::sync_channel::<String>(1);
+        let (done, digests) = std::sync::mpsc::sync_channel(PENDING);
         for _ in 0..4 {
             let _ = back.send(vec![0u8; BLOCK]);
         }
         let thread = std::thread::spawn(move || {
             let mut h = Sha256::new();
+            let mut sink: Option<File> = None;
+            let mut failed: Option<io::Error> = None;
             for msg in rx {
                 match msg {
-                    Some((buf, n)) => {
+                    Msg::Data(buf, n) => {
                         h.update(&buf[..n]);
+                        if let (Some(f), None) = (sink.as_mut(), failed.as_ref()) {
+                            failed = f.write_all(&buf[..n]).err();
+                        }
                         let _ = back.send(buf);
                     }
-                    None => {
+                    Msg::Sink(f) => sink = Some(f),
+                    Msg::End => {
                         let d = std::mem::take(&mut h).finalize();
-                        if done.send(format!("{d:x}")).is_err() {
+                        drop(sink.take());
+                        let result = match failed.take() {
+                            Some(e) => Err(e),
+                            None => Ok(format!("{d:x}")),
+                        };
+                        if done.send(result).is_err() {
                             return;
                         }
                     }
@@ -154,6 +176,15 @@ impl Hasher {
         }
     }
 
+    fn send(&self, msg: Msg) -> io::Result<()> {
+        let gone = || io::Error::other("the hashing thread stopped");
+        self.blocks
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(msg)
+            .map_err(|_| gone())
+    }
+
     /// A buffer to fill (one the hasher is done with).
     pub(crate) fn buffer(&self) -> Vec<u8> {
         self.spare.recv().unwrap_or_else(|_| vec![0u8; BLOCK])
@@ -161,20 +192,26 @@ impl Hasher {
 
     /// Hash the first `n` bytes of `buf` (after what came before, for the current file).
     pub(crate) fn hash(&self, buf: Vec<u8>, n: usize) {
-        if let Some(tx) = &self.blocks {
-            let _ = tx.send(Some((buf, n)));
-        }
+        let _ = self.send(Msg::Data(buf, n));
     }
 
-    /// The digest of everything hashed since the last digest.
-    pub(crate) fn digest(&self) -> io::Result<String> {
-        let gone = || io::Error::other("the hashing thread stopped");
-        self.blocks
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(None)
-            .map_err(|_| gone())?;
-        self.digests.recv().map_err(|_| gone())
+    /// Write what is hashed from now until the file ends to `file` as well (on
+    /// the hashing thread); that file's digest then reports a failed write.
+    pub(crate) fn sink(&self, file: File) -> io::Result<()> {
+        self.send(Msg::Sink(file))
+    }
+
+    /// End the current file without waiting for its digest: [`Hasher::next_digest`] gives the
+    /// digests in the order the files ended (at most [`PENDING`] may wait).
+    pub(crate) fn end(&self) -> io::Result<()> {
+        self.send(Msg::End)
+    }
+
+    /// The digest of the oldest file ended and not yet asked for.
+    pub(crate) fn next_digest(&self) -> io::Result<String> {
+        self.digests
+            .recv()
+            .map_err(|_| io::Error::other("the hashing thread stopped"))?
     }
 }
 
@@ -206,8 +243,19 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 pub(crate) fn hash_blocks(
     input: &mut impl Read,
     hasher: &Hasher,
-    mut each: impl FnMut(&[u8], u64) -> io::Result<()>,
+    each: impl FnMut(&[u8], u64) -> io::Result<()>,
 ) -> io::Result<(u64, String)> {
+    let total = feed_blocks(input, hasher, each)?;
+    Ok((total, hasher.next_digest()?))
+}
+
+/// [`hash_blocks`] without the digest: the file is ended ([`Hasher::end`]) and its digest
+/// left for [`Hasher::next_digest`]. Returns the bytes.
+pub(crate) fn feed_blocks(
+    input: &mut impl Read,
+    hasher: &Hasher,
+    mut each: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         let mut buf = hasher.buffer();
@@ -224,7 +272,8 @@ pub(crate) fn hash_blocks(
             break;
         }
     }
-    Ok((total, hasher.digest()?))
+    hasher.end()?;
+    Ok(total)
 }
 
 /// Copy a regular file, hashing what is written. Returns (bytes, sha256 hex). Not fsynced:
@@ -459,6 +508,25 @@ mod delta_tests {
             assert_eq!((n as usize, &written), (data.len(), &data));
             assert_eq!(sha, format!("{:x}", Sha256::digest(&data)));
         }
+    }
+
+    #[test]
+    fn the_hasher_writes_to_its_sink_and_reports_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let hasher = Hasher::start();
+        let data: Vec<u8> = (0..(2 * BLOCK + 7)).map(|i| (i % 253) as u8).collect();
+        let out = dir.path().join("out");
+        hasher.sink(File::create(&out).unwrap()).unwrap();
+        let (n, sha) = hash_blocks(&mut &data[..], &hasher, |_, _| Ok(())).unwrap();
+        assert_eq!(n as usize, data.len());
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        assert_eq!(sha, format!("{:x}", Sha256::digest(&data)));
+        // a file opened read-only cannot take the blocks: the digest says so
+        hasher.sink(File::open(&out).unwrap()).unwrap();
+        assert!(hash_blocks(&mut &data[..], &hasher, |_, _| Ok(())).is_err());
+        // and the next file is unaffected
+        let (_, again) = hash_blocks(&mut &data[..], &hasher, |_, _| Ok(())).unwrap();
+        assert_eq!(again, sha);
     }
 
     #[test]
