@@ -341,33 +341,43 @@ impl Step for StartServices {
     }
 
     async fn apply(&self, _ctx: &StepCtx) -> Result<(), StepError> {
-        let ready = match &self.standby {
-            Some(s) if self.only.is_empty() => s.ready()?,
-            _ => None,
+        let ready = if self.only.is_empty() {
+            crate::upgrade::standby::ready(self.standby.as_ref())?
+        } else {
+            None
         };
         let Some(record) = ready else {
             return self.target.up(&self.only).await;
         };
         let docker = Docker::connect().await.map_err(StepError::new)?;
-        let project = &self.target.project;
+        let list = || async {
+            docker
+                .containers(&self.target.project)
+                .await
+                .map_err(StepError::new)
+        };
+        let mut containers = list().await?;
         // what already runs (the database, started by `start database`) counts as started
-        let started: std::collections::BTreeSet<String> = docker
-            .containers(project)
-            .await
-            .map_err(StepError::new)?
-            .into_iter()
+        let started: std::collections::BTreeSet<String> = containers
+            .iter()
             .filter(|c| c.running && record.created.get(&c.service) == Some(&c.id))
-            .map(|c| c.service)
+            .map(|c| c.service.clone())
             .collect();
-        for wave in crate::upgrade::standby::waves(&record.order, &started) {
+        for (k, wave) in crate::upgrade::standby::waves(&record.order, &started)
+            .into_iter()
+            .enumerate()
+        {
             let waits: Vec<String> = wave.iter().flat_map(|s| s.waits.clone()).collect();
             if !waits.is_empty() {
                 self.target.wait_healthy(&waits).await?;
             }
+            if k > 0 {
+                containers = list().await?;
+            }
             // a wave's services depend only on services already started: they start together
-            let starts = wave
-                .iter()
-                .map(|s| crate::upgrade::standby::activate(&docker, project, &record, &s.service));
+            let starts = wave.iter().map(|s| {
+                crate::upgrade::standby::activate(&docker, &containers, &record, &s.service)
+            });
             for started in futures_util::future::join_all(starts).await {
                 started?;
             }

@@ -290,15 +290,7 @@ impl Site {
 
     /// Image ids of the project's running containers, by service.
     pub fn running_images(&self) -> BTreeMap<String, String> {
-        let out = run(Command::new("docker").args([
-            "ps",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.project),
-            "--format",
-            "{{.Label \"com.docker.compose.service\"}} {{.Image}}",
-        ]));
-        ok(&out, "docker ps");
-        String::from_utf8_lossy(&out.stdout)
+        self.ps(false, "{{.Image}}")
             .lines()
             .filter_map(|l| l.split_once(' '))
             .map(|(s, image)| {
@@ -313,20 +305,30 @@ impl Site {
             .collect()
     }
 
-    /// The names of all the project's containers, stopped ones too, by service (a leftover
-    /// container of an upgrade shows as a second name).
-    pub fn container_names(&self) -> BTreeMap<String, Vec<String>> {
-        let out = run(Command::new("docker").args([
-            "ps",
-            "-a",
+    /// `docker ps` of the project's containers (`all`: stopped ones too), a line each: the
+    /// service, a space, then `format`.
+    fn ps(&self, all: bool, format: &str) -> String {
+        let mut c = Command::new("docker");
+        c.arg("ps");
+        if all {
+            c.arg("-a");
+        }
+        let out = run(c.args([
             "--filter",
             &format!("label=com.docker.compose.project={}", self.project),
             "--format",
-            "{{.Label \"com.docker.compose.service\"}} {{.Names}}",
+            &format!("{{{{.Label \"com.docker.compose.service\"}}}} {format}"),
         ]));
-        ok(&out, "docker ps -a");
+        ok(&out, "docker ps");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The names of all the project's containers, stopped ones too, by service (a leftover
+    /// container of an upgrade shows as a second name).
+    pub fn container_names(&self) -> BTreeMap<String, Vec<String>> {
         let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (s, name) in String::from_utf8_lossy(&out.stdout)
+        for (s, name) in self
+            .ps(true, "{{.Names}}")
             .lines()
             .filter_map(|l| l.split_once(' '))
         {

@@ -47,10 +47,9 @@ fn read_complete(layout: &Layout) -> Result<Manifest, StepError> {
 fn written(
     hasher: &Hasher,
     staging: &Path,
-    item: Option<&Item>,
+    item: &Item,
     problems: &mut Vec<String>,
 ) -> io::Result<()> {
-    let Some(item) = item else { return Ok(()) };
     let sha = hasher.next_digest()?;
     if Some(&sha) != item.sha256.as_ref() {
         problems.push(format!(
@@ -132,7 +131,9 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                         feed_blocks(&mut entry, &hasher, |_, _| Ok(()))?;
                         pending.push_back(item);
                         if pending.len() >= PENDING {
-                            written(&hasher, staging, pending.pop_front(), &mut problems)?;
+                            if let Some(oldest) = pending.pop_front() {
+                                written(&hasher, staging, oldest, &mut problems)?;
+                            }
                         }
                     }
                 }
@@ -140,7 +141,7 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                 engine::failpoint("steps::restore::stage_entry");
             }
             while let Some(item) = pending.pop_front() {
-                written(&hasher, staging, Some(item), &mut problems)?;
+                written(&hasher, staging, item, &mut problems)?;
             }
             if seen != manifest.items.len() {
                 problems.push(format!(

@@ -33,6 +33,9 @@ pub struct Container {
     pub restart: String,
     /// Output of the latest healthcheck run, if any.
     pub health_output: Option<String>,
+    /// The anonymous volumes it mounts (named by a 64-hex id, not by the compose file): data
+    /// that only compose's recreate carries over to a new container.
+    pub anonymous_volumes: Vec<String>,
 }
 
 impl Container {
@@ -43,6 +46,24 @@ impl Container {
 
 fn err(what: &str, e: bollard::errors::Error) -> String {
     format!("docker {what}: {e}")
+}
+
+/// `result`, with the daemon's answers in `done` (304 not modified, 404 no such object) taken
+/// as success: the idempotent form of a call whose goal already holds.
+fn unless_done(
+    result: Result<(), bollard::errors::Error>,
+    done: &[u16],
+    what: impl FnOnce() -> String,
+) -> Result<(), String> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if done.contains(&status_code) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(err(&what(), e)),
+    }
 }
 
 impl Docker {
@@ -87,13 +108,12 @@ impl Docker {
 
     pub async fn remove_image(&self, id: &str) -> Result<(), String> {
         let opts = RemoveImageOptionsBuilder::default().force(false).build();
-        match self.inner.remove_image(id, Some(opts), None).await {
-            Ok(_) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(err(&format!("remove image {id}"), e)),
-        }
+        let removed = self
+            .inner
+            .remove_image(id, Some(opts), None)
+            .await
+            .map(drop);
+        unless_done(removed, &[404], || format!("remove image {id}"))
     }
 
     /// Every container of `project` (stopped ones too; not `compose run` one-offs).
@@ -148,7 +168,15 @@ impl Docker {
                         r.output.as_deref().unwrap_or("").trim()
                     )
                 });
+            let anonymous_volumes = inspect
+                .mounts
+                .iter()
+                .flatten()
+                .filter_map(|m| m.name.clone())
+                .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+                .collect();
             out.push(Container {
+                anonymous_volumes,
                 name: inspect
                     .name
                     .unwrap_or_default()
@@ -201,47 +229,29 @@ impl Docker {
         let opts = bollard::query_parameters::StopContainerOptionsBuilder::default()
             .t(10)
             .build();
-        match self.inner.stop_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304 | 404,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(err(&format!("stop container {id}"), e)),
-        }
+        let stopped = self.inner.stop_container(id, Some(opts)).await;
+        unless_done(stopped, &[304, 404], || format!("stop container {id}"))
     }
 
     /// Start a container (no-op when it runs already).
     pub async fn start(&self, id: &str) -> Result<(), String> {
-        match self
+        let started = self
             .inner
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(err(&format!("start container {id}"), e)),
-        }
+            .await;
+        unless_done(started, &[304], || format!("start container {id}"))
     }
 
     /// Remove a stopped container (no-op when it is gone; a running one is refused).
     pub async fn remove(&self, id: &str) -> Result<(), String> {
-        match self
+        let removed = self
             .inner
             .remove_container(
                 id,
                 None::<bollard::query_parameters::RemoveContainerOptions>,
             )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(err(&format!("remove container {id}"), e)),
-        }
+            .await;
+        unless_done(removed, &[404], || format!("remove container {id}"))
     }
 
     /// Give a container another name.
@@ -253,26 +263,6 @@ impl Docker {
             .rename_container(id, opts)
             .await
             .map_err(|e| err(&format!("rename container {id} to {name}"), e))
-    }
-
-    /// The anonymous volumes a container mounts (volumes named by a 64-hex id, not by the
-    /// compose file): data that only compose's recreate carries over to a new container.
-    pub async fn anonymous_volumes(&self, id: &str) -> Result<Vec<String>, String> {
-        let inspect = self
-            .inner
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(|e| err("inspect container", e))?;
-        Ok(inspect
-            .mounts
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| m.name)
-            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-            .collect())
     }
 
     /// Image ids used by any container on the host.

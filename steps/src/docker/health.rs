@@ -178,6 +178,7 @@ mod tests {
             health: health.map(str::to_string),
             restart: restart.into(),
             health_output: None,
+            anonymous_volumes: vec![],
         }
     }
 

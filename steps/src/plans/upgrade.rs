@@ -187,7 +187,7 @@ impl Upgrade {
                 standby = Some(standby_ref.clone());
                 steps.push(Box::new(Standby {
                     target: to.clone(),
-                    root: env.root.clone(),
+                    operator_env: env.inst.shared_dir().join(".env"),
                     scratch: env.scratch.clone(),
                 }));
                 // The cut-over: downtime starts.

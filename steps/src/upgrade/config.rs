@@ -18,7 +18,7 @@ use crate::release::Release;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct MergeConfig {
     pub root: PathBuf,
@@ -91,6 +91,22 @@ pub fn merge_env(operator: Option<&str>, template: &str, version: &str) -> (Stri
     )
 }
 
+/// The `.env` the merge writes for `release` (found in `dir`) over the operator's text, with
+/// what it adds and reports; `None` when the release ships no template (the operator's file is
+/// left as it is).
+pub fn merged_env(
+    release: &Release,
+    dir: &Path,
+    operator: Option<&str>,
+) -> Result<Option<(String, Merged)>, StepError> {
+    let Some(t) = &release.env_template else {
+        return Ok(None);
+    };
+    let path = dir.join(t);
+    let template = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
+    Ok(Some(merge_env(operator, &template, &release.version)))
+}
+
 #[async_trait]
 impl Step for MergeConfig {
     type Receipt = Merged;
@@ -134,16 +150,13 @@ impl Step for MergeConfig {
                 b
             }
         };
+        let operator = if before.env_existed {
+            Some(std::fs::read_to_string(&saved).map_err(|e| io_err("read", &saved, e))?)
+        } else {
+            None
+        };
         let mut merged = Merged::default();
-        if let Some(t) = &release.env_template {
-            let path = self.release.join(t);
-            let template = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
-            let operator = if before.env_existed {
-                Some(std::fs::read_to_string(&saved).map_err(|e| io_err("read", &saved, e))?)
-            } else {
-                None
-            };
-            let (text, m) = merge_env(operator.as_deref(), &template, &release.version);
+        if let Some((text, m)) = merged_env(&release, &self.release, operator.as_deref())? {
             write_atomic(&env, text.as_bytes()).map_err(|e| io_err("write", &env, e))?;
             merged = m;
         }

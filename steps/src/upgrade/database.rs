@@ -49,18 +49,16 @@ impl Step for StartDatabase {
             return Ok(None);
         };
         let only = [service.clone()];
-        match self
-            .standby
-            .as_ref()
-            .map(|s| s.ready())
-            .transpose()?
-            .flatten()
-        {
+        match super::standby::ready(self.standby.as_ref())? {
             Some(record) => {
                 let docker = crate::docker::api::Docker::connect()
                     .await
                     .map_err(StepError::new)?;
-                super::standby::activate(&docker, &self.target.project, &record, &service).await?
+                let containers = docker
+                    .containers(&self.target.project)
+                    .await
+                    .map_err(StepError::new)?;
+                super::standby::activate(&docker, &containers, &record, &service).await?
             }
             None => self.target.up(&only).await?,
         }

@@ -24,11 +24,11 @@
 //! the old release's containers with compose: the undo of `stop` removes the stand-by ones
 //! first ([`discard`]).
 
-use crate::docker::api::Docker;
+use crate::docker::api::{Container, Docker};
 use crate::fsutil::{write_atomic, Stash};
 use crate::io_err;
 use crate::services::Target;
-use crate::upgrade::config::merge_env;
+use crate::upgrade::config::merged_env;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,8 @@ use std::path::PathBuf;
 pub struct Standby {
     /// The new release.
     pub target: Target,
-    pub root: PathBuf,
+    /// The operator's `.env` (`shared/.env`), which the merge will extend.
+    pub operator_env: PathBuf,
     pub scratch: PathBuf,
 }
 
@@ -112,13 +113,14 @@ impl StandbyRef {
             .read::<Record>()
             .map_err(|e| io_err("read the stand-by record in", &self.scratch, e))
     }
+}
 
-    /// The stand-by containers, when they were all made; `None`: start through compose.
-    pub fn ready(&self) -> Result<Option<Record>, StepError> {
-        Ok(self
-            .read()?
-            .filter(|r| r.done && r.fallback.is_none() && !r.created.is_empty()))
-    }
+/// The stand-by containers of `standby`, when there is one and they were all made; `None`:
+/// start through compose.
+pub fn ready(standby: Option<&StandbyRef>) -> Result<Option<Record>, StepError> {
+    let Some(s) = standby else { return Ok(None) };
+    Ok(s.read()?
+        .filter(|r| r.done && r.fallback.is_none() && !r.created.is_empty()))
 }
 
 #[derive(Deserialize)]
@@ -258,12 +260,13 @@ enum Which<'a> {
 }
 
 impl Standby {
-    /// Create the stand-by containers; `Err` is the reason to go through compose instead.
+    /// Create the stand-by containers beside `old` (the project's containers, which the
+    /// record's `before` lists); `Err` is the reason to go through compose instead.
     async fn create(
         &self,
         docker: &Docker,
         stash: &Stash,
-        before: &[String],
+        old: &[Container],
     ) -> Result<Record, String> {
         let release = self.target.release().map_err(|e| e.to_string())?;
         let compose = self
@@ -273,19 +276,16 @@ impl Standby {
             .map_err(|e| e.to_string())?;
         // Interpolated from the .env the merge will write (the operator's values, the new
         // release's new keys), so the containers are what compose would make after it.
-        let env = self.root.join("shared/.env");
-        let operator = match std::fs::read_to_string(&env) {
+        let env = &self.operator_env;
+        let operator = match std::fs::read_to_string(env) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("cannot read {}: {e}", env.display())),
         };
-        let text = match &release.env_template {
-            Some(t) => {
-                let path = self.target.dir.join(t);
-                let template = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                merge_env(operator.as_deref(), &template, &release.version).0
-            }
+        let text = match merged_env(&release, &self.target.dir, operator.as_deref())
+            .map_err(|e| e.to_string())?
+        {
+            Some((text, _)) => text,
             None => operator.unwrap_or_default(),
         };
         let env_file = stash.file("standby.env");
@@ -298,7 +298,6 @@ impl Standby {
         let compose = compose.with_env_file(&env_file);
         let order = start_order(&compose.config().await?)?;
 
-        let old = docker.containers(&self.target.project).await?;
         let mut scale = Vec::new();
         let mut names = BTreeMap::new();
         for service in order.iter().map(|s| &s.service) {
@@ -307,12 +306,11 @@ impl Standby {
                 return Err(format!("service {service} has {} containers", mine.len()));
             }
             for c in &mine {
-                let anonymous = docker.anonymous_volumes(&c.id).await?;
-                if !anonymous.is_empty() {
+                if !c.anonymous_volumes.is_empty() {
                     return Err(format!(
                         "{} mounts anonymous volumes ({})",
                         c.name,
-                        anonymous.join(", ")
+                        c.anonymous_volumes.join(", ")
                     ));
                 }
                 names.insert(service.clone(), c.name.clone());
@@ -320,6 +318,7 @@ impl Standby {
             scale.push((service.clone(), mine.len() + 1));
         }
         compose.create_more(&scale).await?;
+        let before: Vec<String> = old.iter().map(|c| c.id.clone()).collect();
         let mut created = BTreeMap::new();
         for c in docker.containers(&self.target.project).await? {
             if before.contains(&c.id) {
@@ -340,7 +339,7 @@ impl Standby {
             return Err(format!("compose made no container of {missing}"));
         }
         Ok(Record {
-            before: before.to_vec(),
+            before,
             done: true,
             created,
             names,
@@ -367,35 +366,32 @@ impl Step for Standby {
         let at = &self.target.dir;
         let docker = Docker::connect().await.map_err(StepError::new)?;
         let project = &self.target.project;
-        let before = match stash
+        let listed = || async { docker.containers(project).await.map_err(StepError::new) };
+        let old = match stash
             .read::<Record>()
             .map_err(|e| io_err("read stash for", at, e))?
         {
             Some(r) if r.done => return Ok(r),
             Some(r) => {
+                // a creation cut short: what it made goes, the old containers stay
                 remove(&docker, project, Which::AllBut(&r.before)).await?;
-                r.before
+                listed().await?
             }
             None => {
-                let before: Vec<String> = docker
-                    .containers(project)
-                    .await
-                    .map_err(StepError::new)?
-                    .into_iter()
-                    .map(|c| c.id)
-                    .collect();
+                let old = listed().await?;
                 let r = Record {
-                    before: before.clone(),
+                    before: old.iter().map(|c| c.id.clone()).collect(),
                     ..Record::default()
                 };
                 stash.record(&r).map_err(|e| io_err("stash for", at, e))?;
-                before
+                old
             }
         };
-        let record = match self.create(&docker, &stash, &before).await {
+        let record = match self.create(&docker, &stash, &old).await {
             Ok(r) => r,
             Err(why) => {
                 tracing::warn!(%why, "no stand-by containers; the cut-over runs compose");
+                let before: Vec<String> = old.into_iter().map(|c| c.id).collect();
                 remove(&docker, project, Which::AllBut(&before)).await?;
                 Record {
                     before,
@@ -447,10 +443,10 @@ async fn remove_standby(r: &Record, project: &str) -> Result<(), StepError> {
 }
 
 /// Start `service`'s stand-by container in place of its old one (removed; its name taken).
-/// Idempotent.
+/// `containers`: the project's, listed before this wave of starts. Idempotent.
 pub async fn activate(
     docker: &Docker,
-    project: &str,
+    containers: &[Container],
     record: &Record,
     service: &str,
 ) -> Result<(), StepError> {
@@ -459,11 +455,9 @@ pub async fn activate(
             "service {service} has no stand-by container"
         )));
     };
-    let olds: Vec<String> = record.before.clone();
-    let containers = docker.containers(project).await.map_err(StepError::new)?;
     for c in containers
         .iter()
-        .filter(|c| c.service == service && olds.contains(&c.id))
+        .filter(|c| c.service == service && record.before.contains(&c.id))
     {
         if c.running {
             docker.stop(&c.id).await.map_err(StepError::new)?;
