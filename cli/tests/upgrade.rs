@@ -329,6 +329,49 @@ async fn a_release_that_never_becomes_healthy_is_rolled_back_with_identical_data
     assert!(!site.root.join("releases/2.1.0").exists());
 }
 
+/// The automatic rollback brings the old containers back through the API (they were kept
+/// aside, stopped, since the cut-over). Killed between two of its waves of starts, it is
+/// finished by `molt recover`: the old release serves from its own containers, one per
+/// service, and the new release's are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_killed_while_the_old_containers_come_back_is_finished_by_recover() {
+    let vendor = Vendor::new(common::MOLT.as_ref());
+    vendor.publish("2.0.0", None);
+    let site = Site::new(&vendor);
+    code(&molt(&site, &["upgrade", "--yes"]), 0);
+    add_rows(&site, &["kept through a killed rollback"]).await;
+    let rows = site.rows().await;
+    let images = site.running_images();
+    let names = site.container_names();
+    vendor.publish("2.1.0", Some("2.0.0"));
+    let out = common::molt_in(
+        &site.root,
+        Some("steps::upgrade::brought_back_wave=return"),
+        &["upgrade", "--yes"],
+    );
+    assert!(common::aborted(&out), "{}", text(&out));
+    // killed after the first wave (the database): the old app is set aside, not running
+    assert_eq!(site.app("/version"), None);
+    let out = molt(&site, &["recover"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(4)),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(site.app("/version").as_deref(), Some("2.0.0"));
+    assert_eq!(site.current().as_deref(), Some("releases/2.0.0"));
+    assert_eq!(site.running_images(), images, "{}", text(&out));
+    assert_eq!(
+        site.container_names(),
+        names,
+        "the old containers, under their own names, and no other"
+    );
+    assert_eq!(site.rows().await, rows);
+    let show = molt(&site, &["journal", "show", "2", "--json"]);
+    let journal = String::from_utf8_lossy(&show.stdout);
+    assert!(journal.contains("old_order"), "{journal}");
+}
+
 /// What the site looked like with 1.0.0 serving, and what 2.0.0 must look like.
 struct Expect {
     old_schema: std::collections::BTreeMap<String, String>,

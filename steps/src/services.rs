@@ -42,19 +42,32 @@ impl Target {
     /// Wait for the health gate of this release (all services, or `only`).
     pub async fn wait_healthy(&self, only: &[String]) -> Result<(), StepError> {
         let release = self.release()?;
-        let compose = self.compose(&release).await?;
+        if only.is_empty() {
+            let compose = self.compose(&release).await?;
+            let all = compose.services().await.map_err(StepError::new)?;
+            self.gate(&release, all, true).await
+        } else {
+            self.gate(&release, only.to_vec(), false).await
+        }
+    }
+
+    /// Wait for the health gate of every service of this release, named by the caller (no
+    /// compose run), its probes included.
+    pub async fn wait_all_healthy(&self, services: Vec<String>) -> Result<(), StepError> {
+        let release = self.release()?;
+        self.gate(&release, services, true).await
+    }
+
+    /// The gate over `services`; the probes speak for the whole release, so only `all` runs
+    /// them.
+    async fn gate(
+        &self,
+        release: &Release,
+        services: Vec<String>,
+        all: bool,
+    ) -> Result<(), StepError> {
         let docker = Docker::connect().await.map_err(StepError::new)?;
-        let services = if only.is_empty() {
-            compose.services().await.map_err(StepError::new)?
-        } else {
-            only.to_vec()
-        };
-        // Probes speak for the whole release: only when every service is up.
-        let probes = if only.is_empty() {
-            &release.probes[..]
-        } else {
-            &[]
-        };
+        let probes = if all { &release.probes[..] } else { &[] };
         Gate {
             docker: &docker,
             project: &self.project,
@@ -258,9 +271,12 @@ impl Step for LoadImages {
 ///
 /// - `do`: `compose stop`, then checks through the API that none of them still runs. `Ok`
 ///   guarantees they are stopped. Idempotent: stopping stopped services changes nothing.
-/// - `undo`: removes the new release's stand-by containers when there are any (see
-///   `upgrade::standby`), then `compose up -d` of the same release and waits for its health
-///   gate, so the release serves again as before. Idempotent.
+/// - `undo`: with an upgrade's stand-by containers (see `upgrade::standby`), sets the new
+///   release's containers aside, gives the old ones their names back and starts them
+///   through the API, dependencies first; otherwise (or when that cannot be done: a stand-by
+///   that fell back to compose, an old container gone) removes the stand-by containers and
+///   runs `compose up -d` of the same release. Then waits for its health gate, so the release
+///   serves again as before. Idempotent.
 pub struct StopServices {
     pub target: Target,
     pub only: Vec<String>,
@@ -298,7 +314,13 @@ impl Step for StopServices {
 
     async fn undo(&self, _ctx: &StepCtx, _receipt: Option<()>) -> Result<(), StepError> {
         if let Some(standby) = &self.standby {
-            crate::upgrade::standby::discard(standby, &self.target.project).await?;
+            let services =
+                crate::upgrade::standby::bring_back(standby, &self.target, self.only.is_empty())
+                    .await?;
+            if let Some(services) = services {
+                // the old containers, kept aside, started again through the API
+                return self.target.wait_all_healthy(services).await;
+            }
         }
         self.target.up(&self.only).await?;
         self.target.wait_healthy(&self.only).await

@@ -38,9 +38,21 @@ pub struct Container {
     pub anonymous_volumes: Vec<String>,
 }
 
+/// The name suffixes of containers molt keeps aside during an upgrade: the old release's,
+/// stopped, until the commit (a rollback starts them again without compose), and the new
+/// release's while a rollback brings the old ones back. A container set aside is not one of
+/// its service's: the health gate passes it over.
+pub const ASIDE_OLD: &str = ".molt-old";
+pub const ASIDE_NEW: &str = ".molt-new";
+
 impl Container {
     pub fn one_shot(&self) -> bool {
         matches!(self.restart.as_str(), "" | "no")
+    }
+
+    /// Kept aside by an upgrade (see [`ASIDE_OLD`]).
+    pub fn aside(&self) -> bool {
+        self.name.ends_with(ASIDE_OLD) || self.name.ends_with(ASIDE_NEW)
     }
 }
 

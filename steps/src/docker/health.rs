@@ -16,6 +16,15 @@ enum Verdict {
     Failed(String),
 }
 
+/// The containers that make up `service`: those an upgrade keeps aside (the old release's,
+/// stopped until the commit) are not among them.
+fn members<'a>(containers: &'a [Container], service: &str) -> Vec<&'a Container> {
+    containers
+        .iter()
+        .filter(|c| c.service == service && !c.aside())
+        .collect()
+}
+
 fn judge(service: &str, containers: &[&Container]) -> Verdict {
     if containers.is_empty() {
         return Verdict::Waiting(format!("service {service} has no container"));
@@ -100,7 +109,7 @@ impl Gate<'_> {
             let mut waiting = Vec::new();
             let mut failing = Vec::new();
             for s in &self.services {
-                let mine: Vec<&Container> = containers.iter().filter(|c| &c.service == s).collect();
+                let mine = members(&containers, s);
                 match judge(s, &mine) {
                     Verdict::Ok => {}
                     Verdict::Waiting(why) => waiting.push((why, mine)),
@@ -211,5 +220,27 @@ mod tests {
         assert!(
             matches!(judge("s", &[&c("exited", false, 3, None, "no")]), Verdict::Failed(m) if m.contains("code 3"))
         );
+    }
+
+    #[test]
+    fn containers_kept_aside_are_not_the_service() {
+        let aside = |suffix: &str| Container {
+            name: format!("p-s-1{suffix}"),
+            ..c("exited", false, 0, None, "always")
+        };
+        let all = [
+            aside(crate::docker::api::ASIDE_OLD),
+            c("running", true, 0, None, "always"),
+            aside(crate::docker::api::ASIDE_NEW),
+        ];
+        let mine = members(&all, "s");
+        assert_eq!(mine, vec![&all[1]]);
+        assert_eq!(judge("s", &mine), Verdict::Ok);
+        // without the filter the stopped old container would hold the gate forever
+        assert!(matches!(
+            judge("s", &all.iter().collect::<Vec<_>>()),
+            Verdict::Waiting(_)
+        ));
+        assert!(members(&all, "other").is_empty());
     }
 }

@@ -187,6 +187,7 @@ impl Upgrade {
                 standby = Some(standby_ref.clone());
                 steps.push(Box::new(Standby {
                     target: to.clone(),
+                    old: old.clone(),
                     operator_env: env.inst.shared_dir().join(".env"),
                     scratch: env.scratch.clone(),
                 }));
@@ -269,6 +270,7 @@ impl Upgrade {
         keep.extend(self.from.iter().map(|f| f.release.clone()));
         steps.push(Box::new(Housekeeping {
             root: env.root.clone(),
+            project: self.project.clone(),
             backup,
             keep,
             keep_releases: self.keep_releases.max(1),

@@ -5,7 +5,8 @@
 //! (idempotent); `undo` puts the previous one back (or removes it).
 //!
 //! `housekeeping` is forward-only and never fails the run: with the new release committed and
-//! serving, it compresses the upgrade's backup and prunes by retention: old releases (never
+//! serving, it removes the old release's containers (kept aside, stopped, for a rollback),
+//! compresses the upgrade's backup and prunes by retention: old releases (never
 //! the current one or the one before it, the rollback target), backups, images molt loaded
 //! that no kept release names and no container uses, and the download cache. Each part is
 //! idempotent and judged from what is on disk, so a crash here loses nothing and the next
@@ -141,6 +142,9 @@ impl Step for Commit {
 
 pub struct Housekeeping {
     pub root: PathBuf,
+    /// The compose project, whose containers set aside by the cut-over (the old release's)
+    /// go first.
+    pub project: String,
     /// The upgrade's backup, compressed here.
     pub backup: Option<Layout>,
     /// Releases never pruned (the new current one and the one it replaced), relative names.
@@ -152,6 +156,9 @@ pub struct Housekeeping {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kept {
+    /// The old release's containers, kept stopped until the commit for a rollback.
+    #[serde(default)]
+    pub removed_containers: Vec<String>,
     pub archive_bytes: Option<u64>,
     pub removed_releases: Vec<String>,
     pub removed_backups: Vec<String>,
@@ -230,6 +237,12 @@ impl Step for Housekeeping {
 
     async fn apply(&self, ctx: &StepCtx) -> Result<Kept, StepError> {
         let mut kept = Kept::default();
+        match super::standby::remove_aside(&self.project).await {
+            Ok(names) => kept.removed_containers = names,
+            Err(e) => kept
+                .warnings
+                .push(format!("remove the old release's containers: {e}")),
+        }
         if let Some(layout) = &self.backup {
             use crate::backup::compress::Receipt;
             let c = crate::backup::compress::Compress {

@@ -20,11 +20,15 @@
 //!   creation did not finish). Idempotent.
 //!
 //! [`activate`] (in `start database` and `start`): the old container of that service, stopped
-//! at the stop, is removed; the stand-by one takes its name and starts. A rollback recreates
-//! the old release's containers with compose: the undo of `stop` removes the stand-by ones
-//! first ([`discard`]).
+//! at the stop, is set aside (renamed `<name>.molt-old`, kept until the commit's
+//! housekeeping removes it); the stand-by one takes its name and starts. A rollback needs no
+//! compose either ([`bring_back`], the undo of `stop`): the new containers are set aside
+//! (`<name>.molt-new`, removed by this step's undo), the old ones take their names back and
+//! start through the API in the old release's dependency order, read from its `compose
+//! config` while the stand-by was made. When that order could not be read or an old container
+//! is gone, the rollback removes the stand-by containers and runs compose as before.
 
-use crate::docker::api::{Container, Docker};
+use crate::docker::api::{Container, Docker, ASIDE_NEW, ASIDE_OLD};
 use crate::fsutil::{write_atomic, Stash};
 use crate::io_err;
 use crate::services::Target;
@@ -38,6 +42,8 @@ use std::path::PathBuf;
 pub struct Standby {
     /// The new release.
     pub target: Target,
+    /// The release it replaces (serving while this step runs).
+    pub old: Target,
     /// The operator's `.env` (`shared/.env`), which the merge will extend.
     pub operator_env: PathBuf,
     pub scratch: PathBuf,
@@ -62,6 +68,13 @@ pub struct Record {
     /// Why there are no stand-by containers (the cut-over goes through compose).
     #[serde(default)]
     pub fallback: Option<String>,
+    /// The old release's services, every dependency first: the order a rollback starts its
+    /// containers in. Empty: a rollback runs compose.
+    #[serde(default)]
+    pub old_order: Vec<Start>,
+    /// Why `old_order` is empty.
+    #[serde(default)]
+    pub old_fallback: Option<String>,
 }
 
 /// A service to start, after the services it depends on.
@@ -296,7 +309,25 @@ impl Standby {
         std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| e.to_string())?;
         let compose = compose.with_env_file(&env_file);
-        let order = start_order(&compose.config().await?)?;
+        // the old release's order (for a rollback without compose), read at the same time
+        let old_order = async {
+            let release = self.old.release().map_err(|e| e.to_string())?;
+            let compose = self
+                .old
+                .compose(&release)
+                .await
+                .map_err(|e| e.to_string())?;
+            start_order(&compose.config().await?)
+        };
+        let (config, old_order) = tokio::join!(compose.config(), old_order);
+        let order = start_order(&config?)?;
+        let (old_order, old_fallback) = match old_order {
+            Ok(o) => (o, None),
+            Err(why) => {
+                tracing::warn!(%why, "a rollback of this upgrade would run compose");
+                (Vec::new(), Some(why))
+            }
+        };
 
         let mut scale = Vec::new();
         let mut names = BTreeMap::new();
@@ -345,6 +376,8 @@ impl Standby {
             names,
             order,
             fallback: None,
+            old_order,
+            old_fallback,
         })
     }
 }
@@ -378,7 +411,11 @@ impl Step for Standby {
                 listed().await?
             }
             None => {
-                let old = listed().await?;
+                // old containers an earlier, committed upgrade set aside and could not remove
+                let (aside, old): (Vec<Container>, Vec<Container>) =
+                    listed().await?.into_iter().partition(|c| c.aside());
+                let gone: Vec<String> = aside.into_iter().map(|c| c.id).collect();
+                remove(&docker, project, Which::Listed(&gone)).await?;
                 let r = Record {
                     before: old.iter().map(|c| c.id.clone()).collect(),
                     ..Record::default()
@@ -422,12 +459,97 @@ impl Step for Standby {
     }
 }
 
-/// Remove the stand-by containers (before the old release is brought back with compose).
-pub async fn discard(standby: &StandbyRef, project: &str) -> Result<(), StepError> {
-    match standby.read()? {
-        Some(r) => remove_standby(&r, project).await,
-        None => Ok(()),
+/// The undo of `stop` in an upgrade with stand-by containers: the old release's containers
+/// back under their names. Returns the old release's services once their containers are
+/// started through the API (the caller waits for the gate); `None` when compose must bring
+/// the old release back (`all` false: only some services were stopped; a stand-by that fell
+/// back to compose; no old order; an old container gone): the stand-by containers are then
+/// removed and the old ones have their names. Idempotent at every point.
+pub async fn bring_back(
+    standby: &StandbyRef,
+    old: &Target,
+    all: bool,
+) -> Result<Option<Vec<String>>, StepError> {
+    let Some(r) = standby.read()? else {
+        return Ok(None);
+    };
+    let docker = Docker::connect().await.map_err(StepError::new)?;
+    let project = &old.project;
+    let containers = docker.containers(project).await.map_err(StepError::new)?;
+    let olds: BTreeMap<&str, &Container> = containers
+        .iter()
+        .filter(|c| r.before.contains(&c.id))
+        .map(|c| (c.service.as_str(), c))
+        .collect();
+    let by_api = all
+        && r.done
+        && r.fallback.is_none()
+        && !r.old_order.is_empty()
+        && r.old_order
+            .iter()
+            .all(|s| olds.contains_key(s.service.as_str()));
+    let ours = |c: &&Container| r.created.get(&c.service) == Some(&c.id);
+    if by_api {
+        // the new containers give the names back (removed by the stand-by step's undo)
+        for c in containers.iter().filter(ours).filter(|c| !c.aside()) {
+            if c.running {
+                docker.stop(&c.id).await.map_err(StepError::new)?;
+            }
+            let name = r.names.get(&c.service).unwrap_or(&c.name);
+            docker
+                .rename(&c.id, &format!("{name}{ASIDE_NEW}"))
+                .await
+                .map_err(StepError::new)?;
+        }
+    } else {
+        remove_standby(&r, project).await?;
     }
+    for c in olds.values() {
+        if let Some(name) = r.names.get(&c.service).filter(|n| **n != c.name) {
+            docker.rename(&c.id, name).await.map_err(StepError::new)?;
+        }
+    }
+    if !by_api {
+        return Ok(None);
+    }
+    let started: BTreeSet<String> = olds
+        .values()
+        .filter(|c| c.running)
+        .map(|c| c.service.clone())
+        .collect();
+    for wave in waves(&r.old_order, &started) {
+        let waits: Vec<String> = wave.iter().flat_map(|s| s.waits.clone()).collect();
+        if !waits.is_empty() {
+            old.wait_healthy(&waits).await?;
+        }
+        let starts = wave
+            .iter()
+            .map(|s| docker.start(&olds[s.service.as_str()].id));
+        for started in futures_util::future::join_all(starts).await {
+            started.map_err(StepError::new)?;
+        }
+        engine::failpoint("steps::upgrade::brought_back_wave");
+    }
+    Ok(Some(
+        r.old_order.iter().map(|s| s.service.clone()).collect(),
+    ))
+}
+
+/// Remove the containers set aside (the old release's, once the new one is committed).
+/// Returns their names.
+pub async fn remove_aside(project: &str) -> Result<Vec<String>, String> {
+    let docker = Docker::connect().await?;
+    let mut removed = Vec::new();
+    for c in docker.containers(project).await? {
+        if c.aside() {
+            if c.running {
+                docker.stop(&c.id).await?;
+            }
+            docker.remove(&c.id).await?;
+            removed.push(c.name);
+        }
+    }
+    Ok(removed)
 }
 
 /// The recorded stand-by containers, or every container not in `before` when the creation did
@@ -442,8 +564,9 @@ async fn remove_standby(r: &Record, project: &str) -> Result<(), StepError> {
     }
 }
 
-/// Start `service`'s stand-by container in place of its old one (removed; its name taken).
-/// `containers`: the project's, listed before this wave of starts. Idempotent.
+/// Start `service`'s stand-by container in place of its old one (set aside: renamed
+/// `<name>.molt-old`; its name taken). `containers`: the project's, listed before this wave
+/// of starts. Idempotent.
 pub async fn activate(
     docker: &Docker,
     containers: &[Container],
@@ -462,7 +585,12 @@ pub async fn activate(
         if c.running {
             docker.stop(&c.id).await.map_err(StepError::new)?;
         }
-        docker.remove(&c.id).await.map_err(StepError::new)?;
+        if !c.aside() {
+            docker
+                .rename(&c.id, &format!("{}{ASIDE_OLD}", c.name))
+                .await
+                .map_err(StepError::new)?;
+        }
     }
     if let (Some(name), Some(me)) = (
         record.names.get(service),
