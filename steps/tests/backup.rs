@@ -5,6 +5,7 @@
 use engine::{RunId, Step, StepCtx};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use steps::backup::digest::BLOCKS_PREFIX;
 use steps::backup::finalize::FinalSync;
 use steps::backup::precopy::PreCopy;
 use steps::backup::tree::scan;
@@ -122,4 +123,152 @@ async fn changes_between_precopy_and_final_sync_all_reach_the_backup() {
     fin.undo(&ctx(1), None).await.unwrap();
     pre.undo(&ctx(0), None).await.unwrap();
     assert!(!layout.dir().exists());
+}
+
+/// A tree with one file of several blocks, pre-copied, then written in one block while the
+/// services still run (a database's tablespace).
+async fn big_file_changed_in_one_block() -> (tempfile::TempDir, Layout, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut big: Vec<u8> = (0..(4 << 20) + 1000).map(|i| (i % 239) as u8).collect();
+    write(root, "shared/db/ibdata1", &big);
+    write(root, "shared/small.txt", b"small");
+    let layout = Layout::new(root, "b1");
+    PreCopy {
+        layout: layout.clone(),
+        paths: vec!["shared".into()],
+    }
+    .apply(&ctx(0))
+    .await
+    .unwrap();
+    let record = std::fs::read_to_string(layout.precopy()).unwrap();
+    let record: steps::backup::precopy::PreCopyRecord = serde_json::from_str(&record).unwrap();
+    let seen = record
+        .seen
+        .iter()
+        .find(|s| s.item.path == "shared/db/ibdata1")
+        .unwrap();
+    assert_eq!(
+        seen.blocks.len(),
+        5,
+        "the pre-copy records each block's digest"
+    );
+    assert!(
+        seen.item
+            .sha256
+            .as_deref()
+            .unwrap()
+            .starts_with(BLOCKS_PREFIX),
+        "{:?}",
+        seen.item.sha256
+    );
+    big[(2 << 20) + 7] ^= 0xff;
+    write(root, "shared/db/ibdata1", &big);
+    (dir, layout, big)
+}
+
+fn sealed_digest(layout: &Layout, rel: &str) -> String {
+    let m = layout.read_manifest().unwrap().unwrap();
+    let item = m.items.iter().find(|i| i.path == rel).unwrap();
+    item.sha256.clone().unwrap()
+}
+
+/// The final sync hashes only the changed blocks of a large file (the others' digests come
+/// from the pre-copy): the sealed digest is the file's, and the backup verifies. After an
+/// interrupted final sync (which may have rewritten blocks of the copy), the recorded digests
+/// no longer stand for the copy: the marker the first attempt left makes the re-run hash.
+#[tokio::test]
+async fn a_large_file_is_sealed_with_its_digest_even_after_an_interrupted_final_sync() {
+    use steps::backup::digest::{digest_file, Scheme};
+    let rel = "shared/db/ibdata1";
+    // a final sync in one go
+    let (dir, layout, big) = big_file_changed_in_one_block().await;
+    let r = FinalSync {
+        layout: layout.clone(),
+    }
+    .apply(&ctx(1))
+    .await
+    .unwrap();
+    assert!(r.changed >= 1, "{r:?}");
+    let file = dir.path().join(rel);
+    assert_eq!(
+        sealed_digest(&layout, rel),
+        digest_file(&file, Scheme::Blocks).unwrap()
+    );
+    assert_eq!(verify(dir.path(), "b1").unwrap(), Vec::<String>::new());
+    assert_eq!(std::fs::read(layout.data().join(rel)).unwrap(), big);
+    assert!(
+        !layout.sync_marker().exists(),
+        "gone with the pre-copy record"
+    );
+
+    // A first attempt that wrote the changed block into the copy, then was killed: it had
+    // left its marker first, so the re-run does not take the pre-copy's digest for that block.
+    for marker in [true, false] {
+        let (dir, layout, big) = big_file_changed_in_one_block().await;
+        std::fs::write(layout.data().join(rel), &big).unwrap();
+        if marker {
+            std::fs::write(layout.sync_marker(), b"").unwrap();
+        }
+        FinalSync {
+            layout: layout.clone(),
+        }
+        .apply(&ctx(1))
+        .await
+        .unwrap();
+        let problems = verify(dir.path(), "b1").unwrap();
+        if marker {
+            assert_eq!(problems, Vec::<String>::new());
+            assert_eq!(
+                sealed_digest(&layout, rel),
+                digest_file(&dir.path().join(rel), Scheme::Blocks).unwrap()
+            );
+        } else {
+            // the control: without the marker the stale digest is taken, and verify sees it
+            assert!(problems.iter().any(|p| p.contains(rel)), "{problems:?}");
+        }
+    }
+}
+
+/// A backup sealed by an older molt has plain SHA-256 digests for every file, large ones
+/// included: it still verifies, compresses and verifies as an archive.
+#[tokio::test]
+async fn a_manifest_with_plain_digests_of_large_files_still_verifies_and_compresses() {
+    use steps::backup::digest::{digest_file, Scheme};
+    let (dir, layout, _) = big_file_changed_in_one_block().await;
+    FinalSync {
+        layout: layout.clone(),
+    }
+    .apply(&ctx(1))
+    .await
+    .unwrap();
+    let mut m = layout.read_manifest().unwrap().unwrap();
+    for item in m.items.iter_mut().filter(|i| i.sha256.is_some()) {
+        item.sha256 = Some(digest_file(&layout.data().join(&item.path), Scheme::Plain).unwrap());
+    }
+    std::fs::write(layout.manifest(), serde_json::to_vec(&m).unwrap()).unwrap();
+    assert_eq!(verify(dir.path(), "b1").unwrap(), Vec::<String>::new());
+    let archive = dir.path().join("a.tar.zst");
+    steps::backup::compress::write_archive(&layout.data(), &m.items, &archive, 3).unwrap();
+    assert_eq!(
+        steps::backup::compress::verify_archive(&archive, &m).unwrap(),
+        Vec::<String>::new()
+    );
+    // and a digest that is wrong is still found wrong
+    let big = m
+        .items
+        .iter_mut()
+        .find(|i| i.path.ends_with("ibdata1"))
+        .unwrap();
+    big.sha256 = Some(format!(
+        "{}{}",
+        steps::backup::digest::BLOCKS_PREFIX,
+        "0".repeat(64)
+    ));
+    assert_eq!(
+        steps::backup::compress::verify_archive(&archive, &m)
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -12,13 +12,13 @@
 //! - `undo`: removes a leftover `data.tar.zst.partial`; a backup already recorded as compressed
 //!   stays compressed (it is complete either way). Idempotent.
 
+use super::digest::{Digester, Scheme};
 use super::{write_json, Item, Kind, Layout, Manifest, ARCHIVE};
 use crate::fsutil::{remove_path, sync_dir};
 use crate::io_err;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
 use std::path::Path;
@@ -60,10 +60,10 @@ fn header(item: &Item) -> tar::Header {
     h
 }
 
-/// A reader that hashes what passes through it.
+/// A reader that digests what passes through it.
 struct Hashing<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Digester,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -94,10 +94,10 @@ pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io:
                 let src = data.join(&item.path);
                 let mut r = Hashing {
                     inner: File::open(&src)?.take(item.size),
-                    hasher: Sha256::new(),
+                    hasher: Digester::new(Scheme::of(item.sha256.as_deref())),
                 };
                 builder.append_data(&mut h, &item.path, &mut r)?;
-                let sha = format!("{:x}", r.hasher.finalize());
+                let sha = r.hasher.finish().digest;
                 if Some(&sha) != item.sha256.as_ref() {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -169,12 +169,12 @@ pub fn verify_archive(archive: &Path, manifest: &Manifest) -> io::Result<Vec<Str
         }
         match item.kind {
             Kind::File => {
-                let mut hasher = Sha256::new();
+                let mut hasher = Digester::new(Scheme::of(item.sha256.as_deref()));
                 if let Err(e) = io::copy(&mut entry, &mut hasher) {
                     problems.push(format!("{path}: cannot be read from the archive: {e}"));
                     return Ok(problems);
                 }
-                let sha = format!("{:x}", hasher.finalize());
+                let sha = hasher.finish().digest;
                 if Some(&sha) != item.sha256.as_ref() {
                     problems.push(format!(
                         "{path} has sha256 {sha} in the archive, expected {}",

@@ -15,10 +15,11 @@
 //! - `undo`: removes the manifest (the backup is no longer complete); the pre-copy's undo
 //!   removes the rest. Idempotent.
 
+use super::digest::{digest_file, from_hex, Scheme};
 use super::precopy::PreCopyRecord;
-use super::tree::{finish_dirs, hash_file, rematerialize, scan, syncfs, Seen};
+use super::tree::{finish_dirs, rematerialize, scan, syncfs, Seen};
 use super::{read_json, write_json, Kind, Layout, Manifest, MANIFEST_FORMAT};
-use crate::fsutil::{remove_path, sync_dir};
+use crate::fsutil::{remove_path, sync_dir, write_atomic};
 use crate::io_err;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
@@ -90,6 +91,13 @@ impl Step for FinalSync {
                 ))
             })?;
         let data = l.data();
+        // The pre-copy's block digests stand for data/ only if no earlier attempt wrote to
+        // it; the marker is durable before the first write.
+        let marker = l.sync_marker();
+        let trust_blocks = !marker.exists();
+        if trust_blocks {
+            write_atomic(&marker, b"").map_err(|e| io_err("write", &marker, e))?;
+        }
         let now = scan(&l.root, &pre.paths).map_err(|e| io_err("scan", &l.root, e))?;
         let old: BTreeMap<&str, &Seen> =
             pre.seen.iter().map(|s| (s.item.path.as_str(), s)).collect();
@@ -120,7 +128,8 @@ impl Step for FinalSync {
                 Some(p) => match changed(p, s, pre.started_ns) {
                     Some(c) => !c,
                     None => {
-                        let sha = hash_file(&src).map_err(|e| io_err("hash", &src, e))?;
+                        let scheme = Scheme::of(p.item.sha256.as_deref());
+                        let sha = digest_file(&src, scheme).map_err(|e| io_err("hash", &src, e))?;
                         Some(&sha) == p.item.sha256.as_ref()
                     }
                 },
@@ -132,8 +141,12 @@ impl Step for FinalSync {
                 if prev.is_some_and(|p| p.item.kind != item.kind) {
                     remove_path(&dst).map_err(|e| io_err("remove", &dst, e))?;
                 }
-                item.sha256 =
-                    rematerialize(&l.root, &data, &item).map_err(|e| io_err("copy", &src, e))?;
+                let known = prev
+                    .filter(|p| trust_blocks && p.item.kind == Kind::File)
+                    .and_then(|p| from_hex(&p.blocks));
+                item.sha256 = rematerialize(&l.root, &data, &item, known.as_deref())
+                    .map_err(|e| io_err("copy", &src, e))?
+                    .map(|d| d.digest);
                 copied += 1;
                 engine::failpoint("steps::backup::sync_entry");
             }
@@ -156,7 +169,9 @@ impl Step for FinalSync {
         };
         write_json(&l.manifest(), &manifest).map_err(|e| io_err("write", &l.manifest(), e))?;
         // The pre-copy record has served; the manifest now says everything.
-        remove_path(&l.precopy()).map_err(|e| io_err("remove", &l.precopy(), e))?;
+        for done in [l.precopy(), marker] {
+            remove_path(&done).map_err(|e| io_err("remove", &done, e))?;
+        }
         Ok(Receipt {
             files,
             bytes,
@@ -192,6 +207,7 @@ mod tests {
             ino: 7,
             dev: 1,
             ctime_ns,
+            blocks: vec![],
         }
     }
 

@@ -11,6 +11,7 @@
 //!   good one. The journal's step receipts record which run made which backup.
 
 pub mod compress;
+pub mod digest;
 pub mod finalize;
 pub mod precopy;
 pub mod restore;
@@ -104,6 +105,13 @@ impl Layout {
 
     pub fn manifest(&self) -> PathBuf {
         self.dir().join("manifest.json")
+    }
+
+    /// Present from the final sync's first write to `data/` until the manifest: a re-run
+    /// finds `data/` possibly no longer the pre-copy's, so its recorded block digests do not
+    /// stand for it.
+    pub fn sync_marker(&self) -> PathBuf {
+        self.dir().join("final-sync.started")
     }
 
     pub fn archive(&self) -> PathBuf {

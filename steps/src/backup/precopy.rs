@@ -10,6 +10,7 @@
 //!   or starts over.
 //! - `undo`: removes `backups/<id>/` entirely. Idempotent.
 
+use super::digest::{to_hex, Scheme};
 use super::tree::{finish_dirs, materialize, scan, syncfs, Seen};
 use super::{write_json, Layout, MANIFEST_FORMAT};
 use crate::fsutil::remove_path;
@@ -28,7 +29,8 @@ pub struct PreCopyRecord {
     /// not clearly before it may have changed without their stat showing it, and are hashed
     /// again by the final sync.
     pub started_ns: i64,
-    /// Every entry seen, `item.sha256` filled for files (the content that was copied).
+    /// Every entry seen, `item.sha256` filled for files (the content that was copied), with
+    /// each block's digest for the files over a block.
     pub seen: Vec<Seen>,
 }
 
@@ -89,9 +91,13 @@ impl Step for PreCopy {
         let total = totals(&seen);
         let bar = crate::report::Progress::begin("pre-copy", total.bytes);
         for s in &mut seen {
-            let sha = materialize(&l.root, &data, &s.item)
+            let scheme = Scheme::for_size(s.item.size);
+            let digested = materialize(&l.root, &data, &s.item, scheme)
                 .map_err(|e| io_err("copy", &l.root.join(&s.item.path), e))?;
-            s.item.sha256 = sha;
+            if let Some(d) = digested {
+                s.item.sha256 = Some(d.digest);
+                s.blocks = to_hex(&d.blocks);
+            }
             bar.inc(s.item.size);
             engine::failpoint("steps::backup::precopy_entry");
         }

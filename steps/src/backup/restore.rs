@@ -14,6 +14,7 @@
 //! A crash anywhere leaves the old data or the restored data at each path, never a mix, and
 //! `molt resume` finishes the restore.
 
+use super::digest::Scheme;
 use super::tree::{apply_meta, feed_blocks, finish_dirs, materialize, syncfs, Hasher, PENDING};
 use super::{Item, Kind, Layout, Manifest};
 use crate::fsutil::{remove_path, sync_dir, Stash};
@@ -50,7 +51,7 @@ fn written(
     item: &Item,
     problems: &mut Vec<String>,
 ) -> io::Result<()> {
-    let sha = hasher.next_digest()?;
+    let sha = hasher.next_digest()?.digest;
     if Some(&sha) != item.sha256.as_ref() {
         problems.push(format!(
             "{} has sha256 {sha} in the archive, expected {}",
@@ -75,7 +76,8 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                     problems.push(format!("{} is missing from the backup", item.path));
                     continue;
                 }
-                let sha = materialize(&data, staging, item)?;
+                let scheme = Scheme::of(item.sha256.as_deref());
+                let sha = materialize(&data, staging, item, scheme)?.map(|d| d.digest);
                 if item.kind == Kind::File && sha != item.sha256 {
                     problems.push(format!(
                         "{} has sha256 {} in the backup, expected {}",
@@ -128,7 +130,8 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                         // decompressed here; written and hashed on the other core, checked
                         // (and given its metadata once written) a few files later
                         hasher.sink(std::fs::File::create(&dst)?)?;
-                        feed_blocks(&mut entry, &hasher, |_, _| Ok(()))?;
+                        let scheme = Scheme::of(item.sha256.as_deref());
+                        feed_blocks(&mut entry, &hasher, scheme, |_, _| Ok(None))?;
                         pending.push_back(item);
                         if pending.len() >= PENDING {
                             if let Some(oldest) = pending.pop_front() {

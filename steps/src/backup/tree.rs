@@ -1,8 +1,8 @@
 //! Walking, copying and checking trees of files for backups: every entry with its kind, mode,
 //! owner, mtime and (for files) sha256, copied in one pass that hashes as it writes.
 
+use super::digest::{BlockDigest, Digested, Digester, Scheme};
 use super::{Item, Kind};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -17,6 +17,10 @@ pub struct Seen {
     pub ino: u64,
     pub dev: u64,
     pub ctime_ns: i64,
+    /// Files of the block scheme (see `digest`): each block's digest as the pre-copy copied
+    /// it (hex), so the final sync hashes only the blocks that changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<String>,
 }
 
 fn ns(secs: i64, nsec: i64) -> i64 {
@@ -64,6 +68,7 @@ pub fn stat(path: &Path, rel: &str) -> io::Result<Seen> {
         ino: meta.ino(),
         dev: meta.dev(),
         ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        blocks: Vec::new(),
     })
 }
 
@@ -105,15 +110,19 @@ fn walk(abs: &Path, rel: &str, out: &mut Vec<Seen>) -> io::Result<()> {
     Ok(())
 }
 
-/// SHA-256 on a second thread: blocks go in, the buffers come back for reuse, one digest per
-/// file ended ([`Hasher::end`]). Copies, the final sync and restores read (and compare, and write) on
+/// File digests (see `digest`) on a second thread: blocks go in, the buffers come back for
+/// reuse, one digest per file ended ([`Hasher::end`]). Copies, the final sync and restores read (and compare, and write) on
 /// one core while the other hashes, so a large file costs the slower of the two, not their
 /// sum. Files of one block or less are hashed inline by the callers (no round trip). A restore
 /// also hands the thread the file to write ([`Hasher::sink`]): decompressing then takes one
 /// core, writing and hashing the other, as `tar -I zstd` splits it between two processes.
 enum Msg {
+    /// The next file's digest scheme.
+    Begin(Scheme),
     /// A block to hash (and write to the sink, if any).
     Data(Vec<u8>, usize),
+    /// A whole block whose digest is known: only the buffer comes back.
+    Known(Vec<u8>, BlockDigest),
     /// Write the next blocks to this file too.
     Sink(File),
     /// The end of a file: send its digest (or the sink's write error), close the sink.
@@ -123,11 +132,11 @@ enum Msg {
 pub(crate) struct Hasher {
     blocks: Option<std::sync::mpsc::SyncSender<Msg>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    digests: std::sync::mpsc::Receiver<Result<String, io::Error>>,
+    digests: std::sync::mpsc::Receiver<Result<Digested, io::Error>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-pub(crate) const BLOCK: usize = 1 << 20;
+pub(crate) use super::digest::BLOCK;
 
 /// Files ended ([`Hasher::end`]) whose digests may wait to be asked for.
 pub(crate) const PENDING: usize = 8;
@@ -141,11 +150,12 @@ impl Hasher {
             let _ = back.send(vec![0u8; BLOCK]);
         }
         let thread = std::thread::spawn(move || {
-            let mut h = Sha256::new();
+            let mut h = Digester::new(Scheme::Plain);
             let mut sink: Option<File> = None;
             let mut failed: Option<io::Error> = None;
             for msg in rx {
                 match msg {
+                    Msg::Begin(scheme) => h = Digester::new(scheme),
                     Msg::Data(buf, n) => {
                         h.update(&buf[..n]);
                         if let (Some(f), None) = (sink.as_mut(), failed.as_ref()) {
@@ -153,13 +163,21 @@ impl Hasher {
                         }
                         let _ = back.send(buf);
                     }
+                    Msg::Known(buf, digest) => {
+                        if !h.known(digest) && failed.is_none() {
+                            failed = Some(io::Error::other(
+                                "a known block digest off a block boundary",
+                            ));
+                        }
+                        let _ = back.send(buf);
+                    }
                     Msg::Sink(f) => sink = Some(f),
                     Msg::End => {
-                        let d = std::mem::take(&mut h).finalize();
+                        let d = std::mem::replace(&mut h, Digester::new(Scheme::Plain)).finish();
                         drop(sink.take());
                         let result = match failed.take() {
                             Some(e) => Err(e),
-                            None => Ok(format!("{d:x}")),
+                            None => Ok(d),
                         };
                         if done.send(result).is_err() {
                             return;
@@ -190,6 +208,11 @@ impl Hasher {
         self.spare.recv().unwrap_or_else(|_| vec![0u8; BLOCK])
     }
 
+    /// Start a file digested by `scheme`.
+    pub(crate) fn begin(&self, scheme: Scheme) -> io::Result<()> {
+        self.send(Msg::Begin(scheme))
+    }
+
     /// Hash the first `n` bytes of `buf` (after what came before, for the current file).
     pub(crate) fn hash(&self, buf: Vec<u8>, n: usize) {
         let _ = self.send(Msg::Data(buf, n));
@@ -208,7 +231,7 @@ impl Hasher {
     }
 
     /// The digest of the oldest file ended and not yet asked for.
-    pub(crate) fn next_digest(&self) -> io::Result<String> {
+    pub(crate) fn next_digest(&self) -> io::Result<Digested> {
         self.digests
             .recv()
             .map_err(|_| io::Error::other("the hashing thread stopped"))?
@@ -239,23 +262,27 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Read `input` to its end in [`BLOCK`]s, giving each block and its offset to `each` while
-/// `hasher` hashes it on the other thread. Returns (bytes, sha256 hex).
+/// `hasher` digests it by `scheme` on the other thread. Returns (bytes, digest).
 pub(crate) fn hash_blocks(
     input: &mut impl Read,
     hasher: &Hasher,
-    each: impl FnMut(&[u8], u64) -> io::Result<()>,
-) -> io::Result<(u64, String)> {
-    let total = feed_blocks(input, hasher, each)?;
+    scheme: Scheme,
+    each: impl FnMut(&[u8], u64) -> io::Result<Option<BlockDigest>>,
+) -> io::Result<(u64, Digested)> {
+    let total = feed_blocks(input, hasher, scheme, each)?;
     Ok((total, hasher.next_digest()?))
 }
 
 /// [`hash_blocks`] without the digest: the file is ended ([`Hasher::end`]) and its digest
-/// left for [`Hasher::next_digest`]. Returns the bytes.
+/// left for [`Hasher::next_digest`]. `each` may answer a block's digest when it knows it
+/// (the block is then not hashed). Returns the bytes.
 pub(crate) fn feed_blocks(
     input: &mut impl Read,
     hasher: &Hasher,
-    mut each: impl FnMut(&[u8], u64) -> io::Result<()>,
+    scheme: Scheme,
+    mut each: impl FnMut(&[u8], u64) -> io::Result<Option<BlockDigest>>,
 ) -> io::Result<u64> {
+    hasher.begin(scheme)?;
     let mut total = 0u64;
     loop {
         let mut buf = hasher.buffer();
@@ -265,9 +292,12 @@ pub(crate) fn feed_blocks(
             hasher.hash(buf, 0);
             break;
         }
-        each(&buf[..n], total)?;
+        let known = each(&buf[..n], total)?;
         total += n as u64;
-        hasher.hash(buf, n);
+        match known {
+            Some(d) => hasher.send(Msg::Known(buf, d))?,
+            None => hasher.hash(buf, n),
+        }
         if n < BLOCK {
             break;
         }
@@ -276,37 +306,49 @@ pub(crate) fn feed_blocks(
     Ok(total)
 }
 
-/// Copy a regular file, hashing what is written. Returns (bytes, sha256 hex). Not fsynced:
-/// callers make a whole tree durable at once with [`syncfs`].
-pub fn copy_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
+/// Copy a regular file, digesting what is written by `scheme`. Returns (bytes, digest). Not
+/// fsynced: callers make a whole tree durable at once with [`syncfs`].
+pub fn copy_hashed(src: &Path, dst: &Path, scheme: Scheme) -> io::Result<(u64, Digested)> {
     let mut input = File::open(src)?;
     let mut output = File::create(dst)?;
     if input.metadata()?.len() <= BLOCK as u64 {
         let mut buf = Vec::new();
         input.read_to_end(&mut buf)?;
         output.write_all(&buf)?;
-        return Ok((buf.len() as u64, format!("{:x}", Sha256::digest(&buf))));
+        let mut d = Digester::new(scheme);
+        d.update(&buf);
+        return Ok((buf.len() as u64, d.finish()));
     }
-    hash_blocks(&mut input, &Hasher::start(), |block, _| {
-        output.write_all(block)
+    hash_blocks(&mut input, &Hasher::start(), scheme, |block, _| {
+        output.write_all(block).map(|()| None)
     })
 }
 
 /// Bring `dst` (an earlier copy of `src`) to `src`'s content, writing only the 1 MiB blocks
-/// that differ, and hash `src` on the way. Returns (bytes, sha256 hex). A large file that
+/// that differ, and digest `src` on the way. Returns (bytes, digest). A large file that
 /// changed in a few places (a database's tablespace) then costs a read, not a rewrite: the
 /// final sync's downtime and the dirty data `syncfs` must flush do not grow with the file.
-/// Not fsynced (see [`copy_hashed`]); a `dst` that is not a regular file is copied anew.
-pub fn sync_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
+/// `known`: the block digests of `dst` as it is (the pre-copy's): a block found equal is not
+/// hashed again, so the file costs a compare, not a hash. Only pass them when `dst` is
+/// untouched since they were made. Not fsynced (see [`copy_hashed`]); a `dst` that is not a
+/// regular file is copied anew. The digest is of the block scheme for files over a block.
+pub fn sync_hashed(
+    src: &Path,
+    dst: &Path,
+    known: Option<&[BlockDigest]>,
+) -> io::Result<(u64, Digested)> {
     use std::os::unix::fs::FileExt;
-    match fs::symlink_metadata(dst) {
-        Ok(m) if m.is_file() => {}
-        _ => return copy_hashed(src, dst),
-    }
     let mut input = File::open(src)?;
+    let scheme = Scheme::for_size(input.metadata()?.len());
+    let dst_len = match fs::symlink_metadata(dst) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return copy_hashed(src, dst, scheme),
+    };
+    // the digests stand for dst's blocks only when there is one per block of it
+    let known = known.filter(|k| k.len() as u64 == dst_len.div_ceil(BLOCK as u64));
     let output = fs::OpenOptions::new().read(true).write(true).open(dst)?;
     let mut old = vec![0u8; BLOCK];
-    let (total, sha) = hash_blocks(&mut input, &Hasher::start(), |block, at| {
+    let (total, digest) = hash_blocks(&mut input, &Hasher::start(), scheme, |block, at| {
         let old = &mut old[..block.len()];
         let mut m = 0;
         while m < old.len() {
@@ -319,19 +361,22 @@ pub fn sync_hashed(src: &Path, dst: &Path) -> io::Result<(u64, String)> {
         }
         if m != old.len() || old[..] != *block {
             output.write_all_at(block, at)?;
+            return Ok(None);
         }
-        Ok(())
+        // equal, and dst's block there is exactly this long: its digest is this block's
+        let recorded_len = (dst_len - at).min(BLOCK as u64);
+        Ok(known
+            .filter(|_| scheme == Scheme::Blocks && recorded_len == block.len() as u64)
+            .and_then(|k| k.get((at / BLOCK as u64) as usize).copied()))
     })?;
     output.set_len(total)?;
-    Ok((total, sha))
+    Ok((total, digest))
 }
 
-/// sha256 of a file.
+/// Plain sha256 of a file (release packages and downloads; a backup's files are digested by
+/// the scheme their digest names, see `digest`).
 pub fn hash_file(path: &Path) -> io::Result<String> {
-    let mut input = File::open(path)?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut input, &mut hasher)?;
-    Ok(format!("{:x}", hasher.finalize()))
+    super::digest::digest_file(path, Scheme::Plain)
 }
 
 /// Give `path` the mode, owner and (for files and directories) mtime of `item`. Ownership is
@@ -364,10 +409,15 @@ fn set_mtime(path: &Path, t: SystemTime) -> io::Result<()> {
     f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
 }
 
-/// Create `dst_root/item.path` from `src_root/item.path` (a file is copied and hashed, a
-/// directory created, a symlink re-created). Returns the sha256 of a copied file.
+/// Create `dst_root/item.path` from `src_root/item.path` (a file is copied and digested by
+/// `scheme`, a directory created, a symlink re-created). Returns the digest of a copied file.
 /// Directory metadata is applied by [`finish_dirs`] once their content is in place.
-pub fn materialize(src_root: &Path, dst_root: &Path, item: &Item) -> io::Result<Option<String>> {
+pub fn materialize(
+    src_root: &Path,
+    dst_root: &Path,
+    item: &Item,
+    scheme: Scheme,
+) -> io::Result<Option<Digested>> {
     let src = src_root.join(&item.path);
     let dst = dst_root.join(&item.path);
     match item.kind {
@@ -386,23 +436,29 @@ pub fn materialize(src_root: &Path, dst_root: &Path, item: &Item) -> io::Result<
             Ok(None)
         }
         Kind::File => {
-            let (_, sha) = copy_hashed(&src, &dst)?;
+            let (_, digest) = copy_hashed(&src, &dst, scheme)?;
             apply_meta(&dst, item)?;
-            Ok(Some(sha))
+            Ok(Some(digest))
         }
     }
 }
 
 /// [`materialize`] over an earlier copy: a file already in `dst_root` is brought up to date
-/// block by block ([`sync_hashed`]) instead of rewritten.
-pub fn rematerialize(src_root: &Path, dst_root: &Path, item: &Item) -> io::Result<Option<String>> {
+/// block by block ([`sync_hashed`], with the copy's `known` block digests) instead of
+/// rewritten.
+pub fn rematerialize(
+    src_root: &Path,
+    dst_root: &Path,
+    item: &Item,
+    known: Option<&[BlockDigest]>,
+) -> io::Result<Option<Digested>> {
     if item.kind != Kind::File {
-        return materialize(src_root, dst_root, item);
+        return materialize(src_root, dst_root, item, Scheme::Plain);
     }
     let dst = dst_root.join(&item.path);
-    let (_, sha) = sync_hashed(&src_root.join(&item.path), &dst)?;
+    let (_, digest) = sync_hashed(&src_root.join(&item.path), &dst, known)?;
     apply_meta(&dst, item)?;
-    Ok(Some(sha))
+    Ok(Some(digest))
 }
 
 /// Apply directory metadata deepest first (writing into a directory changes its mtime).
@@ -460,7 +516,10 @@ pub fn verify_dir(root: &Path, items: &[Item]) -> io::Result<Vec<String>> {
                         item.path, got.size, item.size
                     ));
                 } else {
-                    let sha = hash_file(&root.join(&item.path))?;
+                    let sha = super::digest::digest_file(
+                        &root.join(&item.path),
+                        Scheme::of(item.sha256.as_deref()),
+                    )?;
                     if Some(&sha) != item.sha256.as_ref() {
                         problems.push(format!(
                             "{} has sha256 {sha}, expected {}",
@@ -491,6 +550,7 @@ pub fn verify_dir(root: &Path, items: &[Item]) -> io::Result<Vec<String>> {
 #[cfg(test)]
 mod delta_tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn one_hasher_serves_many_files_of_whole_blocks() {
@@ -500,13 +560,13 @@ mod delta_tests {
         for i in 0..6u8 {
             let data = vec![i; BLOCK * (1 + i as usize % 2)];
             let mut written = Vec::new();
-            let (n, sha) = hash_blocks(&mut &data[..], &hasher, |b, _| {
+            let (n, d) = hash_blocks(&mut &data[..], &hasher, Scheme::Plain, |b, _| {
                 written.extend_from_slice(b);
-                Ok(())
+                Ok(None)
             })
             .unwrap();
             assert_eq!((n as usize, &written), (data.len(), &data));
-            assert_eq!(sha, format!("{:x}", Sha256::digest(&data)));
+            assert_eq!(d.digest, format!("{:x}", Sha256::digest(&data)));
         }
     }
 
@@ -517,16 +577,17 @@ mod delta_tests {
         let data: Vec<u8> = (0..(2 * BLOCK + 7)).map(|i| (i % 253) as u8).collect();
         let out = dir.path().join("out");
         hasher.sink(File::create(&out).unwrap()).unwrap();
-        let (n, sha) = hash_blocks(&mut &data[..], &hasher, |_, _| Ok(())).unwrap();
+        let plain = |_: &[u8], _| Ok(None);
+        let (n, d) = hash_blocks(&mut &data[..], &hasher, Scheme::Plain, plain).unwrap();
         assert_eq!(n as usize, data.len());
         assert_eq!(std::fs::read(&out).unwrap(), data);
-        assert_eq!(sha, format!("{:x}", Sha256::digest(&data)));
+        assert_eq!(d.digest, format!("{:x}", Sha256::digest(&data)));
         // a file opened read-only cannot take the blocks: the digest says so
         hasher.sink(File::open(&out).unwrap()).unwrap();
-        assert!(hash_blocks(&mut &data[..], &hasher, |_, _| Ok(())).is_err());
+        assert!(hash_blocks(&mut &data[..], &hasher, Scheme::Plain, plain).is_err());
         // and the next file is unaffected
-        let (_, again) = hash_blocks(&mut &data[..], &hasher, |_, _| Ok(())).unwrap();
-        assert_eq!(again, sha);
+        let (_, again) = hash_blocks(&mut &data[..], &hasher, Scheme::Plain, plain).unwrap();
+        assert_eq!(again, d);
     }
 
     #[test]
@@ -535,21 +596,71 @@ mod delta_tests {
         let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
         let mut data: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i % 251) as u8).collect();
         std::fs::write(&src, &data).unwrap();
-        let (n, sha) = sync_hashed(&src, &dst).unwrap(); // no copy yet: a plain copy
+        let (n, first) = sync_hashed(&src, &dst, None).unwrap(); // no copy yet: a plain copy
         assert_eq!(
             (n, std::fs::read(&dst).unwrap()),
             (data.len() as u64, data.clone())
         );
-        assert_eq!(sha, hash_file(&src).unwrap());
-        // a change in the middle block, then growth, then shrinking
+        let blocks = |p: &Path| super::super::digest::digest_file(p, Scheme::Blocks).unwrap();
+        assert_eq!(first.digest, blocks(&src));
+        // a change in the middle block, then growth, then shrinking, then below one block
         data[(1 << 20) + 5] ^= 0xff;
-        for len in [data.len(), data.len() + (1 << 20), 1000] {
+        for len in [data.len(), data.len() + (1 << 20), (2 << 20) + 5, 1000] {
             data.resize(len, 7);
             std::fs::write(&src, &data).unwrap();
-            let (n, sha) = sync_hashed(&src, &dst).unwrap();
+            let (n, d) = sync_hashed(&src, &dst, None).unwrap();
             assert_eq!(n, len as u64);
             assert_eq!(std::fs::read(&dst).unwrap(), data);
-            assert_eq!(sha, hash_file(&src).unwrap());
+            let want = if len > BLOCK {
+                blocks(&src)
+            } else {
+                hash_file(&src).unwrap()
+            };
+            assert_eq!(d.digest, want, "{len}");
         }
+    }
+
+    #[test]
+    fn sync_hashed_trusts_known_block_digests_only_for_equal_blocks_of_equal_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        let data: Vec<u8> = (0..(3 << 20) + 500).map(|i| (i % 241) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let (_, copied) = copy_hashed(&src, &dst, Scheme::Blocks).unwrap();
+        assert_eq!(copied.blocks.len(), 4);
+        let digest_of = |p: &Path| super::super::digest::digest_file(p, Scheme::Blocks).unwrap();
+        // Digests that lie for every block: a block used unread would show in the result.
+        // Only equal blocks of the recorded length may take theirs, so a lie shows there.
+        let lies = vec![[9u8; 32]; 4];
+        let mut changed = data.clone();
+        changed[5] ^= 1; // block 0 differs: hashed, whatever is recorded
+        std::fs::write(&src, &changed).unwrap();
+        let (_, d) = sync_hashed(&src, &dst, Some(&lies)).unwrap();
+        assert_ne!(
+            d.digest,
+            digest_of(&src),
+            "blocks 1-3 took the recorded digests"
+        );
+        // with the true digests the result is the file's digest, and the copy is the file
+        std::fs::write(&dst, &data).unwrap();
+        let (_, d) = sync_hashed(&src, &dst, Some(&copied.blocks)).unwrap();
+        assert_eq!(d.digest, digest_of(&src));
+        assert_eq!(std::fs::read(&dst).unwrap(), changed);
+        // shrunk into the last recorded block: that block is shorter now, its digest unusable
+        std::fs::write(&dst, &data).unwrap();
+        let shorter = &data[..(3 << 20) + 100];
+        std::fs::write(&src, shorter).unwrap();
+        let mut wrong_last = copied.blocks.clone();
+        wrong_last[3] = [7u8; 32];
+        let (_, d) = sync_hashed(&src, &dst, Some(&copied.blocks)).unwrap();
+        assert_eq!(d.digest, digest_of(&src));
+        std::fs::write(&dst, &data).unwrap();
+        let (_, d) = sync_hashed(&src, &dst, Some(&wrong_last)).unwrap();
+        assert_eq!(d.digest, digest_of(&src), "the last block was hashed");
+        // digests that do not match dst's block count are not used at all
+        std::fs::write(&dst, &data).unwrap();
+        std::fs::write(&src, &data).unwrap();
+        let (_, d) = sync_hashed(&src, &dst, Some(&lies[..3])).unwrap();
+        assert_eq!(d.digest, digest_of(&src));
     }
 }
