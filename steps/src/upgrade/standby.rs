@@ -309,7 +309,8 @@ impl Standby {
         std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| e.to_string())?;
         let compose = compose.with_env_file(&env_file);
-        // the old release's order (for a rollback without compose), read at the same time
+        // the old release's order (for a rollback without compose), read while compose
+        // reads the new configuration and creates the containers
         let old_order = async {
             let release = self.old.release().map_err(|e| e.to_string())?;
             let compose = self
@@ -319,8 +320,8 @@ impl Standby {
                 .map_err(|e| e.to_string())?;
             start_order(&compose.config().await?)
         };
-        let (config, old_order) = tokio::join!(compose.config(), old_order);
-        let order = start_order(&config?)?;
+        let (made, old_order) = tokio::join!(self.create_with(&compose, old), old_order);
+        let (order, names) = made?;
         let (old_order, old_fallback) = match old_order {
             Ok(o) => (o, None),
             Err(why) => {
@@ -328,27 +329,6 @@ impl Standby {
                 (Vec::new(), Some(why))
             }
         };
-
-        let mut scale = Vec::new();
-        let mut names = BTreeMap::new();
-        for service in order.iter().map(|s| &s.service) {
-            let mine: Vec<_> = old.iter().filter(|c| &c.service == service).collect();
-            if mine.len() > 1 {
-                return Err(format!("service {service} has {} containers", mine.len()));
-            }
-            for c in &mine {
-                if !c.anonymous_volumes.is_empty() {
-                    return Err(format!(
-                        "{} mounts anonymous volumes ({})",
-                        c.name,
-                        c.anonymous_volumes.join(", ")
-                    ));
-                }
-                names.insert(service.clone(), c.name.clone());
-            }
-            scale.push((service.clone(), mine.len() + 1));
-        }
-        compose.create_more(&scale).await?;
         let before: Vec<String> = old.iter().map(|c| c.id.clone()).collect();
         let mut created = BTreeMap::new();
         for c in docker.containers(&self.target.project).await? {
@@ -379,6 +359,38 @@ impl Standby {
             old_order,
             old_fallback,
         })
+    }
+
+    /// Read the new release's start order and have compose create one more container of
+    /// each service beside `old`. Returns the order and the names the stand-by containers
+    /// will take.
+    async fn create_with(
+        &self,
+        compose: &crate::docker::compose::Compose,
+        old: &[Container],
+    ) -> Result<(Vec<Start>, BTreeMap<String, String>), String> {
+        let order = start_order(&compose.config().await?)?;
+        let mut scale = Vec::new();
+        let mut names = BTreeMap::new();
+        for service in order.iter().map(|s| &s.service) {
+            let mine: Vec<_> = old.iter().filter(|c| &c.service == service).collect();
+            if mine.len() > 1 {
+                return Err(format!("service {service} has {} containers", mine.len()));
+            }
+            for c in &mine {
+                if !c.anonymous_volumes.is_empty() {
+                    return Err(format!(
+                        "{} mounts anonymous volumes ({})",
+                        c.name,
+                        c.anonymous_volumes.join(", ")
+                    ));
+                }
+                names.insert(service.clone(), c.name.clone());
+            }
+            scale.push((service.clone(), mine.len() + 1));
+        }
+        compose.create_more(&scale).await?;
+        Ok((order, names))
     }
 }
 
