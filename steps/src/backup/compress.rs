@@ -12,7 +12,7 @@
 //! - `undo`: removes a leftover `data.tar.zst.partial`; a backup already recorded as compressed
 //!   stays compressed (it is complete either way). Idempotent.
 
-use super::digest::{Digester, Scheme};
+use super::digest::Digester;
 use super::{write_json, Item, Kind, Layout, Manifest, ARCHIVE};
 use crate::fsutil::{remove_path, sync_dir};
 use crate::io_err;
@@ -94,7 +94,7 @@ pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io:
                 let src = data.join(&item.path);
                 let mut r = Hashing {
                     inner: File::open(&src)?.take(item.size),
-                    hasher: Digester::new(Scheme::of(item.sha256.as_deref())),
+                    hasher: Digester::new(item.digest_scheme()),
                 };
                 builder.append_data(&mut h, &item.path, &mut r)?;
                 let sha = r.hasher.finish().digest;
@@ -169,7 +169,7 @@ pub fn verify_archive(archive: &Path, manifest: &Manifest) -> io::Result<Vec<Str
         }
         match item.kind {
             Kind::File => {
-                let mut hasher = Digester::new(Scheme::of(item.sha256.as_deref()));
+                let mut hasher = Digester::new(item.digest_scheme());
                 if let Err(e) = io::copy(&mut entry, &mut hasher) {
                     problems.push(format!("{path}: cannot be read from the archive: {e}"));
                     return Ok(problems);

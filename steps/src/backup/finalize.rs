@@ -15,7 +15,7 @@
 //! - `undo`: removes the manifest (the backup is no longer complete); the pre-copy's undo
 //!   removes the rest. Idempotent.
 
-use super::digest::{digest_file, from_hex, Scheme};
+use super::digest::{digest_file, from_hex};
 use super::precopy::PreCopyRecord;
 use super::tree::{finish_dirs, rematerialize, scan, syncfs, Seen};
 use super::{read_json, write_json, Kind, Layout, Manifest, MANIFEST_FORMAT};
@@ -128,7 +128,7 @@ impl Step for FinalSync {
                 Some(p) => match changed(p, s, pre.started_ns) {
                     Some(c) => !c,
                     None => {
-                        let scheme = Scheme::of(p.item.sha256.as_deref());
+                        let scheme = p.item.digest_scheme();
                         let sha = digest_file(&src, scheme).map_err(|e| io_err("hash", &src, e))?;
                         Some(&sha) == p.item.sha256.as_ref()
                     }

@@ -53,6 +53,13 @@ pub struct Item {
     pub target: Option<String>,
 }
 
+impl Item {
+    /// The scheme its digest was made with (see `digest`): the one that checks it.
+    pub fn digest_scheme(&self) -> digest::Scheme {
+        digest::Scheme::of(self.sha256.as_deref())
+    }
+}
+
 /// The complete description of a backup (`manifest.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {

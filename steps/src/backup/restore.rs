@@ -14,7 +14,6 @@
 //! A crash anywhere leaves the old data or the restored data at each path, never a mix, and
 //! `molt resume` finishes the restore.
 
-use super::digest::Scheme;
 use super::tree::{apply_meta, feed_blocks, finish_dirs, materialize, syncfs, Hasher, PENDING};
 use super::{Item, Kind, Layout, Manifest};
 use crate::fsutil::{remove_path, sync_dir, Stash};
@@ -76,7 +75,7 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                     problems.push(format!("{} is missing from the backup", item.path));
                     continue;
                 }
-                let scheme = Scheme::of(item.sha256.as_deref());
+                let scheme = item.digest_scheme();
                 let sha = materialize(&data, staging, item, scheme)?.map(|d| d.digest);
                 if item.kind == Kind::File && sha != item.sha256 {
                     problems.push(format!(
@@ -130,7 +129,7 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                         // decompressed here; written and hashed on the other core, checked
                         // (and given its metadata once written) a few files later
                         hasher.sink(std::fs::File::create(&dst)?)?;
-                        let scheme = Scheme::of(item.sha256.as_deref());
+                        let scheme = item.digest_scheme();
                         feed_blocks(&mut entry, &hasher, scheme, |_, _| Ok(None))?;
                         pending.push_back(item);
                         if pending.len() >= PENDING {

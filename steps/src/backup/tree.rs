@@ -516,10 +516,8 @@ pub fn verify_dir(root: &Path, items: &[Item]) -> io::Result<Vec<String>> {
                         item.path, got.size, item.size
                     ));
                 } else {
-                    let sha = super::digest::digest_file(
-                        &root.join(&item.path),
-                        Scheme::of(item.sha256.as_deref()),
-                    )?;
+                    let sha =
+                        super::digest::digest_file(&root.join(&item.path), item.digest_scheme())?;
                     if Some(&sha) != item.sha256.as_ref() {
                         problems.push(format!(
                             "{} has sha256 {sha}, expected {}",

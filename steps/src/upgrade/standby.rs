@@ -251,25 +251,43 @@ pub fn start_order(config_yaml: &str) -> Result<Vec<Start>, String> {
 }
 
 /// Remove containers of the project: the ones listed, or (`keep`) every one not kept.
-async fn remove(docker: &Docker, project: &str, which: Which<'_>) -> Result<(), StepError> {
-    for c in docker.containers(project).await.map_err(StepError::new)? {
+/// Returns the names of the containers removed.
+async fn remove(docker: &Docker, project: &str, which: Which<'_>) -> Result<Vec<String>, String> {
+    let mut removed = Vec::new();
+    for c in docker.containers(project).await? {
         let gone = match which {
             Which::Listed(ids) => ids.contains(&c.id),
             Which::AllBut(keep) => !keep.contains(&c.id),
+            Which::Aside => c.aside(),
         };
         if gone {
             if c.running {
-                docker.stop(&c.id).await.map_err(StepError::new)?;
+                docker.stop(&c.id).await?;
             }
-            docker.remove(&c.id).await.map_err(StepError::new)?;
+            docker.remove(&c.id).await?;
+            removed.push(c.name);
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 enum Which<'a> {
     Listed(&'a [String]),
     AllBut(&'a [String]),
+    /// The containers set aside (see `docker::api::ASIDE_OLD`).
+    Aside,
+}
+
+/// [`remove`] for a step: only whether it worked matters.
+async fn remove_for_step(
+    docker: &Docker,
+    project: &str,
+    which: Which<'_>,
+) -> Result<(), StepError> {
+    remove(docker, project, which)
+        .await
+        .map(drop)
+        .map_err(StepError::new)
 }
 
 impl Standby {
@@ -419,15 +437,13 @@ impl Step for Standby {
             Some(r) if r.done => return Ok(r),
             Some(r) => {
                 // a creation cut short: what it made goes, the old containers stay
-                remove(&docker, project, Which::AllBut(&r.before)).await?;
+                remove_for_step(&docker, project, Which::AllBut(&r.before)).await?;
                 listed().await?
             }
             None => {
                 // old containers an earlier, committed upgrade set aside and could not remove
-                let (aside, old): (Vec<Container>, Vec<Container>) =
-                    listed().await?.into_iter().partition(|c| c.aside());
-                let gone: Vec<String> = aside.into_iter().map(|c| c.id).collect();
-                remove(&docker, project, Which::Listed(&gone)).await?;
+                remove_for_step(&docker, project, Which::Aside).await?;
+                let old = listed().await?;
                 let r = Record {
                     before: old.iter().map(|c| c.id.clone()).collect(),
                     ..Record::default()
@@ -441,7 +457,7 @@ impl Step for Standby {
             Err(why) => {
                 tracing::warn!(%why, "no stand-by containers; the cut-over runs compose");
                 let before: Vec<String> = old.into_iter().map(|c| c.id).collect();
-                remove(&docker, project, Which::AllBut(&before)).await?;
+                remove_for_step(&docker, project, Which::AllBut(&before)).await?;
                 Record {
                     before,
                     done: true,
@@ -550,18 +566,7 @@ pub async fn bring_back(
 /// Remove the containers set aside (the old release's, once the new one is committed).
 /// Returns their names.
 pub async fn remove_aside(project: &str) -> Result<Vec<String>, String> {
-    let docker = Docker::connect().await?;
-    let mut removed = Vec::new();
-    for c in docker.containers(project).await? {
-        if c.aside() {
-            if c.running {
-                docker.stop(&c.id).await?;
-            }
-            docker.remove(&c.id).await?;
-            removed.push(c.name);
-        }
-    }
-    Ok(removed)
+    remove(&Docker::connect().await?, project, Which::Aside).await
 }
 
 /// The recorded stand-by containers, or every container not in `before` when the creation did
@@ -570,9 +575,9 @@ async fn remove_standby(r: &Record, project: &str) -> Result<(), StepError> {
     let docker = Docker::connect().await.map_err(StepError::new)?;
     if r.done {
         let ids: Vec<String> = r.created.values().cloned().collect();
-        remove(&docker, project, Which::Listed(&ids)).await
+        remove_for_step(&docker, project, Which::Listed(&ids)).await
     } else {
-        remove(&docker, project, Which::AllBut(&r.before)).await
+        remove_for_step(&docker, project, Which::AllBut(&r.before)).await
     }
 }
 
