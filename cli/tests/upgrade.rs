@@ -339,6 +339,23 @@ async fn a_rollback_killed_while_the_old_containers_come_back_is_finished_by_rec
     vendor.publish("2.0.0", None);
     let site = Site::new(&vendor);
     code(&molt(&site, &["upgrade", "--yes"]), 0);
+    // the first install's housekeeping kept 2.0.0's start order for the next upgrade's
+    // rollback, so that upgrade asks compose only about the new release
+    let kept = |v: &str| -> serde_json::Value {
+        let p = site.root.join(format!("cache/start-order/{v}.json"));
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    };
+    let order = kept("2.0.0")["order"].clone();
+    let services: Vec<&str> = order
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert!(
+        services.contains(&"db") && services.contains(&"app"),
+        "{order}"
+    );
     add_rows(&site, &["kept through a killed rollback"]).await;
     let rows = site.rows().await;
     let images = site.running_images();
@@ -370,6 +387,23 @@ async fn a_rollback_killed_while_the_old_containers_come_back_is_finished_by_rec
     let show = molt(&site, &["journal", "show", "2", "--json"]);
     let journal = String::from_utf8_lossy(&show.stdout);
     assert!(journal.contains("old_order"), "{journal}");
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    fn find<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                out.extend(m.get(key));
+                m.values().for_each(|v| find(v, key, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| find(v, key, out)),
+            _ => {}
+        }
+    }
+    let mut old_orders = Vec::new();
+    find(&v["records"], "old_order", &mut old_orders);
+    assert!(!old_orders.is_empty(), "{journal}");
+    assert!(old_orders.iter().all(|o| **o == order), "{journal}");
+    // the stand-by kept the new release's order too, for the upgrade after it
+    assert!(kept("2.1.0")["order"].as_array().is_some());
 }
 
 /// What the site looked like with 1.0.0 serving, and what 2.0.0 must look like.

@@ -184,6 +184,11 @@ impl Installation {
         self.runs_scratch().join(run.to_string())
     }
 
+    /// The releases' start orders, kept across runs (`cache/start-order`).
+    pub fn start_orders_dir(&self) -> PathBuf {
+        self.root.join("cache").join("start-order")
+    }
+
     pub fn packages_dir(&self) -> PathBuf {
         self.root.join("cache").join("packages")
     }

@@ -4,8 +4,10 @@
 //!
 //! Change detection, per entry, against what the pre-copy saw: a different kind, size, mtime,
 //! change time, inode, mode, owner or link target means changed. Equal stats are trusted only
-//! when the entry's change time is clearly older than the start of the pre-copy scan; otherwise
-//! (a write in the same clock tick would not show in the stat) the file is hashed and compared.
+//! when the entry's change time is older than the start of the pre-copy scan, as the
+//! filesystem's own clock gave it ([`FsClock`], for entries of the backup's filesystem; 2 s
+//! before the wall clock's start for others); otherwise (a write in the same clock tick would
+//! not show in the stat) the file is compared with its copy like a changed one.
 //! Entries that disappeared are removed from the backup, new ones copied.
 //!
 //! - `do`: with the manifest present, done. Otherwise applies the changes to `data/`, makes
@@ -15,8 +17,8 @@
 //! - `undo`: removes the manifest (the backup is no longer complete); the pre-copy's undo
 //!   removes the rest. Idempotent.
 
-use super::digest::{digest_file, from_hex};
-use super::precopy::PreCopyRecord;
+use super::digest::from_hex;
+use super::precopy::{FsClock, PreCopyRecord};
 use super::tree::{finish_dirs, rematerialize, scan, syncfs, Seen};
 use super::{read_json, write_json, Kind, Layout, Manifest, MANIFEST_FORMAT};
 use crate::fsutil::{remove_path, sync_dir, write_atomic};
@@ -44,13 +46,17 @@ pub struct Receipt {
 }
 
 /// Has the entry changed since the pre-copy saw it? `None`: the stat cannot decide.
-fn changed(old: &Seen, new: &Seen, started_ns: i64) -> Option<bool> {
+fn changed(old: &Seen, new: &Seen, started_ns: i64, clock: Option<FsClock>) -> Option<bool> {
     let mut a = old.item.clone();
     a.sha256 = None;
     if a != new.item || old.ino != new.ino || old.dev != new.dev || old.ctime_ns != new.ctime_ns {
         return Some(true);
     }
-    if new.item.kind == Kind::File && old.ctime_ns >= started_ns - RACY_NS {
+    let racy_from = match clock {
+        Some(c) if c.dev == new.dev => c.ctime_ns,
+        _ => started_ns - RACY_NS,
+    };
+    if new.item.kind == Kind::File && old.ctime_ns >= racy_from {
         return None;
     }
     Some(false)
@@ -123,17 +129,10 @@ impl Step for FinalSync {
             let src = l.root.join(&s.item.path);
             let mut item = s.item.clone();
             let prev = old.get(item.path.as_str());
-            let keep = match prev {
-                None => false,
-                Some(p) => match changed(p, s, pre.started_ns) {
-                    Some(c) => !c,
-                    None => {
-                        let scheme = p.item.digest_scheme();
-                        let sha = digest_file(&src, scheme).map_err(|e| io_err("hash", &src, e))?;
-                        Some(&sha) == p.item.sha256.as_ref()
-                    }
-                },
-            };
+            // a racy entry (`None`) is synced like a changed one: compared block by block
+            // with the copy, written where it differs, and digested
+            let keep =
+                prev.is_some_and(|p| changed(p, s, pre.started_ns, pre.fs_clock) == Some(false));
             if keep {
                 item.sha256 = prev.and_then(|p| p.item.sha256.clone());
             } else {
@@ -217,20 +216,31 @@ mod tests {
         let old = seen(3, start - 2 * RACY_NS);
         let mut same = old.clone();
         same.item.sha256 = None; // a fresh stat has no hash
-        assert_eq!(changed(&old, &same, start), Some(false));
+        assert_eq!(changed(&old, &same, start, None), Some(false));
         let mut bigger = same.clone();
         bigger.item.size = 4;
-        assert_eq!(changed(&old, &bigger, start), Some(true));
+        assert_eq!(changed(&old, &bigger, start, None), Some(true));
         let mut touched = same.clone();
         touched.ctime_ns += 1;
-        assert_eq!(changed(&old, &touched, start), Some(true));
+        assert_eq!(changed(&old, &touched, start, None), Some(true));
         let mut moved = same.clone();
         moved.ino = 8;
-        assert_eq!(changed(&old, &moved, start), Some(true));
+        assert_eq!(changed(&old, &moved, start, None), Some(true));
         // Changed within the racy window of the scan: the stat cannot decide.
         let racy = seen(3, start - RACY_NS / 2);
         let mut racy_now = racy.clone();
         racy_now.item.sha256 = None;
-        assert_eq!(changed(&racy, &racy_now, start), None);
+        assert_eq!(changed(&racy, &racy_now, start, None), None);
+        // The filesystem's clock at the scan decides for entries of its filesystem: changed
+        // before it, the stat is trusted however close to the start; at it, racy.
+        let clock = |dev, ctime_ns| Some(FsClock { dev, ctime_ns });
+        let at = start - RACY_NS / 2;
+        assert_eq!(
+            changed(&racy, &racy_now, start, clock(1, at + 1)),
+            Some(false)
+        );
+        assert_eq!(changed(&racy, &racy_now, start, clock(1, at)), None);
+        // another filesystem's clock says nothing of this one's
+        assert_eq!(changed(&racy, &racy_now, start, clock(2, at + 1)), None);
     }
 }

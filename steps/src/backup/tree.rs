@@ -324,8 +324,8 @@ pub fn copy_hashed(src: &Path, dst: &Path, scheme: Scheme) -> io::Result<(u64, D
     })
 }
 
-/// Bring `dst` (an earlier copy of `src`) to `src`'s content, writing only the 1 MiB blocks
-/// that differ, and digest `src` on the way. Returns (bytes, digest). A large file that
+/// Bring `dst` (an earlier copy of `src`) to `src`'s content, writing only the 64 KiB parts
+/// of the 1 MiB blocks that differ, and digest `src` on the way. Returns (bytes, digest). A large file that
 /// changed in a few places (a database's tablespace) then costs a read, not a rewrite: the
 /// final sync's downtime and the dirty data `syncfs` must flush do not grow with the file.
 /// `known`: the block digests of `dst` as it is (the pre-copy's): a block found equal is not
@@ -360,7 +360,7 @@ pub fn sync_hashed(
             }
         }
         if m != old.len() || old[..] != *block {
-            output.write_all_at(block, at)?;
+            write_changed(&output, &old[..m], block, at)?;
             return Ok(None);
         }
         // equal, and dst's block there is exactly this long: its digest is this block's
@@ -371,6 +371,36 @@ pub fn sync_hashed(
     })?;
     output.set_len(total)?;
     Ok((total, digest))
+}
+
+/// What the final sync writes at least: a changed block is written in runs of changed
+/// `SUB_BLOCK`s, so a few changed pages (a database's) dirty, and `syncfs` flushes, a few
+/// sub-blocks instead of the whole block.
+const SUB_BLOCK: usize = 64 << 10;
+
+/// Write the parts of `block` (at `at`) that differ from `old`, what is there now (shorter
+/// where the file ends), coalescing adjacent changed sub-blocks into one write.
+fn write_changed(output: &File, old: &[u8], block: &[u8], at: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let changed = |i: usize| {
+        let (from, to) = (i * SUB_BLOCK, ((i + 1) * SUB_BLOCK).min(block.len()));
+        to > old.len() || old[from..to] != block[from..to]
+    };
+    let subs = block.len().div_ceil(SUB_BLOCK);
+    let mut i = 0;
+    while i < subs {
+        if !changed(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < subs && changed(i) {
+            i += 1;
+        }
+        let (from, to) = (start * SUB_BLOCK, (i * SUB_BLOCK).min(block.len()));
+        output.write_all_at(&block[from..to], at + from as u64)?;
+    }
+    Ok(())
 }
 
 /// Plain sha256 of a file (release packages and downloads; a backup's files are digested by
@@ -586,6 +616,35 @@ mod delta_tests {
         // and the next file is unaffected
         let (_, again) = hash_blocks(&mut &data[..], &hasher, Scheme::Plain, plain).unwrap();
         assert_eq!(again, d);
+    }
+
+    #[test]
+    fn a_changed_block_is_written_only_where_its_sub_blocks_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // what is on disk is zeros, so every byte the call writes shows
+        std::fs::write(&path, vec![0u8; BLOCK + 100]).unwrap();
+        let out = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let block: Vec<u8> = (0..BLOCK).map(|i| (i % 249) as u8 + 1).collect();
+        let mut old = block.clone();
+        old[3 * SUB_BLOCK + 7] ^= 1; // sub-block 3
+        old[5 * SUB_BLOCK] ^= 1; // sub-blocks 5 and 6, one run
+        old[7 * SUB_BLOCK - 1] ^= 1;
+        old.truncate(BLOCK - 10); // the copy ends inside the last sub-block
+        write_changed(&out, &old, &block, 0).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        let sub = |i: usize| i * SUB_BLOCK..((i + 1) * SUB_BLOCK).min(BLOCK);
+        let last = BLOCK / SUB_BLOCK - 1;
+        for i in 0..=last {
+            let written = [3, 5, 6, last].contains(&i);
+            let want: &[u8] = if written {
+                &block[sub(i)]
+            } else {
+                &[0; SUB_BLOCK]
+            };
+            assert_eq!(&got[sub(i)], want, "sub-block {i}");
+        }
+        assert_eq!(got[BLOCK..], [0; 100]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! `MOLT_COMPOSE=v1|v2` forces a front-end; otherwise v2 is preferred when it answers.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use tokio::process::Command;
@@ -238,6 +239,50 @@ impl Compose {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A digest of everything `compose config` reads, to key what molt keeps of its answer
+    /// across runs: the front-end, the project, the files' paths and content, the `.env`
+    /// it interpolates from (its content: the `--env-file`, else the project directory's),
+    /// and the value of each process variable the files name (`$NAME`, `${NAME...}`) or
+    /// compose itself reads (`COMPOSE_*`). A file that cannot be read is an error (nothing
+    /// is kept for it).
+    pub fn inputs_key(&self) -> std::io::Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |name: &str, bytes: &[u8]| {
+            h.update(format!("{name}:{}:", bytes.len()));
+            h.update(bytes);
+        };
+        field("flavor", format!("{:?}", self.flavor).as_bytes());
+        field("project", self.project.as_bytes());
+        let mut texts = Vec::new();
+        for f in std::iter::once(&self.file).chain(self.overlay.as_ref()) {
+            let text = std::fs::read(f)?;
+            field("file", f.as_os_str().as_encoded_bytes());
+            field("content", &text);
+            texts.push(text);
+        }
+        let env = match &self.env_file {
+            Some(e) => std::fs::read(e)?,
+            None => {
+                match std::fs::read(self.file.parent().unwrap_or(Path::new(".")).join(".env")) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        field("env", &env);
+        let named: BTreeSet<String> = texts.iter().flat_map(|t| variables(t)).collect();
+        for (k, v) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("COMPOSE_") || k.starts_with("DOCKER_") || named.contains(&*k) {
+                field("var", k.as_bytes());
+                field("value", v.as_encoded_bytes());
+            }
+        }
+        Ok(format!("{:x}", h.finalize()))
+    }
+
     /// Create, without starting, one more container of each service (`scale`: the count each
     /// service then has), leaving the existing ones as they are: `up --no-start
     /// --no-recreate --scale`.
@@ -276,5 +321,44 @@ impl Compose {
             }
         }
         Ok(())
+    }
+}
+
+/// The variable names a compose file interpolates: `$NAME` and `${NAME...}` (`$$` is a
+/// literal dollar).
+fn variables(text: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        match text.get(i) {
+            Some(b'$') => {
+                i += 1;
+                continue;
+            }
+            Some(b'{') => i += 1,
+            _ => {}
+        }
+        let start = i;
+        while i < text.len() && (text[i].is_ascii_alphanumeric() || text[i] == b'_') {
+            i += 1;
+        }
+        if i > start {
+            out.push(String::from_utf8_lossy(&text[start..i]).into_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_variables_a_file_interpolates_are_found() {
+        let text = b"image: app:${APP_TAG:-1}\nports: [\"$PORT:80\"]\ncmd: echo $$HOME ${X}$Y";
+        assert_eq!(super::variables(text), ["APP_TAG", "PORT", "X", "Y"]);
     }
 }

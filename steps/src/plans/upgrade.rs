@@ -30,8 +30,8 @@ use crate::schema::migrate::{Desired, PlanSchema};
 use crate::services::{LoadImages, StartServices, StopServices};
 use crate::switch_link::SwitchLink;
 use crate::upgrade::{
-    CheckRelease, Commit, Housekeeping, Installed, MergeConfig, RestorePoint, Standby, StandbyRef,
-    StartDatabase, Verify,
+    CheckRelease, Commit, Housekeeping, Installed, MergeConfig, Orders, RestorePoint, Standby,
+    StandbyRef, StartDatabase, Verify,
 };
 use engine::{DynStep, StepClass};
 use serde::{Deserialize, Serialize};
@@ -166,6 +166,9 @@ impl Upgrade {
                     .transpose()
             };
         let mut standby = None;
+        let orders = Orders {
+            dir: env.inst.start_orders_dir(),
+        };
         let backup = match (&self.from, &self.backup_id) {
             (Some(from), Some(id)) => {
                 let layout = backup::layout(env, id, ID)?;
@@ -190,6 +193,7 @@ impl Upgrade {
                     old: old.clone(),
                     operator_env: env.inst.shared_dir().join(".env"),
                     scratch: env.scratch.clone(),
+                    orders: orders.clone(),
                 }));
                 // The cut-over: downtime starts.
                 steps.push(Box::new(StopServices {
@@ -244,7 +248,7 @@ impl Upgrade {
             standby,
         }));
         steps.push(Box::new(Verify {
-            target: to,
+            target: to.clone(),
             schema,
             downtime_start,
             downtime_file: downtime_file.clone(),
@@ -279,6 +283,8 @@ impl Upgrade {
                 keep_days: self.keep_backup_days,
             },
             images_registry: env.inst.images_registry(),
+            installed: to,
+            orders,
         }));
         Ok(steps)
     }

@@ -8,7 +8,8 @@
 //! serving, it removes the old release's containers (kept aside, stopped, for a rollback),
 //! compresses the upgrade's backup and prunes by retention: old releases (never
 //! the current one or the one before it, the rollback target), backups, images molt loaded
-//! that no kept release names and no container uses, and the download cache. Each part is
+//! that no kept release names and no container uses, and the download cache; and it keeps
+//! the installed release's start order for the next upgrade's rollback (`orders`). Each part is
 //! idempotent and judged from what is on disk, so a crash here loses nothing and the next
 //! attempt (or the next upgrade's housekeeping) finishes it. Problems are reported in the
 //! receipt, never raised.
@@ -18,6 +19,8 @@ use crate::backup::Layout;
 use crate::fsutil::{remove_path, write_atomic, Stash};
 use crate::io_err;
 use crate::release::Release;
+use crate::services::Target;
+use crate::upgrade::orders::Orders;
 use crate::version::Version;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
@@ -152,6 +155,9 @@ pub struct Housekeeping {
     pub keep_releases: usize,
     pub backups: Policy,
     pub images_registry: PathBuf,
+    /// The release now installed, whose start order is kept for the next upgrade.
+    pub installed: Target,
+    pub orders: Orders,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,7 +271,7 @@ impl Step for Housekeeping {
             Ok(doomed) => {
                 for n in doomed {
                     let p = self.root.join("releases").join(&n);
-                    match remove_path(&p) {
+                    match remove_path(&p).and_then(|()| self.orders.forget(&p)) {
                         Ok(()) => kept.removed_releases.push(n),
                         Err(e) => kept.warnings.push(format!("remove {}: {e}", p.display())),
                     }
@@ -298,6 +304,12 @@ impl Step for Housekeeping {
                         .push(format!("remove {}: {err}", e.path().display()));
                 }
             }
+        }
+        if let Err(e) = self.orders.keep(&self.installed).await {
+            kept.warnings.push(format!(
+                "keep the start order of {}: {e}",
+                self.installed.label
+            ));
         }
         for w in &kept.warnings {
             tracing::warn!("housekeeping: {w}");

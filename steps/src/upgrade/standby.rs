@@ -24,8 +24,8 @@
 //! housekeeping removes it); the stand-by one takes its name and starts. A rollback needs no
 //! compose either ([`bring_back`], the undo of `stop`): the new containers are set aside
 //! (`<name>.molt-new`, removed by this step's undo), the old ones take their names back and
-//! start through the API in the old release's dependency order, read from its `compose
-//! config` while the stand-by was made. When that order could not be read or an old container
+//! start through the API in the old release's dependency order, kept since it was installed
+//! (`orders`) or read from its `compose config` while the stand-by was made. When that order could not be read or an old container
 //! is gone, the rollback removes the stand-by containers and runs compose as before.
 
 use crate::docker::api::{Container, Docker, ASIDE_NEW, ASIDE_OLD};
@@ -33,6 +33,7 @@ use crate::fsutil::{write_atomic, Stash};
 use crate::io_err;
 use crate::services::Target;
 use crate::upgrade::config::merged_env;
+use crate::upgrade::orders::Orders;
 use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,9 @@ pub struct Standby {
     /// The operator's `.env` (`shared/.env`), which the merge will extend.
     pub operator_env: PathBuf,
     pub scratch: PathBuf,
+    /// The releases' start orders kept across runs: the old one's is read there, the new
+    /// one's kept.
+    pub orders: Orders,
 }
 
 /// What the stand-by step made, read by the steps that start or discard it.
@@ -336,7 +340,7 @@ impl Standby {
                 .compose(&release)
                 .await
                 .map_err(|e| e.to_string())?;
-            start_order(&compose.config().await?)
+            self.orders.order(&self.old.dir, &compose).await
         };
         let (made, old_order) = tokio::join!(self.create_with(&compose, old), old_order);
         let (order, names) = made?;
@@ -388,6 +392,11 @@ impl Standby {
         old: &[Container],
     ) -> Result<(Vec<Start>, BTreeMap<String, String>), String> {
         let order = start_order(&compose.config().await?)?;
+        // the order of this release when it is the old one (its .env then the one the
+        // merge writes, which this compose interpolates from)
+        if let Err(why) = self.orders.put(&self.target.dir, compose, &order) {
+            tracing::warn!(%why, "the start order is not kept; the next upgrade asks compose");
+        }
         let mut scale = Vec::new();
         let mut names = BTreeMap::new();
         for service in order.iter().map(|s| &s.service) {
