@@ -562,6 +562,8 @@ async fn killed_anywhere_in_the_upgrade_recovers_to_exactly_old_or_exactly_new()
     cases.push("steps::backup::precopy_entry=5*off->return".into());
     cases.push("steps::switch_link::stashed=return".into());
     cases.push("steps::upgrade::standby_created=return".into());
+    // inside the stop: the app stopped, the database still running
+    cases.push("steps::upgrade::stopped_wave=return".into());
     cases.push("steps::services::started_wave=return".into());
     cases.push("steps::housekeeping::compressed=return".into());
     let (mut old, mut new) = (0, 0);

@@ -111,6 +111,11 @@ impl Target {
         let release = self.release()?;
         let compose = self.compose(&release).await?;
         compose.stop(only).await.map_err(StepError::new)?;
+        self.stopped(only).await
+    }
+
+    /// Check that none of the project's containers (of `only`, when named) still runs.
+    async fn stopped(&self, only: &[String]) -> Result<(), StepError> {
         let docker = Docker::connect().await.map_err(StepError::new)?;
         let still: Vec<String> = docker
             .containers(&self.project)
@@ -270,7 +275,10 @@ impl Step for LoadImages {
 /// `stop`: stop the release's services (all, or the named ones).
 ///
 /// - `do`: `compose stop`, then checks through the API that none of them still runs. `Ok`
-///   guarantees they are stopped. Idempotent: stopping stopped services changes nothing.
+///   guarantees they are stopped. With an upgrade's stand-by record that knows the old
+///   release's order and grace periods, stops the old containers through the API instead,
+///   dependents first (`upgrade::standby::stop_old`). Idempotent: stopping stopped services
+///   changes nothing.
 /// - `undo`: with an upgrade's stand-by containers (see `upgrade::standby`), sets the new
 ///   release's containers aside, gives the old ones their names back and starts them
 ///   through the API, dependencies first; otherwise (or when that cannot be done: a stand-by
@@ -307,6 +315,11 @@ impl Step for StopServices {
                 }
                 crate::fsutil::write_atomic(mark, crate::now_ms().to_string().as_bytes())
                     .map_err(|e| crate::io_err("write", mark, e))?;
+            }
+        }
+        if let Some(standby) = self.standby.as_ref().filter(|_| self.only.is_empty()) {
+            if crate::upgrade::standby::stop_old(standby, &self.target.project).await? {
+                return self.target.stopped(&self.only).await;
             }
         }
         self.target.stop(&self.only).await

@@ -402,7 +402,10 @@ fn data_matches(layout: &Layout, manifest: &Manifest) -> bool {
 ///    live data is touched), and synced. The chosen trees' inodes go to the stash.
 /// 2. Exchange each live path with its tree (`renameat2(EXCHANGE)`); a path whose live inode
 ///    is already the recorded one was exchanged before a crash.
-/// 3. Remove the replaced data (the staging, or the consumed backup's data) and the stash.
+/// 3. Remove the staging (now the replaced data) and the stash. A consumed backup's `data/`
+///    (now the replaced data) is left where it is, without a manifest: removing a large tree
+///    takes time the rollback's downtime would pay, and the upgrade's pre-copy undo, which
+///    runs after the old release serves again, removes the whole backup directory.
 pub fn restore_in_place(layout: &Layout, paths: &[String], stash: &Stash) -> Result<(), StepError> {
     let root = &layout.root;
     let staging = staging_dir(root, &layout.id);
@@ -453,7 +456,9 @@ pub fn restore_in_place(layout: &Layout, paths: &[String], stash: &Stash) -> Res
         exchange(&from.join(p), &live, exists).map_err(|e| io_err("swap", &live, e))?;
         engine::failpoint("steps::restore::swapped");
     }
-    remove_path(&from).map_err(|e| io_err("remove", &from, e))?;
+    if plan.from.is_none() {
+        remove_path(&from).map_err(|e| io_err("remove", &from, e))?;
+    }
     stash
         .clear()
         .map_err(|e| io_err("clear stash for", &staging, e))

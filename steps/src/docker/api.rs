@@ -238,8 +238,14 @@ impl Docker {
 
     /// Stop a container (no-op when it is not running).
     pub async fn stop(&self, id: &str) -> Result<(), String> {
+        self.stop_within(id, 10).await
+    }
+
+    /// Stop a container, killing it if it has not stopped `secs` after its stop signal (the
+    /// service's `stop_grace_period`). No-op when it is stopped or gone.
+    pub async fn stop_within(&self, id: &str, secs: u64) -> Result<(), String> {
         let opts = bollard::query_parameters::StopContainerOptionsBuilder::default()
-            .t(10)
+            .t(secs.min(i32::MAX as u64) as i32)
             .build();
         let stopped = self.inner.stop_container(id, Some(opts)).await;
         unless_done(stopped, &[304, 404], || format!("stop container {id}"))

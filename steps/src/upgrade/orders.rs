@@ -103,6 +103,7 @@ mod tests {
             service: service.into(),
             after: after.iter().map(|s| s.to_string()).collect(),
             waits: vec![],
+            grace_secs: Some(10),
         }
     }
 

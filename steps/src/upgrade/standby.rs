@@ -90,6 +90,11 @@ pub struct Start {
     /// The dependencies that must be healthy (or, for a one-shot, finished) before it starts
     /// (`service_healthy`, `service_completed_successfully`).
     pub waits: Vec<String>,
+    /// How long its container may take to stop before it is killed, in whole seconds
+    /// (`stop_grace_period`, rounded up; compose's 10 s when unset). `None`: not known (a
+    /// record of an older molt, or a period molt cannot read): the stop runs compose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_secs: Option<u64>,
 }
 
 /// The services not yet started, in waves: a wave's services depend only on services started
@@ -156,6 +161,49 @@ struct ServiceConfig {
     deploy: Option<Deploy>,
     #[serde(default)]
     depends_on: Option<DependsOn>,
+    #[serde(default)]
+    stop_grace_period: Option<serde_yaml::Value>,
+}
+
+/// compose's default `stop_grace_period`.
+const DEFAULT_GRACE_SECS: u64 = 10;
+
+/// A `stop_grace_period` in whole seconds, rounded up: a duration as compose writes it
+/// (`1m30s`, `500ms`, `2h`, `10s`, or a number of seconds). `None` when it is not one.
+fn grace_secs(v: Option<&serde_yaml::Value>) -> Option<u64> {
+    let text = match v {
+        None => return Some(DEFAULT_GRACE_SECS),
+        Some(serde_yaml::Value::Number(n)) => return n.as_u64(),
+        Some(serde_yaml::Value::String(s)) => s.trim(),
+        Some(_) => return None,
+    };
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(secs);
+    }
+    let mut nanos: u128 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .filter(|&i| i > 0)?;
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let per: f64 = match &rest[..unit_len] {
+            "h" => 3.6e12,
+            "m" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            _ => return None,
+        };
+        nanos += (n * per) as u128;
+        rest = &rest[unit_len..];
+    }
+    Some(nanos.div_ceil(1_000_000_000) as u64)
 }
 
 #[derive(Deserialize)]
@@ -183,6 +231,7 @@ pub fn start_order(config_yaml: &str) -> Result<Vec<Start>, String> {
     let config: ConfigFile = serde_yaml::from_str(config_yaml)
         .map_err(|e| format!("cannot read compose's configuration: {e}"))?;
     let mut deps: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
+    let mut grace: BTreeMap<&str, Option<u64>> = BTreeMap::new();
     for (name, s) in &config.services {
         if s.container_name.is_some() {
             return Err(format!("service {name} sets container_name"));
@@ -215,6 +264,7 @@ pub fn start_order(config_yaml: &str) -> Result<Vec<Start>, String> {
             }
         }
         deps.insert(name, list);
+        grace.insert(name.as_str(), grace_secs(s.stop_grace_period.as_ref()));
     }
     let mut order: Vec<Start> = Vec::new();
     let mut started: BTreeSet<&str> = BTreeSet::new();
@@ -247,6 +297,7 @@ pub fn start_order(config_yaml: &str) -> Result<Vec<Start>, String> {
                 service: s.to_string(),
                 after: names(false),
                 waits: names(true),
+                grace_secs: grace[s],
             });
         }
         started.extend(ready);
@@ -572,6 +623,69 @@ pub async fn bring_back(
     ))
 }
 
+/// The stop at the cut-over, through the API instead of `compose stop` (a compose start,
+/// with the v1 front-end half a second, paid while the old release still serves but inside
+/// the step the journal times as downtime): the old release's containers (the record's
+/// `before`) are stopped in its waves reversed, dependents first, each wave together, each
+/// container given its service's grace period. Containers of services the order does not
+/// name go first. Returns `false`, having done nothing, when the record does not allow it (no
+/// stand-by, no old order, a grace period not known): the caller runs compose. Idempotent:
+/// a stopped container is passed over.
+pub async fn stop_old(standby: &StandbyRef, project: &str) -> Result<bool, StepError> {
+    let Some(r) = ready(Some(standby))? else {
+        return Ok(false);
+    };
+    if r.old_order.is_empty() || r.old_order.iter().any(|s| s.grace_secs.is_none()) {
+        return Ok(false);
+    }
+    let docker = Docker::connect().await.map_err(StepError::new)?;
+    let running: Vec<Container> = docker
+        .containers(project)
+        .await
+        .map_err(StepError::new)?
+        .into_iter()
+        .filter(|c| c.running && r.before.contains(&c.id))
+        .collect();
+    let grace: BTreeMap<&str, u64> = r
+        .old_order
+        .iter()
+        .map(|s| {
+            (
+                s.service.as_str(),
+                s.grace_secs.unwrap_or(DEFAULT_GRACE_SECS),
+            )
+        })
+        .collect();
+    let mut order: Vec<Vec<&str>> = waves(&r.old_order, &BTreeSet::new())
+        .into_iter()
+        .rev()
+        .map(|w| w.iter().map(|s| s.service.as_str()).collect())
+        .collect();
+    let unnamed: Vec<&str> = running
+        .iter()
+        .map(|c| c.service.as_str())
+        .filter(|s| !grace.contains_key(s))
+        .collect();
+    order.insert(0, unnamed);
+    for wave in order {
+        let stops = running
+            .iter()
+            .filter(|c| wave.contains(&c.service.as_str()))
+            .map(|c| {
+                let secs = grace
+                    .get(c.service.as_str())
+                    .copied()
+                    .unwrap_or(DEFAULT_GRACE_SECS);
+                docker.stop_within(&c.id, secs)
+            });
+        for stopped in futures_util::future::join_all(stops).await {
+            stopped.map_err(StepError::new)?;
+        }
+        engine::failpoint("steps::upgrade::stopped_wave");
+    }
+    Ok(true)
+}
+
 /// Remove the containers set aside (the old release's, once the new one is committed).
 /// Returns their names.
 pub async fn remove_aside(project: &str) -> Result<Vec<String>, String> {
@@ -641,6 +755,7 @@ mod tests {
             service: s.into(),
             after: after.iter().map(|x| x.to_string()).collect(),
             waits: waits.iter().map(|x| x.to_string()).collect(),
+            grace_secs: Some(10),
         };
         assert_eq!(
             order,
@@ -672,5 +787,33 @@ mod tests {
         let unknown = "services:\n  a:\n    depends_on: [nope]\n";
         assert!(start_order(unknown).unwrap_err().contains("not defined"));
         assert!(start_order("services: [").is_err());
+    }
+
+    #[test]
+    fn a_stop_grace_period_is_read_as_compose_writes_it_and_rounded_up() {
+        let yaml = |v: &str| -> serde_yaml::Value { serde_yaml::from_str(v).unwrap() };
+        for (text, want) in [
+            ("1m30s", Some(90)),
+            ("10s", Some(10)),
+            ("500ms", Some(1)),
+            ("1.5s", Some(2)),
+            ("2h", Some(7200)),
+            ("0s", Some(0)),
+            ("\"3\"", Some(3)),
+            ("3", Some(3)),
+            ("soon", None),
+            ("5x", None),
+            ("s", None),
+            ("[1]", None),
+        ] {
+            assert_eq!(grace_secs(Some(&yaml(text))), want, "{text}");
+        }
+        assert_eq!(grace_secs(None), Some(DEFAULT_GRACE_SECS));
+        let order = start_order(
+            "services:\n  db:\n    stop_grace_period: 1m\n  app:\n    stop_grace_period: later\n",
+        )
+        .unwrap();
+        let grace: Vec<_> = order.iter().map(|s| (&*s.service, s.grace_secs)).collect();
+        assert_eq!(grace, [("app", None), ("db", Some(60))]);
     }
 }
