@@ -208,3 +208,56 @@ async fn a_broken_new_release_rolls_back_to_the_old_one_serving() {
     assert_eq!(finish, Finish::Finished(Outcome::Committed));
     assert_eq!(get(s.port, "/version").as_deref(), Some("2"));
 }
+
+/// Docker runs a container's first healthcheck one interval after it starts. The gate does
+/// not wait for it: it runs the healthcheck command itself, so a release whose services check
+/// once an hour passes within seconds, while Docker still calls it `starting`; and a check
+/// that fails keeps the gate waiting, however long Docker will not look.
+#[tokio::test]
+async fn the_gate_runs_a_starting_containers_healthcheck_instead_of_waiting_an_interval() {
+    let s = setup("h");
+    let app = image("app:hourly", "hourly", true);
+    let t = release(&s, "1", &app);
+    let compose = t.dir.join("docker-compose.yml");
+    let text = std::fs::read_to_string(&compose).unwrap();
+    assert!(text.contains("interval: 1s"));
+    std::fs::write(&compose, text.replace("interval: 1s", "interval: 1h")).unwrap();
+    let start = StartServices {
+        target: t.clone(),
+        only: vec![],
+        standby: None,
+    };
+    start.apply(&ctx(0)).await.unwrap();
+    let began = std::time::Instant::now();
+    t.wait_healthy(&[]).await.unwrap();
+    assert!(began.elapsed() < std::time::Duration::from_secs(8));
+    let d = Docker::connect().await.unwrap();
+    let web: Vec<_> = d
+        .containers(&s.project)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.service == "web")
+        .collect();
+    assert_eq!(web.len(), 1);
+    assert_eq!(
+        web[0].health.as_deref(),
+        Some("starting"),
+        "Docker has not checked it yet: the gate's own run passed it"
+    );
+
+    // the same, with a check that fails: the gate waits until its deadline, and says why
+    std::fs::write(
+        &compose,
+        text.replace("interval: 1s", "interval: 1h")
+            .replace("8080/health", "8080/no-such-page"),
+    )
+    .unwrap();
+    start.apply(&ctx(0)).await.unwrap();
+    let err = t.wait_healthy(&[]).await.unwrap_err().to_string();
+    assert!(
+        err.contains("service web") && err.contains("starting"),
+        "{err}"
+    );
+    start.undo(&ctx(0), None).await.unwrap();
+}

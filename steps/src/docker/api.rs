@@ -36,6 +36,40 @@ pub struct Container {
     /// The anonymous volumes it mounts (named by a 64-hex id, not by the compose file): data
     /// that only compose's recreate carries over to a new container.
     pub anonymous_volumes: Vec<String>,
+    /// Its healthcheck command, as Docker runs it (`None`: no healthcheck, or `NONE`).
+    pub check: Option<Check>,
+}
+
+/// A container's healthcheck command and how long one run may take.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub argv: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
+impl Check {
+    /// The command of a container's healthcheck configuration (its image's, merged in by
+    /// Docker at create): `CMD` runs its arguments, `CMD-SHELL` its string with `/bin/sh -c`.
+    fn of(h: Option<&bollard::models::HealthConfig>) -> Option<Check> {
+        let h = h?;
+        let test = h.test.as_ref()?;
+        let argv: Vec<String> = match test.first()?.as_str() {
+            "CMD" => test[1..].to_vec(),
+            "CMD-SHELL" => vec!["/bin/sh".into(), "-c".into(), test.get(1)?.clone()],
+            _ => return None,
+        };
+        if argv.is_empty() {
+            return None;
+        }
+        // Docker's default: 30 s
+        let timeout = h
+            .timeout
+            .filter(|ns| *ns > 0)
+            .map_or(std::time::Duration::from_secs(30), |ns| {
+                std::time::Duration::from_nanos(ns as u64)
+            });
+        Some(Check { argv, timeout })
+    }
 }
 
 /// The name suffixes of containers molt keeps aside during an upgrade: the old release's,
@@ -187,8 +221,10 @@ impl Docker {
                 .filter_map(|m| m.name.clone())
                 .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
                 .collect();
+            let check = Check::of(inspect.config.as_ref().and_then(|c| c.healthcheck.as_ref()));
             out.push(Container {
                 anonymous_volumes,
+                check,
                 name: inspect
                     .name
                     .unwrap_or_default()
@@ -216,6 +252,40 @@ impl Docker {
         }
         out.sort_by(|a, b| a.service.cmp(&b.service).then_with(|| a.name.cmp(&b.name)));
         Ok(out)
+    }
+
+    /// Run a container's healthcheck command in it now, as Docker would at its next
+    /// interval: `true` when it exits 0 within its timeout. Its output is read and dropped.
+    pub async fn run_check(&self, id: &str, check: &Check) -> Result<bool, String> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let exec = self
+            .inner
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(check.argv.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| err("create healthcheck exec", e))?;
+        let run = async {
+            if let StartExecResults::Attached { mut output, .. } =
+                self.inner.start_exec(&exec.id, None).await?
+            {
+                while let Some(chunk) = output.next().await {
+                    chunk?;
+                }
+            }
+            let done = self.inner.inspect_exec(&exec.id).await?;
+            Ok::<_, bollard::errors::Error>(done.exit_code == Some(0))
+        };
+        match tokio::time::timeout(check.timeout, run).await {
+            Ok(r) => r.map_err(|e| err("run healthcheck", e)),
+            Err(_) => Ok(false),
+        }
     }
 
     /// The last `lines` lines a container wrote (stdout and stderr).
@@ -293,5 +363,45 @@ impl Docker {
             .await
             .map_err(|e| err("list containers", e))?;
         Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Check;
+    use bollard::models::HealthConfig;
+    use std::time::Duration;
+
+    #[test]
+    fn a_healthcheck_is_run_as_docker_runs_it() {
+        let h = |test: &[&str], timeout: Option<i64>| HealthConfig {
+            test: Some(test.iter().map(|s| s.to_string()).collect()),
+            timeout,
+            ..Default::default()
+        };
+        let argv = |c: Option<Check>| c.map(|c| c.argv);
+        assert_eq!(
+            argv(Check::of(Some(&h(&["CMD", "wget", "-q", "x"], None)))),
+            Some(vec!["wget".into(), "-q".into(), "x".into()])
+        );
+        assert_eq!(
+            argv(Check::of(Some(&h(
+                &["CMD-SHELL", "curl -f x || exit 1"],
+                None
+            )))),
+            Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "curl -f x || exit 1".into()
+            ])
+        );
+        for none in [&["NONE"][..], &["CMD"], &["CMD-SHELL"], &[]] {
+            assert_eq!(Check::of(Some(&h(none, None))), None, "{none:?}");
+        }
+        assert_eq!(Check::of(None), None);
+        let timeout = |t| Check::of(Some(&h(&["CMD", "true"], t))).unwrap().timeout;
+        assert_eq!(timeout(None), Duration::from_secs(30));
+        assert_eq!(timeout(Some(0)), Duration::from_secs(30));
+        assert_eq!(timeout(Some(2_000_000_000)), Duration::from_secs(2));
     }
 }
