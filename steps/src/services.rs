@@ -39,6 +39,13 @@ impl Target {
             .map_err(StepError::new)
     }
 
+    /// The release's `release.toml` and its compose project.
+    pub(crate) async fn release_compose(&self) -> Result<(Release, Compose), StepError> {
+        let release = self.release()?;
+        let compose = self.compose(&release).await?;
+        Ok((release, compose))
+    }
+
     /// Wait for the health gate of this release (all services, or `only`).
     pub async fn wait_healthy(&self, only: &[String]) -> Result<(), StepError> {
         let release = self.release()?;
@@ -108,8 +115,7 @@ impl Target {
 
     /// Stop the services and check that none of the project's containers still runs.
     async fn stop(&self, only: &[String]) -> Result<(), StepError> {
-        let release = self.release()?;
-        let compose = self.compose(&release).await?;
+        let (_, compose) = self.release_compose().await?;
         compose.stop(only).await.map_err(StepError::new)?;
         self.stopped(only).await
     }

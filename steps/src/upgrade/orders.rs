@@ -82,8 +82,7 @@ impl Orders {
 
     /// Make sure the release of `target` has its order kept (housekeeping).
     pub async fn keep(&self, target: &Target) -> Result<(), String> {
-        let release = target.release().map_err(|e| e.to_string())?;
-        let compose = target.compose(&release).await.map_err(|e| e.to_string())?;
+        let (_, compose) = target.release_compose().await.map_err(|e| e.to_string())?;
         self.order(&target.dir, &compose).await.map(drop)
     }
 

@@ -354,10 +354,9 @@ impl Standby {
         stash: &Stash,
         old: &[Container],
     ) -> Result<Record, String> {
-        let release = self.target.release().map_err(|e| e.to_string())?;
-        let compose = self
+        let (release, compose) = self
             .target
-            .compose(&release)
+            .release_compose()
             .await
             .map_err(|e| e.to_string())?;
         // Interpolated from the .env the merge will write (the operator's values, the new
@@ -385,10 +384,9 @@ impl Standby {
         // the old release's order (for a rollback without compose), read while compose
         // reads the new configuration and creates the containers
         let old_order = async {
-            let release = self.old.release().map_err(|e| e.to_string())?;
-            let compose = self
+            let (_, compose) = self
                 .old
-                .compose(&release)
+                .release_compose()
                 .await
                 .map_err(|e| e.to_string())?;
             self.orders.order(&self.old.dir, &compose).await
@@ -668,16 +666,21 @@ pub async fn stop_old(standby: &StandbyRef, project: &str) -> Result<bool, StepE
         .collect();
     order.insert(0, unnamed);
     for wave in order {
-        let stops = running
+        let mine: Vec<&Container> = running
             .iter()
             .filter(|c| wave.contains(&c.service.as_str()))
-            .map(|c| {
-                let secs = grace
-                    .get(c.service.as_str())
-                    .copied()
-                    .unwrap_or(DEFAULT_GRACE_SECS);
-                docker.stop_within(&c.id, secs)
-            });
+            .collect();
+        if mine.is_empty() {
+            // nothing of it runs (a one-shot that finished, an empty first wave)
+            continue;
+        }
+        let stops = mine.into_iter().map(|c| {
+            let secs = grace
+                .get(c.service.as_str())
+                .copied()
+                .unwrap_or(DEFAULT_GRACE_SECS);
+            docker.stop_within(&c.id, secs)
+        });
         for stopped in futures_util::future::join_all(stops).await {
             stopped.map_err(StepError::new)?;
         }
