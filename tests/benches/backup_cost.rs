@@ -113,9 +113,9 @@ async fn main() {
         100.0 * final_sync / cp
     );
 
-    // 2. Compress: molt vs tar + zstd -T0 -3 on the same tree.
-    sync();
-    let t = Instant::now();
+    // 2. Compress: molt vs tar + zstd -T0 -3 on the same tree. Each side runs twice, in the
+    // order molt, tar, tar, molt, from a synced page cache, and its best run counts: the
+    // machine is shared, and whichever runs first or second must not decide the ratio.
     let c = Compress {
         layout: layout.clone(),
         level: 3,
@@ -123,24 +123,45 @@ async fn main() {
     // Keep data/ for the tar baseline: archive without removing it.
     let manifest = layout.read_manifest().unwrap().unwrap();
     let molt_archive = dir.path().join("molt.tar.zst");
-    steps::backup::compress::write_archive(&layout.data(), &manifest.items, &molt_archive, 3)
-        .unwrap();
-    let molt_time = t.elapsed().as_secs_f64();
     let tar_archive = dir.path().join("tar.tar.zst");
-    let tar_time = tests::timed(
-        Command::new("tar")
-            .arg("-I")
-            .arg("zstd -T0 -3")
-            .arg("-cf")
-            .arg(&tar_archive)
-            .arg("-C")
-            .arg(layout.data())
-            .arg("shared"),
-    );
-    println!("  compress: molt {molt_time:.2} s, tar -I 'zstd -T0 -3' {tar_time:.2} s");
+    let molt_compress = || {
+        let _ = std::fs::remove_file(&molt_archive);
+        sync();
+        let t = Instant::now();
+        // durable on return (fsynced)
+        steps::backup::compress::write_archive(&layout.data(), &manifest.items, &molt_archive, 3)
+            .unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    let tar_compress = || {
+        let _ = std::fs::remove_file(&tar_archive);
+        sync();
+        let made = tests::timed(
+            Command::new("tar")
+                .arg("-I")
+                .arg("zstd -T0 -3")
+                .arg("-cf")
+                .arg(&tar_archive)
+                .arg("-C")
+                .arg(layout.data())
+                .arg("shared"),
+        );
+        let t = Instant::now();
+        sync();
+        (made, made + t.elapsed().as_secs_f64())
+    };
+    let m1 = molt_compress();
+    let (t1, t1s) = tar_compress();
+    let (t2, t2s) = tar_compress();
+    let m2 = molt_compress();
+    let (molt_time, tar_time, tar_synced) = (m1.min(m2), t1.min(t2), t1s.min(t2s));
     println!(
-        "  ratio speed molt / tar = {:.2}x  (target >= 1.0x)",
-        tar_time / molt_time
+        "  compress (best of 2): molt {molt_time:.2} s (fsynced), tar -I 'zstd -T0 -3' {tar_time:.2} s ({tar_synced:.2} s with sync)"
+    );
+    println!(
+        "  ratio speed molt / tar = {:.2}x  (target >= 1.0x; {:.2}x against tar + sync)",
+        tar_time / molt_time,
+        tar_synced / molt_time
     );
     println!(
         "  sizes: molt {} B, tar {} B, ratio {:.3}",
@@ -150,37 +171,47 @@ async fn main() {
     );
     std::fs::remove_file(&molt_archive).unwrap();
 
-    // 3. Restore from the archive: molt's verified staging vs plain extraction.
+    // 3. Restore from the archive: molt's verified staging vs plain extraction, both made
+    // durable; molt, tar, tar, molt, best of each.
     c.apply(&ctx(2)).await.unwrap();
-    sync();
     let scratch = dir.path().join("scratch");
-    let t = Instant::now();
-    restore::Stage {
-        layout: layout.clone(),
-        scratch: scratch.clone(),
-    }
-    .apply(&ctx(0))
-    .await
-    .unwrap();
-    let molt_restore = t.elapsed().as_secs_f64();
     let out = dir.path().join("untar");
-    std::fs::create_dir_all(&out).unwrap();
-    let tar_restore = tests::timed(
-        Command::new("tar")
-            .arg("-I")
-            .arg("zstd")
-            .arg("-xf")
-            .arg(&tar_archive)
-            .arg("-C")
-            .arg(&out),
-    ) + {
-        let t = Instant::now();
+    let mut molt_restore = f64::MAX;
+    let mut tar_restore = f64::MAX;
+    for side in ["molt", "tar", "tar", "molt"] {
+        let _ = std::fs::remove_dir_all(steps::backup::restore::staging_dir(&root, "bench"));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = std::fs::remove_dir_all(&out);
         sync();
-        t.elapsed().as_secs_f64()
-    };
-    println!("  restore: molt (hash-verified, synced) {molt_restore:.2} s, tar -I zstd -xf + sync {tar_restore:.2} s");
+        if side == "molt" {
+            let t = Instant::now();
+            let stage = restore::Stage {
+                layout: layout.clone(),
+                scratch: scratch.clone(),
+            };
+            stage.apply(&ctx(0)).await.unwrap();
+            molt_restore = molt_restore.min(t.elapsed().as_secs_f64());
+        } else {
+            std::fs::create_dir_all(&out).unwrap();
+            let took = tests::timed(
+                Command::new("tar")
+                    .arg("-I")
+                    .arg("zstd")
+                    .arg("-xf")
+                    .arg(&tar_archive)
+                    .arg("-C")
+                    .arg(&out),
+            ) + {
+                let t = Instant::now();
+                sync();
+                t.elapsed().as_secs_f64()
+            };
+            tar_restore = tar_restore.min(took);
+        }
+    }
+    println!("  restore (best of 2): molt (hash-verified, synced) {molt_restore:.2} s, tar -I zstd -xf + sync {tar_restore:.2} s");
     println!(
-        "  ratio speed molt / tar = {:.2}x",
+        "  ratio speed molt / tar = {:.2}x  (target >= 1.0x)",
         tar_restore / molt_restore
     );
 }

@@ -1,4 +1,4 @@
-//! `compress`: turn a complete backup's `data/` into `data.tar.zst` (multithreaded zstd), after
+//! `compress`: turn a complete backup's `data/` into `data.tar.zst` (framed zstd, see `frames`), after
 //! the run that needed it has committed.
 //!
 //! The archive is written from the manifest (entries in manifest order, headers from the
@@ -12,7 +12,9 @@
 //! - `undo`: removes a leftover `data.tar.zst.partial`; a backup already recorded as compressed
 //!   stays compressed (it is complete either way). Idempotent.
 
-use super::digest::Digester;
+use super::digest::{Digester, BLOCK};
+use super::frames::{self, FramedWriter};
+use super::tree::read_full;
 use super::{write_json, Item, Kind, Layout, Manifest, ARCHIVE};
 use crate::fsutil::{remove_path, sync_dir};
 use crate::io_err;
@@ -20,7 +22,7 @@ use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read};
 use std::path::Path;
 
 pub struct Compress {
@@ -60,29 +62,37 @@ fn header(item: &Item) -> tar::Header {
     h
 }
 
-/// A reader that digests what passes through it.
-struct Hashing<R> {
-    inner: R,
+/// A reader that digests what passes through it, reading its file a block at a time (tar
+/// asks for a few KiB per call).
+struct Hashing<'a> {
+    file: io::Take<File>,
     hasher: Digester,
+    buf: &'a mut [u8],
+    at: usize,
+    len: usize,
 }
 
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+impl Read for Hashing<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.len {
+            self.len = read_full(&mut self.file, self.buf)?;
+            self.at = 0;
+            self.hasher.update(&self.buf[..self.len]);
+        }
+        let n = (self.len - self.at).min(out.len());
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
         Ok(n)
     }
 }
 
-/// Write `items` (found under `data`) as a tar.zst at `out`. Each file's sha256 must equal the
-/// manifest's; returns the archive's size.
+/// Write `items` (found under `data`) as a tar.zst at `out`, in the framed form (see
+/// `frames`), durable on return. Each file's sha256 must equal the manifest's; returns the
+/// archive's size.
 pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io::Result<u64> {
     let file = File::create(out)?;
-    let mut enc =
-        zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, file), level)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    enc.multithread(threads)?;
-    let mut builder = tar::Builder::new(enc);
+    let mut builder = tar::Builder::new(FramedWriter::new(file, level)?);
+    let mut buf = vec![0u8; BLOCK];
     for item in items {
         let mut h = header(item);
         match item.kind {
@@ -93,8 +103,11 @@ pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io:
             Kind::File => {
                 let src = data.join(&item.path);
                 let mut r = Hashing {
-                    inner: File::open(&src)?.take(item.size),
+                    file: File::open(&src)?.take(item.size),
                     hasher: Digester::new(item.digest_scheme()),
+                    buf: &mut buf,
+                    at: 0,
+                    len: 0,
                 };
                 builder.append_data(&mut h, &item.path, &mut r)?;
                 let sha = r.hasher.finish().digest;
@@ -112,9 +125,7 @@ pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io:
         }
         engine::failpoint("steps::backup::archive_entry");
     }
-    let enc = builder.into_inner()?;
-    let buf = enc.finish()?;
-    let file = buf.into_inner().map_err(|e| e.into_error())?;
+    let file = builder.into_inner()?.finish()?;
     file.sync_all()?;
     Ok(file.metadata()?.len())
 }
@@ -127,8 +138,7 @@ pub fn verify_archive(archive: &Path, manifest: &Manifest) -> io::Result<Vec<Str
         Ok(f) => f,
         Err(e) => return Ok(vec![format!("cannot open {}: {e}", archive.display())]),
     };
-    let dec = zstd::stream::read::Decoder::new(file)?;
-    let mut ar = tar::Archive::new(dec);
+    let mut ar = tar::Archive::new(frames::open(file)?);
     let mut expected = manifest.items.iter();
     let entries = match ar.entries() {
         Ok(e) => e,

@@ -13,6 +13,7 @@
 pub mod compress;
 pub mod digest;
 pub mod finalize;
+pub mod frames;
 pub mod precopy;
 pub mod restore;
 pub mod retention;

@@ -14,7 +14,9 @@
 //! A crash anywhere leaves the old data or the restored data at each path, never a mix, and
 //! `molt resume` finishes the restore.
 
-use super::tree::{apply_meta, feed_blocks, finish_dirs, materialize, syncfs, Hasher, PENDING};
+use super::tree::{
+    apply_meta, feed_blocks, finish_dirs, materialize, syncfs, Flusher, Hasher, PENDING,
+};
 use super::{Item, Kind, Layout, Manifest};
 use crate::fsutil::{remove_path, sync_dir, Stash};
 use crate::io_err;
@@ -96,10 +98,15 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                 .map(|i| (i.path.as_str(), i))
                 .collect();
             let file = std::fs::File::open(layout.dir().join(name))?;
-            let hasher = Hasher::start();
-            let mut ar = tar::Archive::new(zstd::stream::read::Decoder::new(file)?);
+            // Files alternate between two hashing threads, each hashing and writing its
+            // files: with the chunks decompressed on every core, hashing is the longest
+            // stage. Digests are checked in archive order (each thread keeps its own).
+            let hashers = [Hasher::start(), Hasher::start()];
+            let flusher = Flusher::start(staging)?;
+            let mut ar = tar::Archive::new(super::frames::open(file)?);
             let mut seen = 0usize;
-            let mut pending: std::collections::VecDeque<&Item> = Default::default();
+            let mut files = 0usize;
+            let mut pending: std::collections::VecDeque<(&Item, &Hasher)> = Default::default();
             for entry in ar.entries()? {
                 let mut entry = entry?;
                 let path = entry
@@ -126,15 +133,19 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                         apply_meta(&dst, item)?;
                     }
                     Kind::File => {
-                        // decompressed here; written and hashed on the other core, checked
-                        // (and given its metadata once written) a few files later
+                        // decompressed on the workers, written and hashed on a hashing
+                        // thread, checked (and given its metadata once written) a few files
+                        // later
+                        let hasher = &hashers[files % hashers.len()];
+                        files += 1;
                         hasher.sink(std::fs::File::create(&dst)?)?;
                         let scheme = item.digest_scheme();
-                        feed_blocks(&mut entry, &hasher, scheme, |_, _| Ok(None))?;
-                        pending.push_back(item);
+                        let bytes = feed_blocks(&mut entry, hasher, scheme, |_, _| Ok(None))?;
+                        flusher.wrote(bytes);
+                        pending.push_back((item, hasher));
                         if pending.len() >= PENDING {
-                            if let Some(oldest) = pending.pop_front() {
-                                written(&hasher, staging, oldest, &mut problems)?;
+                            if let Some((oldest, h)) = pending.pop_front() {
+                                written(h, staging, oldest, &mut problems)?;
                             }
                         }
                     }
@@ -142,8 +153,8 @@ fn build(layout: &Layout, manifest: &Manifest, staging: &Path) -> io::Result<Vec
                 bar.inc(item.size);
                 engine::failpoint("steps::restore::stage_entry");
             }
-            while let Some(item) = pending.pop_front() {
-                written(&hasher, staging, item, &mut problems)?;
+            while let Some((item, h)) = pending.pop_front() {
+                written(h, staging, item, &mut problems)?;
             }
             if seen != manifest.items.len() {
                 problems.push(format!(

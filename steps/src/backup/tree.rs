@@ -143,10 +143,10 @@ pub(crate) const PENDING: usize = 8;
 
 impl Hasher {
     pub(crate) fn start() -> Hasher {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(3);
-        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(7);
+        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let (done, digests) = std::sync::mpsc::sync_channel(PENDING);
-        for _ in 0..4 {
+        for _ in 0..8 {
             let _ = back.send(vec![0u8; BLOCK]);
         }
         let thread = std::thread::spawn(move || {
@@ -248,7 +248,7 @@ impl Drop for Hasher {
 }
 
 /// Fill `buf` from `input` as far as it goes; returns the bytes read (short only at the end).
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
@@ -504,6 +504,57 @@ pub fn finish_dirs(dst_root: &Path, items: &[Item]) -> io::Result<()> {
 pub fn syncfs(path: &Path) -> io::Result<()> {
     let dir = File::open(path)?;
     rustix::fs::syncfs(&dir).map_err(io::Error::from)
+}
+
+/// Bytes written between two early `syncfs` runs of a [`Flusher`].
+pub(crate) const FLUSH_EVERY: u64 = 64 << 20;
+
+/// Makes a tree durable while it is being written: after each [`FLUSH_EVERY`] bytes
+/// reported, a thread of its own runs `syncfs`, so the disk writes while the CPU decompresses
+/// and hashes, and the caller's final [`syncfs`] (which it still runs: the flusher's
+/// guarantees nothing) finds little left. The kernel would otherwise start writing only at
+/// its dirty threshold (a tenth of memory) or after 30 s.
+pub(crate) struct Flusher {
+    wrote: Option<std::sync::mpsc::Sender<u64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    pub(crate) fn start(path: &Path) -> io::Result<Flusher> {
+        let dir = File::open(path)?;
+        let (wrote, bytes) = std::sync::mpsc::channel::<u64>();
+        let thread = std::thread::spawn(move || {
+            let mut dirty = 0u64;
+            for n in bytes {
+                dirty += n;
+                if dirty >= FLUSH_EVERY {
+                    // an error here shows again in the final syncfs
+                    let _ = rustix::fs::syncfs(&dir);
+                    dirty = 0;
+                }
+            }
+        });
+        Ok(Flusher {
+            wrote: Some(wrote),
+            thread: Some(thread),
+        })
+    }
+
+    /// `n` more bytes were written (or handed to a thread that writes them).
+    pub(crate) fn wrote(&self, n: u64) {
+        if let Some(w) = &self.wrote {
+            let _ = w.send(n);
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.wrote.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Compare the tree under `root` with `items`: kind, mode, size, sha256, link target; and
