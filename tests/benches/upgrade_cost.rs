@@ -42,6 +42,9 @@ fn molt_bin() -> PathBuf {
 struct Prober {
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<(Instant, bool)>>>,
+    /// When the prober started, on both clocks (to place its window among the journal's
+    /// records).
+    began: (Instant, std::time::SystemTime),
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -60,6 +63,7 @@ impl Prober {
         Prober {
             stop,
             log,
+            began: (Instant::now(), std::time::SystemTime::now()),
             thread: Some(thread),
         }
     }
@@ -67,16 +71,46 @@ impl Prober {
     /// The longest stretch between the last success before a failure and the first success
     /// after it.
     fn finish(self) -> f64 {
-        self.gaps().into_iter().fold(0.0, f64::max)
+        let began = self.began;
+        let gaps = self.gaps();
+        let Some((from, to)) = gaps
+            .iter()
+            .max_by_key(|(from, to)| to.duration_since(*from))
+            .copied()
+        else {
+            return 0.0;
+        };
+        if std::env::var_os("MOLT_BENCH_STEPS").is_some() {
+            let at = |t: Instant| {
+                let wall = began.1 + t.duration_since(began.0);
+                let ms = wall
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+                    % 86_400_000;
+                format!(
+                    "{:02}:{:02}:{:02}.{:03} UTC",
+                    ms / 3_600_000,
+                    ms / 60_000 % 60,
+                    ms / 1000 % 60,
+                    ms % 1000
+                )
+            };
+            eprintln!("    prober: down from {} to {}", at(from), at(to));
+        }
+        to.duration_since(from).as_secs_f64()
     }
 
     /// The last such stretch: for a rollback, the one that ends with the old release serving
     /// again (the failed release may answer for a while before the gate gives up on it).
     fn finish_last(self) -> f64 {
-        self.gaps().last().copied().unwrap_or(0.0)
+        self.gaps()
+            .last()
+            .map_or(0.0, |(from, to)| to.duration_since(*from).as_secs_f64())
     }
 
-    fn gaps(mut self) -> Vec<f64> {
+    /// Each stretch of failures: (last success before, first success after).
+    fn gaps(mut self) -> Vec<(Instant, Instant)> {
         // the app may still be coming up when the command returns (the gate saw it healthy,
         // the prober's next GET is on its way): wait for a success, at most 10 s
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -94,7 +128,7 @@ impl Prober {
         for (t, ok) in log.iter() {
             if *ok {
                 if let Some(from) = down_since.take() {
-                    gaps.push(t.duration_since(from).as_secs_f64());
+                    gaps.push((from, *t));
                 }
                 last_ok = Some(*t);
             } else if down_since.is_none() {
@@ -396,6 +430,35 @@ async fn measure(vendor: &Vendor, mib: usize, compose: &Compose, migration: &Pat
     let molt_wall = molt(&site, &["upgrade", "--yes"], 0);
     std::thread::sleep(Duration::from_millis(300));
     let molt_down = p.finish();
+    if std::env::var_os("MOLT_BENCH_STEPS").is_some() {
+        // the journal's records of that upgrade, to place the prober's window among them
+        let out = Command::new(molt_bin())
+            .arg("--root")
+            .arg(&site.root)
+            .args(["journal", "list"])
+            .output()
+            .unwrap();
+        let list = String::from_utf8_lossy(&out.stdout).to_string();
+        let run = list
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .next()?
+                    .trim_start_matches('#')
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max();
+        if let Some(run) = run {
+            let out = Command::new(molt_bin())
+                .arg("--root")
+                .arg(&site.root)
+                .args(["journal", "show", &run.to_string()])
+                .output()
+                .unwrap();
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     let writes = w.join().unwrap();
     vendor.show("2.1.0");

@@ -124,9 +124,9 @@ pub fn semi_random(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// Run a baseline command to success and return its wall time in seconds (benchmarks).
-pub fn timed(cmd: &mut Command) -> f64 {
-    let t = std::time::Instant::now();
+/// Run a command to success (panicking with its stderr otherwise) and return its stdout,
+/// trimmed.
+pub fn stdout_of(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -135,6 +135,13 @@ pub fn timed(cmd: &mut Command) -> f64 {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Run a baseline command to success and return its wall time in seconds (benchmarks).
+pub fn timed(cmd: &mut Command) -> f64 {
+    let t = std::time::Instant::now();
+    stdout_of(cmd);
     t.elapsed().as_secs_f64()
 }
 

@@ -261,3 +261,98 @@ async fn the_gate_runs_a_starting_containers_healthcheck_instead_of_waiting_an_i
     );
     start.undo(&ctx(0), None).await.unwrap();
 }
+
+fn sh(args: &[&str]) -> String {
+    tests::stdout_of(std::process::Command::new(args[0]).args(&args[1..]))
+}
+
+/// A client that calls while Docker starts a container leaves the host's neighbour entry for
+/// the container's address unresolved until the kernel's next ARP try, a second later: the
+/// start through the API writes the entry. Shown with the worst such entry, a wrong address
+/// held for good, which without the start's announcement would keep the app unreachable.
+#[tokio::test]
+async fn a_container_started_through_the_api_is_reachable_whatever_the_host_believed() {
+    let s = setup("n");
+    let app = image("app:n", "n", true);
+    let t = release(&s, "1", &app);
+    let start = StartServices {
+        target: t.clone(),
+        only: vec![],
+        standby: None,
+    };
+    start.apply(&ctx(0)).await.unwrap();
+    t.wait_healthy(&[]).await.unwrap();
+    let d = Docker::connect().await.unwrap();
+    let web = d
+        .containers(&s.project)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.service == "web")
+        .unwrap();
+    let address = || {
+        let fields = sh(&[
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.MacAddress}} {{.NetworkID}}{{end}}",
+            &web.id,
+        ]);
+        let [ip, mac, net] = fields.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("{fields}")
+        };
+        (
+            ip.to_string(),
+            mac.to_string(),
+            format!("br-{}", &net[..12]),
+        )
+    };
+    let (ip, _, bridge) = address();
+    d.stop(&web.id).await.unwrap();
+    // the restarted container may get another of the network's first addresses: the host
+    // holds a wrong entry for each
+    let prefix = &ip[..ip.rfind('.').unwrap()];
+    let candidates: Vec<String> = (2..12).map(|h| format!("{prefix}.{h}")).collect();
+    for a in &candidates {
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            a,
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            &bridge,
+            "nud",
+            "permanent",
+        ]);
+    }
+    d.start(&web.id).await.unwrap();
+    let (ip, mac, _) = address();
+    let entry = sh(&["ip", "neigh", "show", &ip, "dev", &bridge]);
+    // each request within 2 s: with the wrong entry left, one would wait forever (and
+    // busybox wget's own -T crashes)
+    let answered = (0..50).any(|_| {
+        std::process::Command::new("timeout")
+            .args(["2", "busybox", "wget", "-q", "-O", "-"])
+            .arg(format!("http://127.0.0.1:{}/health", s.port))
+            .status()
+            .is_ok_and(|st| st.success())
+            || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                false
+            }
+    });
+    for a in &candidates {
+        let _ = std::process::Command::new("ip")
+            .args(["neigh", "del", a, "dev", &bridge])
+            .status();
+    }
+    assert!(candidates.contains(&ip), "{ip} is not among {candidates:?}");
+    assert!(entry.contains(&mac), "the host's entry for {ip}: {entry}");
+    assert!(
+        answered,
+        "the app never answered through its published port"
+    );
+    start.undo(&ctx(0), None).await.unwrap();
+}
