@@ -20,6 +20,8 @@ command -v docker >/dev/null || need_apt+=(docker.io)
 # compose: v2 (`docker compose`) when the host has it, else Debian's v1 `docker-compose`
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v mount >/dev/null || need_apt+=(mount)
+# ip: molt announces a started container to the host's neighbour table (and a test checks it)
+command -v ip >/dev/null || need_apt+=(iproute2)
 # the release tests check signature interop with the minisign tool and compare with curl
 command -v minisign >/dev/null || need_apt+=(minisign)
 command -v curl >/dev/null || need_apt+=(curl)
