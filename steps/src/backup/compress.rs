@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use engine::{Step, StepClass, StepCtx, StepError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 pub struct Compress {
@@ -102,15 +102,30 @@ pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io:
             }
             Kind::File => {
                 let src = data.join(&item.path);
-                let mut r = Hashing {
-                    file: File::open(&src)?.take(item.size),
-                    hasher: Digester::new(item.digest_scheme()),
-                    buf: &mut buf,
-                    at: 0,
-                    len: 0,
-                };
-                builder.append_data(&mut h, &item.path, &mut r)?;
-                let sha = r.hasher.finish().digest;
+                let mut file = File::open(&src)?;
+                let mut hasher = Digester::new(item.digest_scheme());
+                if h.set_path(&item.path).is_ok() {
+                    // the path fits the header: header, then the file read straight into
+                    // the archive's chunk, then tar's padding
+                    h.set_cksum();
+                    let w = builder.get_mut();
+                    w.write_all(h.as_bytes())?;
+                    w.read_from(&mut file, item.size, &mut hasher)?;
+                    let pad = (512 - item.size % 512) % 512;
+                    w.write_all(&[0u8; 512][..pad as usize])?;
+                } else {
+                    // a long path: tar's own extension header, through its builder
+                    let mut r = Hashing {
+                        file: file.take(item.size),
+                        hasher,
+                        buf: &mut buf,
+                        at: 0,
+                        len: 0,
+                    };
+                    builder.append_data(&mut h, &item.path, &mut r)?;
+                    hasher = r.hasher;
+                }
+                let sha = hasher.finish().digest;
                 if Some(&sha) != item.sha256.as_ref() {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,

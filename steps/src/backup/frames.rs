@@ -210,6 +210,39 @@ impl FramedWriter {
     }
 }
 
+impl FramedWriter {
+    /// Append `len` bytes of `file` (from where it is), read straight into the chunk being
+    /// filled (no copy through a buffer of the caller's), digesting them on the way. A file
+    /// shorter than `len` is an error.
+    pub fn read_from(
+        &mut self,
+        file: &mut File,
+        mut len: u64,
+        hasher: &mut super::digest::Digester,
+    ) -> io::Result<()> {
+        while len > 0 {
+            let start = self.buf.len();
+            let room = (CHUNK - start) as u64;
+            // into the chunk's spare capacity (reserved whole): no reallocation
+            let got = (&mut *file)
+                .take(room.min(len))
+                .read_to_end(&mut self.buf)?;
+            if got == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the file ended {len} bytes before its recorded size"),
+                ));
+            }
+            hasher.update(&self.buf[start..]);
+            len -= got as u64;
+            if self.buf.len() == CHUNK {
+                self.dispatch()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for FramedWriter {
     /// Unfinished (an error on the way): the frames under way are written, then the thread
     /// stops; none outlives the writer.
