@@ -19,6 +19,17 @@ fn ctx(step: usize) -> StepCtx {
     }
 }
 
+/// The pre-copy of `shared` into the backup.
+async fn precopy(layout: &Layout) {
+    PreCopy {
+        layout: layout.clone(),
+        paths: vec!["shared".into()],
+    }
+    .apply(&ctx(0))
+    .await
+    .unwrap();
+}
+
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -134,13 +145,7 @@ async fn big_file_changed_in_one_block() -> (tempfile::TempDir, Layout, Vec<u8>)
     write(root, "shared/db/ibdata1", &big);
     write(root, "shared/small.txt", b"small");
     let layout = Layout::new(root, "b1");
-    PreCopy {
-        layout: layout.clone(),
-        paths: vec!["shared".into()],
-    }
-    .apply(&ctx(0))
-    .await
-    .unwrap();
+    precopy(&layout).await;
     let record = std::fs::read_to_string(layout.precopy()).unwrap();
     let record: steps::backup::precopy::PreCopyRecord = serde_json::from_str(&record).unwrap();
     let seen = record
@@ -289,13 +294,7 @@ async fn an_archive_holds_long_paths_odd_sizes_and_chunk_crossing_files() {
     write(root, "shared/big.bin", &big);
     std::os::unix::fs::symlink("odd", root.join("shared/link")).unwrap();
     let layout = Layout::new(root, "b1");
-    PreCopy {
-        layout: layout.clone(),
-        paths: vec!["shared".into()],
-    }
-    .apply(&ctx(0))
-    .await
-    .unwrap();
+    precopy(&layout).await;
     FinalSync {
         layout: layout.clone(),
     }
