@@ -432,31 +432,22 @@ async fn measure(vendor: &Vendor, mib: usize, compose: &Compose, migration: &Pat
     let molt_down = p.finish();
     if std::env::var_os("MOLT_BENCH_STEPS").is_some() {
         // the journal's records of that upgrade, to place the prober's window among them
-        let out = Command::new(molt_bin())
-            .arg("--root")
-            .arg(&site.root)
-            .args(["journal", "list"])
-            .output()
-            .unwrap();
-        let list = String::from_utf8_lossy(&out.stdout).to_string();
-        let run = list
+        let journal = |args: &[&str]| {
+            tests::stdout_of(
+                Command::new(molt_bin())
+                    .arg("--root")
+                    .arg(&site.root)
+                    .arg("journal")
+                    .args(args),
+            )
+        };
+        // `journal list`: a header, then a line per run starting with its number
+        let last = journal(&["list"])
             .lines()
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .next()?
-                    .trim_start_matches('#')
-                    .parse::<u64>()
-                    .ok()
-            })
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
             .max();
-        if let Some(run) = run {
-            let out = Command::new(molt_bin())
-                .arg("--root")
-                .arg(&site.root)
-                .args(["journal", "show", &run.to_string()])
-                .output()
-                .unwrap();
-            eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        if let Some(run) = last {
+            eprintln!("{}", journal(&["show", &run.to_string()]));
         }
     }
     stop.store(true, Ordering::SeqCst);

@@ -12,9 +12,8 @@
 //! - `undo`: removes a leftover `data.tar.zst.partial`; a backup already recorded as compressed
 //!   stays compressed (it is complete either way). Idempotent.
 
-use super::digest::{Digester, BLOCK};
+use super::digest::Digester;
 use super::frames::{self, FramedWriter};
-use super::tree::read_full;
 use super::{write_json, Item, Kind, Layout, Manifest, ARCHIVE};
 use crate::fsutil::{remove_path, sync_dir};
 use crate::io_err;
@@ -62,26 +61,16 @@ fn header(item: &Item) -> tar::Header {
     h
 }
 
-/// A reader that digests what passes through it, reading its file a block at a time (tar
-/// asks for a few KiB per call).
-struct Hashing<'a> {
-    file: io::Take<File>,
+/// A reader that digests what passes through it (for entries tar's builder writes).
+struct Hashing<R> {
+    inner: R,
     hasher: Digester,
-    buf: &'a mut [u8],
-    at: usize,
-    len: usize,
 }
 
-impl Read for Hashing<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.len {
-            self.len = read_full(&mut self.file, self.buf)?;
-            self.at = 0;
-            self.hasher.update(&self.buf[..self.len]);
-        }
-        let n = (self.len - self.at).min(out.len());
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -92,7 +81,6 @@ impl Read for Hashing<'_> {
 pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io::Result<u64> {
     let file = File::create(out)?;
     let mut builder = tar::Builder::new(FramedWriter::new(file, level)?);
-    let mut buf = vec![0u8; BLOCK];
     for item in items {
         let mut h = header(item);
         match item.kind {
@@ -116,11 +104,8 @@ pub fn write_archive(data: &Path, items: &[Item], out: &Path, level: i32) -> io:
                 } else {
                     // a long path: tar's own extension header, through its builder
                     let mut r = Hashing {
-                        file: file.take(item.size),
+                        inner: file.take(item.size),
                         hasher,
-                        buf: &mut buf,
-                        at: 0,
-                        len: 0,
                     };
                     builder.append_data(&mut h, &item.path, &mut r)?;
                     hasher = r.hasher;

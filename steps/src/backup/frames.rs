@@ -100,7 +100,7 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
         self.jobs
             .as_ref()
             .and_then(|j| j.send((input, done)).ok())
-            .ok_or_else(|| io::Error::other("the compression workers stopped"))?;
+            .ok_or_else(|| io::Error::other("the archive's worker threads stopped"))?;
         Ok(pending)
     }
 }
@@ -175,12 +175,13 @@ impl FramedWriter {
         })
     }
 
-    /// The writing thread's own error, once it stopped.
-    fn writer_error(&mut self) -> io::Error {
+    /// Close the queue of frames and wait for the writing thread: the file, or why it
+    /// stopped.
+    fn close(&mut self) -> io::Result<File> {
         drop(self.order.take());
         match self.writer.take().map(|w| w.join()) {
-            Some(Ok(Err(e))) => e,
-            _ => io::Error::other("the archive's writing thread stopped"),
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("the archive's writing thread stopped")),
         }
     }
 
@@ -190,7 +191,9 @@ impl FramedWriter {
         self.frames += 1;
         let sent = self.order.as_ref().map(|o| o.send(pending).is_ok());
         if sent != Some(true) {
-            return Err(self.writer_error());
+            // the writing thread stopped: its error says why
+            let why = self.close().err();
+            return Err(why.unwrap_or_else(|| io::Error::other("the archive's writer stopped")));
         }
         Ok(())
     }
@@ -202,15 +205,9 @@ impl FramedWriter {
         if !self.buf.is_empty() || self.frames == 0 {
             self.dispatch()?;
         }
-        drop(self.order.take());
-        match self.writer.take().map(|w| w.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(io::Error::other("the archive's writing thread stopped")),
-        }
+        self.close()
     }
-}
 
-impl FramedWriter {
     /// Append `len` bytes of `file` (from where it is), read straight into the chunk being
     /// filled (no copy through a buffer of the caller's), digesting them on the way. A file
     /// shorter than `len` is an error.
@@ -247,10 +244,7 @@ impl Drop for FramedWriter {
     /// Unfinished (an error on the way): the frames under way are written, then the thread
     /// stops; none outlives the writer.
     fn drop(&mut self) {
-        drop(self.order.take());
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        let _ = self.close();
     }
 }
 
@@ -299,9 +293,27 @@ fn read_frame_part(input: &mut impl Read, buf: &mut [u8], at: u64) -> io::Result
     Ok(true)
 }
 
+/// The next frame at byte `at` of a framed archive: (compressed frame, plain length), its
+/// lengths checked before it is read; `None` at a clean end.
+fn next_frame(input: &mut impl Read, at: u64) -> io::Result<Option<(Vec<u8>, usize)>> {
+    let mut h = [0u8; HEAD];
+    if !read_frame_part(input, &mut h, at)? {
+        return Ok(None);
+    }
+    let (compressed, plain) = parse_head(&h).ok_or_else(|| damaged(at, "no frame header"))?;
+    if plain > CHUNK || compressed > max_frame() || compressed == 0 {
+        return Err(damaged(at, "a frame's lengths are out of range"));
+    }
+    let mut frame = vec![0u8; compressed];
+    if !read_frame_part(input, &mut frame, at + HEAD as u64)? {
+        return Err(damaged(at, "it ends after a frame header"));
+    }
+    Ok(Some((frame, plain)))
+}
+
 impl FramedReader {
-    /// `input` is positioned after the first frame header, whose lengths are `first`.
-    fn start(input: File, first: (usize, usize)) -> io::Result<FramedReader> {
+    /// `input` is a framed archive, read from its start.
+    fn start(input: File) -> io::Result<FramedReader> {
         let n = threads();
         let pool = Pool::start(
             n,
@@ -324,52 +336,24 @@ impl FramedReader {
         let (order, chunks) = sync_channel::<Pending<Vec<u8>>>(2 * n);
         let reader = std::thread::spawn(move || {
             let mut input = BufReader::with_capacity(1 << 20, input);
-            let mut at = HEAD as u64;
-            let mut lengths = Some(first);
+            let mut at = 0u64;
             loop {
-                let (compressed, plain) = match lengths.take() {
-                    Some(l) => l,
-                    None => {
-                        let mut h = [0u8; HEAD];
-                        match read_frame_part(&mut input, &mut h, at) {
-                            Ok(true) => {}
-                            Ok(false) => return,
-                            Err(e) => {
-                                let _ = order.send(ready(Err(e)));
-                                return;
-                            }
+                // an error is sent in the chunk's place and ends the reading
+                let (pending, last) = match next_frame(&mut input, at) {
+                    Ok(None) => return,
+                    Ok(Some((frame, plain))) => {
+                        let len = frame.len();
+                        let submitted = pool.submit((frame, plain, at + HEAD as u64));
+                        at += (HEAD + len) as u64;
+                        match submitted {
+                            Ok(p) => (p, false),
+                            Err(e) => (ready(Err(e)), true),
                         }
-                        let Some(l) = parse_head(&h) else {
-                            let _ = order.send(ready(Err(damaged(at, "no frame header"))));
-                            return;
-                        };
-                        at += HEAD as u64;
-                        l
                     }
+                    Err(e) => (ready(Err(e)), true),
                 };
-                if plain > CHUNK || compressed > max_frame() || compressed == 0 {
-                    let _ = order.send(ready(Err(damaged(
-                        at,
-                        "a frame's lengths are out of range",
-                    ))));
-                    return;
-                }
-                let mut frame = vec![0u8; compressed];
-                let whole = read_frame_part(&mut input, &mut frame, at).and_then(|whole| {
-                    whole
-                        .then_some(())
-                        .ok_or_else(|| damaged(at, "it ends after a frame header"))
-                });
-                if let Err(e) = whole {
-                    let _ = order.send(ready(Err(e)));
-                    return;
-                }
-                let pending = pool
-                    .submit((frame, plain, at))
-                    .unwrap_or_else(|e| ready(Err(e)));
-                at += compressed as u64;
-                if order.send(pending).is_err() {
-                    return; // the reader was dropped
+                if order.send(pending).is_err() || last {
+                    return; // or the reader was dropped
                 }
             }
         });
@@ -415,11 +399,11 @@ impl Drop for FramedReader {
 /// before the framed form) by zstd's streaming decoder.
 pub fn open(mut file: File) -> io::Result<Box<dyn Read + Send>> {
     let mut h = [0u8; HEAD];
-    let framed = read_frame_part(&mut file, &mut h, 0).unwrap_or(false);
-    if let Some(lengths) = framed.then(|| parse_head(&h)).flatten() {
-        return Ok(Box::new(FramedReader::start(file, lengths)?));
-    }
+    let framed = read_frame_part(&mut file, &mut h, 0).unwrap_or(false) && parse_head(&h).is_some();
     file.rewind()?;
+    if framed {
+        return Ok(Box::new(FramedReader::start(file)?));
+    }
     Ok(Box::new(zstd::stream::read::Decoder::new(file)?))
 }
 

@@ -141,12 +141,16 @@ pub(crate) use super::digest::BLOCK;
 /// Files ended ([`Hasher::end`]) whose digests may wait to be asked for.
 pub(crate) const PENDING: usize = 8;
 
+/// Blocks a [`Hasher`] has in flight: enough that a thread feeding two hashers keeps both
+/// busy across file ends.
+const BUFFERS: usize = 8;
+
 impl Hasher {
     pub(crate) fn start() -> Hasher {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(7);
-        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(BUFFERS - 1);
+        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
         let (done, digests) = std::sync::mpsc::sync_channel(PENDING);
-        for _ in 0..8 {
+        for _ in 0..BUFFERS {
             let _ = back.send(vec![0u8; BLOCK]);
         }
         let thread = std::thread::spawn(move || {
@@ -248,7 +252,7 @@ impl Drop for Hasher {
 }
 
 /// Fill `buf` from `input` as far as it goes; returns the bytes read (short only at the end).
-pub(crate) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
